@@ -1,0 +1,75 @@
+"""Configs: frozen dataclasses, filled from TOML or dicts; unknown keys raise with their name.
+
+>>> from dataclasses import dataclass
+>>> @dataclass(frozen=True)
+... class C:
+...     k: int = 10
+>>> from_dict(C, {"k": 5})
+C(k=5)
+>>> from_dict(C, {"kk": 5})
+Traceback (most recent call last):
+...
+omnirec.config.ConfigError: unknown key 'kk' in C; known keys: k
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config key that does not exist, or a value of the wrong type."""
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build the dataclass `cls` from `data`; nested dataclasses are filled recursively."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a table of keys, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = get_type_hints(cls)
+    label = where or cls.__name__
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in {label}; known keys: {', '.join(fields) or '(none)'}")
+    values = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            value = from_dict(hint, value, f"{label}.{key}")
+        elif hint is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif hint in (int, float, str, bool) and not isinstance(value, hint):
+            raise ConfigError(f"{label}.{key}: expected {hint.__name__}, got {value!r}")
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[key] = value
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{label}: {exc}") from exc
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file, naming the file in any syntax error."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def to_dict(config: object) -> dict[str, Any]:
+    """A dataclass config as plain JSON-able data."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=list))
+
+
+def config_hash(config: object) -> str:
+    """A short stable hash of a config's values (recorded in every saved artefact)."""
+    blob = json.dumps({"type": type(config).__name__, **to_dict(config)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]

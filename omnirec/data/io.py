@@ -1,0 +1,402 @@
+"""Readers: files in, frames with the columns of `schema` out. No cleaning, no id mapping.
+
+Every reader accepts gzip-compressed files transparently (detected by content, not by name) and
+raises `DataFormatError` naming the file, the line and the expected format on malformed input.
+
+>>> import tempfile, pathlib
+>>> p = pathlib.Path(tempfile.mkdtemp()) / "seq.txt"
+>>> _ = p.write_text("u1 a b c\\nu2 b c\\n")
+>>> read_seq(p).height
+5
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from omnirec.data.schema import EVENT, ITEM, RATING, TEXT, TIME, USER
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class DataFormatError(ValueError):
+    """Malformed input: names the file, the line (1-based, where known) and what was expected."""
+
+    def __init__(self, path: str | Path, message: str, line: int | None = None, expected: str | None = None):
+        where = f"{path}" + (f", line {line}" if line is not None else "")
+        text = f"{where}: {message}" + (f"; expected {expected}" if expected else "")
+        super().__init__(text)
+        self.path, self.line, self.expected = str(path), line, expected
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The file's bytes, gunzipped when the file is gzip-compressed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    raw = path.read_bytes()
+    if raw[:2] == _GZIP_MAGIC:
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DataFormatError(path, f"corrupt gzip data ({exc})") from exc
+    if not raw.strip():
+        raise DataFormatError(path, "the file is empty", expected="at least one record")
+    return raw
+
+
+def read_text(path: str | Path, encoding: str = "utf-8") -> str:
+    """The file's text (gzip transparent); a decoding error names the line."""
+    raw = read_bytes(path)
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataFormatError(path, f"bytes not valid {encoding}", line=line, expected=f"{encoding} text") from exc
+
+
+def _base_suffix(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+# ---------------------------------------------------------------- generic delimited / parquet files
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which columns of the user's file hold the user, item, time, rating and event type.
+
+    `timestamp=None` means the file has no time column: the file order is taken as time order.
+    """
+
+    user: str = USER
+    item: str = ITEM
+    timestamp: str | None = TIME
+    rating: str | None = None
+    event: str | None = None
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(file column, omnirec column) for every mapped column."""
+        cols = [(self.user, USER), (self.item, ITEM), (self.timestamp, TIME), (self.rating, RATING), (self.event, EVENT)]
+        return [(src, dst) for src, dst in cols if src is not None]
+
+
+def _scan_field_counts(path: Path, text: str, sep: str, n_fields: int, first_line: int) -> None:
+    """Find the first record whose field count differs from `n_fields` and raise for it."""
+    reader = csv.reader(io.StringIO(text), delimiter=sep)
+    for _ in range(first_line - 1):
+        next(reader, None)
+    for row in reader:
+        if row and len(row) != n_fields:
+            raise DataFormatError(
+                path, f"{len(row)} fields", line=reader.line_num, expected=f"{n_fields} fields separated by {sep!r}"
+            )
+
+
+def read_delimited(
+    path: str | Path, sep: str, names: list[str] | None = None, encoding: str = "utf-8", quote: str | None = '"'
+) -> pl.DataFrame:
+    """A CSV/TSV file as a frame of strings. With `names` the file has no header row.
+
+    Blank lines are skipped; a record with too many or too few fields raises with its line number.
+    """
+    path = Path(path)
+    text = read_text(path, encoding)
+    header = names is None
+    first_data_line = 2 if header else 1
+    try:
+        frame = pl.read_csv(
+            io.BytesIO(text.encode("utf-8")), separator=sep, has_header=header, new_columns=names,
+            infer_schema=False, quote_char=quote,
+        )
+    except pl.exceptions.PolarsError as exc:
+        n_fields = len(names) if names else len(next(csv.reader(io.StringIO(text), delimiter=sep)))
+        _scan_field_counts(path, text, sep, n_fields, first_data_line)
+        raise DataFormatError(path, f"cannot be parsed ({exc})", expected=f"fields separated by {sep!r}") from exc
+    if names is not None and frame.width != len(names):
+        raise DataFormatError(path, f"{frame.width} fields", line=1, expected=f"{len(names)} fields separated by {sep!r}")
+    if frame.width and frame.select(pl.any_horizontal(pl.all().is_null())).to_series().any():
+        _scan_field_counts(path, text, sep, frame.width, first_data_line)
+    frame = frame.with_row_index("_line", offset=first_data_line)
+    return frame.filter(~pl.all_horizontal(pl.exclude("_line").is_null()))
+
+
+def _numeric(frame: pl.DataFrame, col: str, dtype: pl.DataType, path: Path, expected: str) -> pl.Series:
+    src = frame[col]
+    out = src.cast(dtype, strict=False)
+    bad = out.is_null() & src.is_not_null()
+    if bad.any():
+        i = bad.arg_true()[0]
+        line = int(frame["_line"][i]) if "_line" in frame.columns else None
+        raise DataFormatError(path, f"column '{col}' holds {src[i]!r}", line=line, expected=expected)
+    return out
+
+
+def _timestamps(frame: pl.DataFrame, col: str, path: Path) -> pl.Series:
+    """Unix seconds from numbers, datetimes or ISO-8601 strings."""
+    src = frame[col]
+    if src.dtype.is_temporal():
+        return src.cast(pl.Datetime("us")).dt.epoch("s")
+    as_num = src.cast(pl.Float64, strict=False)
+    if (as_num.is_null() & src.is_not_null()).any() and src.dtype == pl.String:
+        parsed = src.str.to_datetime(strict=False)
+        if not (parsed.is_null() & src.is_not_null()).any():
+            return parsed.dt.epoch("s")
+    expected = "a number (Unix time) or an ISO-8601 date-time"
+    return _numeric(frame, col, pl.Float64(), path, expected).floor().cast(pl.Int64)
+
+
+def _to_interactions(frame: pl.DataFrame, columns: ColumnMap, path: Path) -> pl.DataFrame:
+    missing = [src for src, _ in columns.pairs() if src not in frame.columns]
+    if missing:
+        have = ", ".join(c for c in frame.columns if c != "_line")
+        raise DataFormatError(path, f"no column {missing[0]!r} (columns: {have})", expected="the mapped column names")
+    out = {USER: frame[columns.user].cast(pl.String), ITEM: frame[columns.item].cast(pl.String)}
+    if columns.timestamp is None:
+        out[TIME] = pl.int_range(frame.height, eager=True).cast(pl.Int64)
+    else:
+        out[TIME] = _timestamps(frame, columns.timestamp, path)
+    if columns.rating is not None:
+        out[RATING] = _numeric(frame, columns.rating, pl.Float64(), path, "a number")
+    if columns.event is not None:
+        out[EVENT] = frame[columns.event].cast(pl.String)
+    return pl.DataFrame(out)
+
+
+def read_interactions(
+    path: str | Path, columns: ColumnMap = ColumnMap(), sep: str | None = None, encoding: str = "utf-8"
+) -> pl.DataFrame:
+    """Interactions from a CSV, TSV or Parquet file with a header row, mapped by `columns`.
+
+    The separator follows the name (.csv, .tsv/.tab; .gz is looked through) unless `sep` is given;
+    other names are sniffed from the header line.
+    """
+    path = Path(path)
+    suffix = _base_suffix(path)
+    if suffix in (".parquet", ".pq"):
+        try:
+            frame = pl.read_parquet(io.BytesIO(read_bytes(path)))
+        except pl.exceptions.PolarsError as exc:
+            raise DataFormatError(path, f"not a readable Parquet file ({exc})") from exc
+        if frame.height == 0:
+            raise DataFormatError(path, "the file has no rows", expected="at least one record")
+        return _to_interactions(frame, columns, path)
+    if sep is None:
+        sep = {".csv": ",", ".tsv": "\t", ".tab": "\t"}.get(suffix) or _sniff_sep(read_text(path, encoding))
+    frame = read_delimited(path, sep, encoding=encoding)
+    if frame.height == 0:
+        raise DataFormatError(path, "a header but no records", expected="at least one record")
+    return _to_interactions(frame, columns, path)
+
+
+def _sniff_sep(text: str) -> str:
+    first = text.lstrip().split("\n", 1)[0]
+    return max(["\t", ",", ";", "|"], key=first.count)
+
+
+def read_item_text(
+    path: str | Path, id_col: str, text_cols: list[str], sep: str | None = None, encoding: str = "utf-8"
+) -> pl.DataFrame:
+    """Item catalogue: one row per item, its text fields joined with '. ' into the `text` column."""
+    path = Path(path)
+    if _base_suffix(path) in (".parquet", ".pq"):
+        frame = pl.read_parquet(io.BytesIO(read_bytes(path)))
+    else:
+        text = read_text(path, encoding)
+        frame = read_delimited(path, sep or {".csv": ","}.get(_base_suffix(path)) or _sniff_sep(text), encoding=encoding)
+    missing = [c for c in [id_col, *text_cols] if c not in frame.columns]
+    if missing:
+        raise DataFormatError(path, f"no column {missing[0]!r} (columns: {', '.join(frame.columns)})")
+    parts = [pl.col(c).cast(pl.String).fill_null("") for c in text_cols]
+    joined = pl.concat_str(parts, separator=". ").str.strip_chars(" .")
+    return frame.select(pl.col(id_col).cast(pl.String).alias(ITEM), joined.alias(TEXT))
+
+
+# ---------------------------------------------------------------- public benchmark formats
+
+
+def _interactions_from_lists(users: list[str], items: list[str], times: list[int]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {USER: users, ITEM: items, TIME: times}, schema={USER: pl.String, ITEM: pl.String, TIME: pl.Int64}
+    )
+
+
+def read_seq(path: str | Path) -> pl.DataFrame:
+    """Sequence file: `user item1 item2 ...`, one user a line, items in time order (S3-Rec format).
+
+    The position in the line becomes the timestamp.
+    """
+    path = Path(path)
+    users: list[str] = []
+    items: list[str] = []
+    times: list[int] = []
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 2:
+            raise DataFormatError(path, f"{line.strip()!r} has no item", line=lineno, expected="'user item1 item2 ...'")
+        user = parts[0]
+        if user in seen:
+            raise DataFormatError(path, f"user {user!r} already had line {seen[user]}", line=lineno,
+                                  expected="one line per user")
+        seen[user] = lineno
+        users.extend([user] * (len(parts) - 1))
+        items.extend(parts[1:])
+        times.extend(range(len(parts) - 1))
+    return _interactions_from_lists(users, items, times)
+
+
+def read_pairs(path: str | Path) -> pl.DataFrame:
+    """Pair file: `user item` per line, each user's lines in time order (SASRec / BERT4Rec format).
+
+    The line number becomes the timestamp, which keeps every user's order.
+    """
+    path = Path(path)
+    users: list[str] = []
+    items: list[str] = []
+    times: list[int] = []
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise DataFormatError(path, f"{len(parts)} fields in {line.strip()!r}", line=lineno,
+                                  expected="'user item' (two fields)")
+        users.append(parts[0])
+        items.append(parts[1])
+        times.append(lineno)
+    return _interactions_from_lists(users, items, times)
+
+
+@dataclass(frozen=True)
+class MovieLens:
+    """MovieLens-100K: ratings, items (title + genres as text, release year) and users."""
+
+    interactions: pl.DataFrame
+    items: pl.DataFrame
+    users: pl.DataFrame
+
+
+_ML_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)
+
+
+def _find(directory: Path, name: str) -> Path:
+    for candidate in (directory / name, directory / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{directory}: neither {name} nor {name}.gz found")
+
+
+def read_movielens(directory: str | Path) -> MovieLens:
+    """MovieLens-100K from its directory (`u.data`, `u.item`, `u.user`; latin-1; gz or not)."""
+    directory = Path(directory)
+    data_path = _find(directory, "u.data")
+    ratings = read_delimited(data_path, "\t", names=[USER, ITEM, RATING, TIME], quote=None)
+    ratings = ratings.with_columns(
+        _numeric(ratings, RATING, pl.Float64(), data_path, "a rating number"),
+        _numeric(ratings, TIME, pl.Int64(), data_path, "Unix seconds"),
+    ).select(USER, ITEM, TIME, RATING)
+    item_path = _find(directory, "u.item")
+    names = ["movie_id", "title", "release", "video_release", "url", *_ML_GENRES]
+    raw_items = read_delimited(item_path, "|", names=names, encoding="latin-1", quote=None)
+    genre_flags = [pl.when(pl.col(g) == "1").then(pl.lit(g)) for g in _ML_GENRES]
+    genres = pl.concat_list(genre_flags).list.drop_nulls().list.join(", ")
+    items = raw_items.select(
+        pl.col("movie_id").alias(ITEM),
+        pl.concat_str([pl.col("title"), genres], separator=". ").alias(TEXT),
+        pl.col("release").str.slice(-4).cast(pl.Int64, strict=False).alias("year"),
+    )
+    user_path = _find(directory, "u.user")
+    users = read_delimited(user_path, "|", names=[USER, "age", "gender", "occupation", "zip"], quote=None)
+    return MovieLens(ratings, items, users.drop("_line"))
+
+
+def _recbole_frame(path: Path) -> pl.DataFrame:
+    """A RecBole atomic file: tab-separated with a `name:type` header; the types are dropped."""
+    frame = read_delimited(path, "\t", quote=None)
+    return frame.rename({c: c.split(":", 1)[0] for c in frame.columns if c != "_line"})
+
+
+def read_recbole(directory: str | Path, name: str) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """RecBole atomic files `<name>.inter` (+ optional `<name>.item` / `<name>.text`) from `directory`.
+
+    Also reads the UniSRec split layout (`<name>.{train,valid,test}.inter` with `item_id_list`): the
+    test file holds every user's whole history plus target, which gives back one sequence per user.
+    Returns (interactions, items or None).
+    """
+    directory = Path(directory)
+    try:
+        inter_path = _find(directory, f"{name}.inter")
+        frame = _recbole_frame(inter_path)
+        columns = ColumnMap(
+            timestamp=TIME if TIME in frame.columns else None, rating=RATING if RATING in frame.columns else None
+        )
+        interactions = _to_interactions(frame, columns, inter_path)
+    except FileNotFoundError:
+        interactions = _read_unisrec_sequences(_find(directory, f"{name}.test.inter"))
+    items = _read_recbole_items(directory, name)
+    try:
+        index_path = _find(directory, f"{name}.item2index")
+    except FileNotFoundError:
+        return interactions, items
+    if items is not None:  # UniSRec keys text by the original id but sequences by item index
+        index = read_delimited(index_path, "\t", names=[ITEM, "index"], quote=None).drop("_line")
+        items = items.join(index, on=ITEM, how="inner").select(pl.col("index").alias(ITEM), TEXT)
+    return interactions, items
+
+
+def _read_unisrec_sequences(path: Path) -> pl.DataFrame:
+    frame = _recbole_frame(path)
+    for col in (USER, "item_id_list", ITEM):
+        if col not in frame.columns:
+            raise DataFormatError(path, f"no column {col!r}", line=1, expected="user_id, item_id_list, item_id")
+    history = frame["item_id_list"].fill_null("").str.split(" ").list.eval(pl.element().filter(pl.element() != ""))
+    seqs = frame.select(pl.col(USER), pl.concat_list(history, pl.col(ITEM)).alias(ITEM))
+    long = seqs.explode(ITEM).with_columns(pl.int_range(pl.len()).over(USER).cast(pl.Int64).alias(TIME))
+    if long[ITEM].is_null().any():
+        line = int(frame["_line"][long.with_row_index("r").filter(pl.col(ITEM).is_null())["r"][0] % frame.height])
+        raise DataFormatError(path, "a row without target item", line=line, expected="a target item id")
+    return long.select(USER, ITEM, TIME)
+
+
+def _read_recbole_items(directory: Path, name: str) -> pl.DataFrame | None:
+    for suffix in ("text", "item"):
+        try:
+            path = _find(directory, f"{name}.{suffix}")
+        except FileNotFoundError:
+            continue
+        frame = _recbole_frame(path)
+        text_cols = [c for c in frame.columns if c not in (ITEM, "_line")]
+        if ITEM not in frame.columns or not text_cols:
+            raise DataFormatError(path, "needs an item_id column and at least one text column", line=1)
+        joined = pl.concat_str([pl.col(c).fill_null("") for c in text_cols], separator=". ")
+        return frame.select(pl.col(ITEM), joined.alias(TEXT))
+    return None
+
+
+def read_item_attributes(path: str | Path) -> pl.DataFrame:
+    """S3-Rec `item2attributes.json` (`{"item": [attr, ...]}`) as items whose text is `attr_<id>` tokens."""
+    path = Path(path)
+    try:
+        mapping = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(path, f"invalid JSON ({exc.msg})", line=exc.lineno, expected="a JSON object") from exc
+    if not isinstance(mapping, dict):
+        raise DataFormatError(path, "top level is not an object", expected='{"item_id": [attribute ids]}')
+    texts = [" ".join(f"attr_{a}" for a in attrs) for attrs in mapping.values()]
+    return pl.DataFrame({ITEM: list(mapping.keys()), TEXT: texts}, schema={ITEM: pl.String, TEXT: pl.String})

@@ -1,0 +1,191 @@
+"""Splits of a dense interactions frame into train / valid / test, each with a named protocol.
+
+Every split checks that no interaction appears both in training and in evaluation, and that every
+evaluated user has training data (or says how many users it dropped when asked to drop them).
+
+>>> import polars as pl
+>>> f = pl.DataFrame({"user_id": [1, 1, 1], "item_id": [1, 2, 3], "timestamp": [0, 1, 2]})
+>>> s = leave_one_out(f, n_users=1, n_items=3)
+>>> s.train.height, s.valid["item_id"].to_list(), s.test["item_id"].to_list()
+(1, [2], [3])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from omnirec.data.dataset import Dataset, TrainData
+from omnirec.data.schema import ITEM, TIME, USER
+from omnirec.features.sequences import Histories
+
+
+class SplitError(ValueError):
+    """A split that cannot be made honestly (e.g. it would leave a user with no training data)."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """train / valid / test frames with dense ids; `notes` says what the split dropped, if anything."""
+
+    train: pl.DataFrame
+    valid: pl.DataFrame
+    test: pl.DataFrame
+    n_users: int
+    n_items: int
+    protocol: str
+    notes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        keys = [USER, ITEM, TIME]
+        for name, part in (("valid", self.valid), ("test", self.test)):
+            leaked = part.select(keys).join(self.train.select(keys), on=keys, how="semi")
+            if leaked.height:
+                raise SplitError(f"{leaked.height} {name} interactions also appear in train (same user, item, time)")
+
+    def train_data(self, item_text: list[str] | None = None) -> TrainData:
+        """The view models fit on; validation targets ride along for early stopping."""
+        return TrainData(self.train, self.n_users, self.n_items, item_text, valid=self.targets("valid"))
+
+    def histories(self, phase: str) -> Histories:
+        """Model input and mask when evaluating `phase`: train for 'valid'; train + valid for 'test'."""
+        if phase == "valid":
+            return Histories.from_frame(self.train, self.n_users)
+        if phase == "test":
+            both = pl.concat([self.train.select(USER, ITEM, TIME), self.valid.select(USER, ITEM, TIME)])
+            return Histories.from_frame(both.sort([USER, TIME], maintain_order=True), self.n_users)
+        raise ValueError(f"phase={phase!r}; expected 'valid' or 'test'")
+
+    def targets(self, phase: str) -> Histories:
+        """The held-out items of `phase` ('valid' or 'test'), per user."""
+        part = {"valid": self.valid, "test": self.test}.get(phase)
+        if part is None:
+            raise ValueError(f"phase={phase!r}; expected 'valid' or 'test'")
+        return Histories.from_frame(part, self.n_users)
+
+
+def _users_without_train(train: pl.DataFrame, evaluated: pl.DataFrame) -> pl.Series:
+    return evaluated.select(USER).unique().join(train.select(USER).unique(), on=USER, how="anti")[USER]
+
+
+def _handle_cold_users(
+    train: pl.DataFrame, valid: pl.DataFrame, test: pl.DataFrame, cold_users: str, protocol: str
+) -> tuple[pl.DataFrame, pl.DataFrame, tuple[str, ...]]:
+    """Raise for (or drop, when asked) evaluation users that have no training interactions."""
+    if cold_users not in ("raise", "drop"):
+        raise ValueError(f"cold_users={cold_users!r}; expected 'raise' or 'drop'")
+    cold = _users_without_train(train, pl.concat([valid.select(USER), test.select(USER)]))
+    if cold.len() == 0:
+        return valid, test, ()
+    if cold_users == "raise":
+        raise SplitError(
+            f"{protocol}: {cold.len()} evaluated users have no training data (first: dense user {cold[0]}); "
+            "pass cold_users='drop' to leave them out of evaluation, or use leave-one-out"
+        )
+    keep = ~pl.col(USER).is_in(cold.implode())
+    dropped = valid.filter(~keep).height + test.filter(~keep).height
+    note = f"{protocol}: dropped {dropped} evaluation interactions of {cold.len()} users with no training data"
+    return valid.filter(keep), test.filter(keep), (note,)
+
+
+def leave_one_out(frame: pl.DataFrame, n_users: int, n_items: int, short_users: str = "raise") -> Split:
+    """Last interaction of each user -> test, second-last -> valid, the rest -> train.
+
+    Users with fewer than 3 interactions raise, unless `short_users='train'` keeps them wholly in train.
+    """
+    if short_users not in ("raise", "train"):
+        raise ValueError(f"short_users={short_users!r}; expected 'raise' or 'train'")
+    ranked = frame.with_columns(
+        pl.int_range(pl.len()).reverse().over(USER).alias("_from_end"), pl.len().over(USER).alias("_n")
+    )
+    short = ranked.filter(pl.col("_n") < 3)
+    if short.height and short_users == "raise":
+        raise SplitError(
+            f"leave-one-out: dense user {short[USER][0]} has {short['_n'][0]} interaction(s); each user needs 3 "
+            "(train, valid, test). Clean with min_user_interactions=3, or pass short_users='train'"
+        )
+    evaluated = pl.col("_n") >= 3
+    parts = [
+        ranked.filter(~evaluated | (pl.col("_from_end") >= 2)),
+        ranked.filter(evaluated & (pl.col("_from_end") == 1)),
+        ranked.filter(evaluated & (pl.col("_from_end") == 0)),
+    ]
+    train, valid, test = (p.drop("_from_end", "_n") for p in parts)
+    return Split(train, valid, test, n_users, n_items, "leave-one-out")
+
+
+def temporal(
+    frame: pl.DataFrame, n_users: int, n_items: int, valid_frac: float = 0.1, test_frac: float = 0.1,
+    cold_users: str = "raise",
+) -> Split:
+    """Global time cut-offs: the latest `test_frac` of interactions -> test, the `valid_frac` before -> valid."""
+    _check_fracs(valid_frac, test_frac)
+    times = frame[TIME].to_numpy()
+    t_valid, t_test = np.quantile(times, [1 - valid_frac - test_frac, 1 - test_frac], method="lower")
+    train = frame.filter(pl.col(TIME) < t_valid)
+    valid = frame.filter((pl.col(TIME) >= t_valid) & (pl.col(TIME) < t_test))
+    test = frame.filter(pl.col(TIME) >= t_test)
+    valid, test, notes = _handle_cold_users(train, valid, test, cold_users, "temporal")
+    return Split(train, valid, test, n_users, n_items, "temporal", notes)
+
+
+def random_split(
+    frame: pl.DataFrame, n_users: int, n_items: int, valid_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0
+) -> Split:
+    """Per user, a seeded random `test_frac` / `valid_frac` of interactions (rounded down); >= 1 stays in train."""
+    _check_fracs(valid_frac, test_frac)
+    rng = np.random.default_rng(seed)
+    shuffled = frame.with_columns(pl.Series("_r", rng.random(frame.height)))
+    ranked = shuffled.with_columns(
+        pl.col("_r").rank("ordinal").over(USER).alias("_k") - 1, pl.len().over(USER).alias("_n")
+    )
+    n_test = (pl.col("_n") * test_frac).floor()
+    n_valid = (pl.col("_n") * valid_frac).floor()
+    test = ranked.filter(pl.col("_k") < n_test)
+    valid = ranked.filter((pl.col("_k") >= n_test) & (pl.col("_k") < n_test + n_valid))
+    train = ranked.filter(pl.col("_k") >= n_test + n_valid)
+    train, valid, test = (p.drop("_r", "_k", "_n") for p in (train, valid, test))
+    return Split(train, valid, test, n_users, n_items, f"random(seed={seed})")
+
+
+def cold_items(
+    frame: pl.DataFrame, n_users: int, n_items: int, cutoff_quantile: float = 0.8, seed: int = 0,
+    cold_users: str = "raise",
+) -> Split:
+    """Items first seen at or after the time quantile `cutoff_quantile` are cold: they appear only in evaluation.
+
+    The cold items are halved at random (seeded) between valid and test; train holds every interaction
+    with a warm item.
+    """
+    if not 0 < cutoff_quantile < 1:
+        raise ValueError(f"cutoff_quantile={cutoff_quantile}; expected a number in (0, 1)")
+    cutoff = np.quantile(frame[TIME].to_numpy(), cutoff_quantile, method="lower")
+    first_seen = frame.group_by(ITEM).agg(pl.col(TIME).min().alias("_first"))
+    cold = first_seen.filter(pl.col("_first") >= cutoff)[ITEM].sort().to_numpy()
+    if len(cold) < 2:
+        raise SplitError(f"cold-item split: only {len(cold)} item(s) first seen after the cut-off; lower cutoff_quantile")
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(cold)
+    valid_items, test_items = shuffled[: len(cold) // 2], shuffled[len(cold) // 2 :]
+    train = frame.filter(~pl.col(ITEM).is_in(cold))
+    valid = frame.filter(pl.col(ITEM).is_in(valid_items))
+    test = frame.filter(pl.col(ITEM).is_in(test_items))
+    valid, test, notes = _handle_cold_users(train, valid, test, cold_users, "cold-items")
+    return Split(train, valid, test, n_users, n_items, "cold-items", notes)
+
+
+def _check_fracs(valid_frac: float, test_frac: float) -> None:
+    if not (0 <= valid_frac < 1 and 0 < test_frac < 1 and valid_frac + test_frac < 1):
+        raise ValueError(f"valid_frac={valid_frac}, test_frac={test_frac}; need 0 <= valid, 0 < test, sum < 1")
+
+
+SPLITS = {"loo": leave_one_out, "temporal": temporal, "random": random_split, "cold-items": cold_items}
+
+
+def split_dataset(dataset: Dataset, method: str = "loo", **options: object) -> Split:
+    """Split a `Dataset` by name: 'loo', 'temporal', 'random' or 'cold-items'."""
+    if method not in SPLITS:
+        raise ValueError(f"unknown split {method!r}; expected one of {sorted(SPLITS)}")
+    return SPLITS[method](dataset.interactions, dataset.n_users, dataset.n_items, **options)

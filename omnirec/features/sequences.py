@@ -1,0 +1,112 @@
+"""Ragged per-user histories (time order) and the batches models score.
+
+>>> import polars as pl
+>>> f = pl.DataFrame({"user_id": [1, 1, 2], "item_id": [3, 4, 3], "timestamp": [0, 1, 0]})
+>>> h = Histories.from_frame(f, n_users=2)
+>>> b = h.batch([2, 1])
+>>> b.items.tolist(), b.last_items().tolist()
+([3, 3, 4], [3, 4])
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from omnirec.data.schema import ITEM, USER
+
+
+def gather_ragged(indptr: np.ndarray, values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows `rows` of a ragged array (indptr, values): returns (new indptr, new values)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    starts, ends = indptr[rows], indptr[rows + 1]
+    lengths = ends - starts
+    new_indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_indptr[1:])
+    offsets = np.repeat(starts - new_indptr[:-1], lengths)
+    return new_indptr, values[np.arange(new_indptr[-1], dtype=np.int64) + offsets]
+
+
+class UserBatch(NamedTuple):
+    """The users a model scores at once, with their histories."""
+
+    users: np.ndarray  # (B,) dense user ids
+    indptr: np.ndarray  # (B + 1,) history of row b is items[indptr[b]:indptr[b + 1]]
+    items: np.ndarray  # (nnz,) dense item ids, oldest first
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def lengths(self) -> np.ndarray:
+        """(B,) history lengths."""
+        return np.diff(self.indptr)
+
+    def last_items(self) -> np.ndarray:
+        """(B,) most recent item of each history, 0 (padding) where the history is empty."""
+        lengths = self.lengths()
+        out = np.zeros(len(self.users), dtype=np.int64)
+        has = lengths > 0
+        out[has] = self.items[self.indptr[1:][has] - 1]
+        return out
+
+    def to_csr(self, n_items: int, binary: bool = True) -> sp.csr_matrix:
+        """(B, n_items + 1) sparse history matrix; column 0 is padding and stays empty."""
+        data = np.ones(len(self.items), dtype=np.float32)
+        mat = sp.csr_matrix((data, self.items, self.indptr), shape=(len(self.users), n_items + 1))
+        mat.sum_duplicates()
+        if binary:
+            mat.data[:] = 1.0
+        return mat
+
+    def padded(self, max_len: int) -> np.ndarray:
+        """(B, max_len) most recent items, left-padded with 0."""
+        out = np.zeros((len(self.users), max_len), dtype=np.int64)
+        for b in range(len(self.users)):
+            seq = self.items[self.indptr[b] : self.indptr[b + 1]][-max_len:]
+            if len(seq):
+                out[b, -len(seq) :] = seq
+        return out
+
+
+class Histories:
+    """Every user's items in time order; row u is dense user u (row 0 is padding and empty)."""
+
+    def __init__(self, indptr: np.ndarray, items: np.ndarray):
+        self.indptr = np.asarray(indptr, dtype=np.int64)
+        self.items = np.asarray(items, dtype=np.int64)
+
+    @classmethod
+    def from_frame(cls, frame: pl.DataFrame, n_users: int) -> Histories:
+        """From a dense frame already sorted by (user, time), as `clean` and the splits leave it."""
+        users = frame[USER].to_numpy()
+        if len(users) > 1 and (np.diff(users) < 0).any():
+            order = np.argsort(users, kind="stable")
+            users, items = users[order], frame[ITEM].to_numpy()[order]
+        else:
+            items = frame[ITEM].to_numpy()
+        counts = np.bincount(users, minlength=n_users + 1)
+        indptr = np.zeros(n_users + 2, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        return cls(indptr, items)
+
+    @property
+    def n_users(self) -> int:
+        """Number of real users (rows minus the padding row)."""
+        return len(self.indptr) - 2
+
+    def lengths(self) -> np.ndarray:
+        """(n_users + 1,) history length per user."""
+        return np.diff(self.indptr)
+
+    def batch(self, users: np.ndarray) -> UserBatch:
+        """The histories of `users`, in the order given."""
+        users = np.asarray(users, dtype=np.int64)
+        indptr, items = gather_ragged(self.indptr, self.items, users)
+        return UserBatch(users, indptr, items)
+
+    def to_csr(self, n_items: int, binary: bool = True) -> sp.csr_matrix:
+        """(n_users + 1, n_items + 1) sparse user x item matrix."""
+        return self.batch(np.arange(self.n_users + 1)).to_csr(n_items, binary)

@@ -1,0 +1,19 @@
+"""Models behind one contract (see `base.Recommender`). `MODELS` is the one place names map to classes."""
+
+from omnirec.models.base import Recommender
+from omnirec.models.content import TfidfContent
+from omnirec.models.itemknn import ItemKNN
+from omnirec.models.markov import Markov
+from omnirec.models.mf import ALS, BPR
+from omnirec.models.popularity import Popularity
+
+MODELS: dict[str, type[Recommender]] = {
+    "pop": Popularity,
+    "itemknn": ItemKNN,
+    "als": ALS,
+    "bpr": BPR,
+    "markov": Markov,
+    "tfidf": TfidfContent,
+}
+
+__all__ = ["MODELS", "Recommender", "Popularity", "ItemKNN", "ALS", "BPR", "Markov", "TfidfContent"]

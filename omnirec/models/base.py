@@ -1,0 +1,177 @@
+"""The model contract. Masking of seen items and top-k are written once, here.
+
+Every model: `fit(data) -> self`, `score(batch, items=None) -> (B, I) scores`,
+`recommend(batch, k, exclude_seen=True) -> (ids, scores)`, `save(path)` / `load(path)`.
+Scores are torch tensors with one column per dense item id; column 0 is padding.
+
+>>> from omnirec.data.synthetic import SyntheticConfig, generate
+>>> from omnirec.data.dataset import Dataset
+>>> from omnirec.data.split import split_dataset
+>>> from omnirec.models.popularity import Popularity
+>>> split = split_dataset(Dataset.from_frames(*generate(SyntheticConfig(n_users=30, n_items=20))))
+>>> model = Popularity().fit(split.train_data())
+>>> ids, scores = model.recommend(split.histories("test").batch([1, 2]), k=5)
+>>> ids.shape
+(2, 5)
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from omnirec.config import config_hash, from_dict, to_dict
+from omnirec.data.dataset import TrainData
+from omnirec.features.sequences import UserBatch
+from omnirec.utils import atomic_write, atomic_write_text
+
+FORMAT = "omnirec.model/1"
+
+
+class NotFittedError(RuntimeError):
+    """`score` or `save` called before `fit`."""
+
+
+def mask_seen(scores: torch.Tensor, batch: UserBatch) -> torch.Tensor:
+    """Set the padding column and every item in each row's history to -inf, in place."""
+    scores[:, 0] = -torch.inf
+    rows = np.repeat(np.arange(len(batch.users)), batch.lengths())
+    if len(rows):
+        scores[torch.from_numpy(rows).to(scores.device), torch.from_numpy(batch.items).to(scores.device)] = -torch.inf
+    return scores
+
+
+def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, k) item ids and scores, best first."""
+    k = min(k, scores.shape[1])
+    values, ids = torch.topk(scores, k, dim=1)
+    return ids, values
+
+
+def as_scores(values: np.ndarray | sp.spmatrix | torch.Tensor) -> torch.Tensor:
+    """Any score matrix as a float32 torch tensor (zero-copy for float32 numpy)."""
+    if sp.issparse(values):
+        values = values.toarray()
+    if isinstance(values, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+    return values.float()
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """Models without hyperparameters."""
+
+
+class Recommender(ABC):
+    """Base class of every model. Subclasses set `name` and `Config`, and implement the four hooks."""
+
+    name: ClassVar[str] = "base"
+    Config: ClassVar[type] = NoConfig
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+        if not isinstance(self.config, self.Config):
+            raise TypeError(f"{type(self).__name__} takes a {self.Config.__name__}, got {type(self.config).__name__}")
+        self.n_users = 0
+        self.n_items = 0
+
+    # -- hooks ---------------------------------------------------------------------------------
+    @abstractmethod
+    def _fit(self, data: TrainData) -> None:
+        """Learn from the training data."""
+
+    @abstractmethod
+    def _score(self, batch: UserBatch) -> np.ndarray | sp.spmatrix | torch.Tensor:
+        """(B, n_items + 1) scores for the batch, a fresh array the caller may modify."""
+
+    @abstractmethod
+    def _get_state(self) -> dict[str, np.ndarray]:
+        """The learned arrays, by name."""
+
+    @abstractmethod
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what `_get_state` returned."""
+
+    # -- the contract --------------------------------------------------------------------------
+    def fit(self, data: TrainData) -> Self:
+        """Train on `data` and return self."""
+        if data.interactions.height == 0:
+            raise ValueError(f"{self.name}: no training interactions")
+        self.n_users, self.n_items = data.n_users, data.n_items
+        self._fit(data)
+        return self
+
+    def _check_fitted(self) -> None:
+        if self.n_items == 0:
+            raise NotFittedError(f"{self.name}: call fit() or load() first")
+
+    def score(self, batch: UserBatch, items: np.ndarray | None = None) -> torch.Tensor:
+        """(B, n_items + 1) scores; with `items` (B, C) candidate ids, only those: (B, C)."""
+        self._check_fitted()
+        scores = as_scores(self._score(batch))
+        if scores.shape != (len(batch.users), self.n_items + 1):
+            raise RuntimeError(f"{self.name} scored shape {tuple(scores.shape)}; expected ({len(batch.users)}, {self.n_items + 1})")
+        if items is not None:
+            return scores.gather(1, torch.as_tensor(items, dtype=torch.int64, device=scores.device))
+        return scores
+
+    def recommend(self, batch: UserBatch, k: int = 10, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(B, k) dense item ids and their scores, best first; history items are excluded by default."""
+        scores = self.score(batch)
+        if exclude_seen:
+            mask_seen(scores, batch)
+        else:
+            scores[:, 0] = -torch.inf
+        ids, values = top_k(scores, k)
+        return ids.cpu().numpy(), values.cpu().numpy()
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write `model.json` (name, config, hash, sizes) and `state.npz` into the folder `path`."""
+        self._check_fitted()
+        path = Path(path)
+        state = self._get_state()
+        atomic_write(path / "state.npz", lambda tmp: _save_npz(tmp, state))
+        meta = {
+            "format": FORMAT, "model": self.name, "config": to_dict(self.config),
+            "config_hash": config_hash(self.config), "n_users": self.n_users, "n_items": self.n_items,
+        }
+        atomic_write_text(path / "model.json", json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        """Read a folder written by `save` of this same model class."""
+        path = Path(path)
+        meta = json.loads((path / "model.json").read_text())
+        if meta.get("format") != FORMAT or meta.get("model") != cls.name:
+            raise ValueError(f"{path}: holds model {meta.get('model')!r}, not {cls.name!r}")
+        model = cls(from_dict(cls.Config, meta["config"]))
+        model.n_users, model.n_items = meta["n_users"], meta["n_items"]
+        with np.load(path / "state.npz", allow_pickle=False) as npz:
+            model._set_state({k: npz[k] for k in npz.files})
+        return model
+
+
+def _save_npz(tmp: Path, state: dict[str, np.ndarray]) -> None:
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **state)
+
+
+def sparse_state(prefix: str, matrix: sp.spmatrix) -> dict[str, np.ndarray]:
+    """A CSR matrix as plain arrays for `_get_state`."""
+    m = sp.csr_matrix(matrix)
+    return {f"{prefix}.data": m.data, f"{prefix}.indices": m.indices, f"{prefix}.indptr": m.indptr,
+            f"{prefix}.shape": np.array(m.shape)}
+
+
+def sparse_from_state(prefix: str, state: dict[str, np.ndarray]) -> sp.csr_matrix:
+    """Inverse of `sparse_state`."""
+    shape = tuple(int(x) for x in state[f"{prefix}.shape"])
+    return sp.csr_matrix((state[f"{prefix}.data"], state[f"{prefix}.indices"], state[f"{prefix}.indptr"]), shape=shape)

@@ -1,0 +1,103 @@
+"""Matrix factorisation through the `implicit` library: ALS (Hu, Koren & Volinsky 2008) and BPR
+(Rendle et al. 2009). The library does the learning; this file adapts it to the model contract."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+from omnirec.data.dataset import TrainData
+from omnirec.features.sequences import UserBatch
+from omnirec.models.base import Recommender
+
+
+@dataclass(frozen=True)
+class ALSConfig:
+    """Implicit-feedback ALS: confidence = 1 + alpha * count."""
+
+    factors: int = 64
+    regularization: float = 0.05
+    alpha: float = 2.0
+    iterations: int = 15
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BPRConfig:
+    """Bayesian personalised ranking with SGD over (user, positive, negative) triples."""
+
+    factors: int = 64
+    learning_rate: float = 0.05
+    regularization: float = 0.01
+    iterations: int = 100
+    seed: int = 0
+
+
+class _FactorModel(Recommender):
+    """Scores are user factors times item factors; only the factors are saved."""
+
+    def _fit(self, data: TrainData) -> None:
+        # implicit parallelises itself; a second BLAS thread pool underneath only slows it down.
+        with threadpool_limits(1, "blas"):
+            model = self._make()
+            model.fit(data.matrix.tocsr(), show_progress=False)
+        self.user_factors = np.asarray(model.user_factors, dtype=np.float32)  # (U + 1, F)
+        self.item_factors = np.asarray(model.item_factors, dtype=np.float32)  # (I + 1, F)
+
+    @abstractmethod
+    def _make(self) -> object:
+        """The unfitted `implicit` model."""
+
+    def _score(self, batch: UserBatch) -> torch.Tensor:
+        users = torch.from_numpy(self.user_factors[batch.users])  # (B, F)
+        return users @ torch.from_numpy(self.item_factors).T  # (B, I)
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.user_factors, self.item_factors = state["user_factors"], state["item_factors"]
+
+
+class ALS(_FactorModel):
+    """Alternating least squares (implicit.als).
+
+    >>> ALS(ALSConfig(factors=8)).config.factors
+    8
+    """
+
+    name = "als"
+    Config = ALSConfig
+
+    def _make(self) -> object:
+        from implicit.als import AlternatingLeastSquares
+
+        c = self.config
+        return AlternatingLeastSquares(
+            factors=c.factors, regularization=c.regularization, alpha=c.alpha, iterations=c.iterations,
+            random_state=c.seed,
+        )
+
+
+class BPR(_FactorModel):
+    """Bayesian personalised ranking (implicit.bpr).
+
+    >>> BPR().name
+    'bpr'
+    """
+
+    name = "bpr"
+    Config = BPRConfig
+
+    def _make(self) -> object:
+        from implicit.bpr import BayesianPersonalizedRanking
+
+        c = self.config
+        return BayesianPersonalizedRanking(
+            factors=c.factors, learning_rate=c.learning_rate, regularization=c.regularization,
+            iterations=c.iterations, random_state=c.seed,
+        )
