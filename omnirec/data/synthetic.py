@@ -103,6 +103,36 @@ def _successors(cfg: SyntheticConfig, category: np.ndarray, popularity: np.ndarr
     return out
 
 
+class _Drawer:
+    """Draws a user's next item; items already in the user's history are redrawn (a few tries)."""
+
+    def __init__(self, cfg: SyntheticConfig, successors: np.ndarray, by_cat: list[np.ndarray],
+                 cat_p: list[np.ndarray], popularity: np.ndarray, rng: np.random.Generator):
+        self.cfg, self.successors, self.by_cat, self.rng = cfg, successors, by_cat, rng
+        self.cat_cdf = [np.cumsum(p) for p in cat_p]
+        self.cdf = np.cumsum(popularity)
+
+    def _once(self, current: int, taste: np.ndarray) -> int:
+        cfg, rng = self.cfg, self.rng
+        r = rng.random()
+        if current >= 0 and r < cfg.p_follow:
+            return int(self.successors[current, rng.integers(cfg.n_successors)])
+        if r < cfg.p_follow + cfg.p_taste:
+            c = int(np.searchsorted(np.cumsum(taste), rng.random() * taste.sum()))
+            c = min(c, len(self.by_cat) - 1)
+            idx = min(int(np.searchsorted(self.cat_cdf[c], rng.random() * self.cat_cdf[c][-1])), len(self.by_cat[c]) - 1)
+            return int(self.by_cat[c][idx])
+        return min(int(np.searchsorted(self.cdf, rng.random() * self.cdf[-1])), cfg.n_items - 1)
+
+    def next_item(self, current: int, taste: np.ndarray, seen: set[int]) -> int:
+        item = self._once(current, taste)
+        for _ in range(10):
+            if item not in seen:
+                break
+            item = self._once(current, taste)
+        return item
+
+
 def generate(cfg: SyntheticConfig = SyntheticConfig()) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(interactions, items): interactions with user, item and Unix-second timestamps; items with text."""
     rng = np.random.default_rng(cfg.seed)
@@ -116,19 +146,14 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> tuple[pl.DataFrame, pl
         cfg.min_length, cfg.max_length,
     )
     users, seq_items, times = [], [], []
+    draw = _Drawer(cfg, successors, by_cat, cat_p, popularity, rng)
     for u in range(cfg.n_users):
         taste = rng.dirichlet(np.full(n_cat, 0.2))
         t = int(1_600_000_000 + rng.integers(0, 30 * 86400))
-        current = -1
+        current, seen = -1, set()
         for _ in range(lengths[u]):
-            r = rng.random()
-            if current >= 0 and r < cfg.p_follow:
-                current = int(successors[current, rng.integers(cfg.n_successors)])
-            elif r < cfg.p_follow + cfg.p_taste:
-                c = rng.choice(n_cat, p=taste)
-                current = int(rng.choice(by_cat[c], p=cat_p[c]))
-            else:
-                current = int(rng.choice(cfg.n_items, p=popularity))
+            current = draw.next_item(current, taste, seen)
+            seen.add(current)
             t += int(rng.exponential(86400))
             users.append(f"u{u}")
             seq_items.append(f"i{current}")

@@ -112,7 +112,7 @@ def full_ranking_eval(
     out = _Collected()
     start = time.perf_counter()
     chunks = range(0, len(users), batch_size)
-    for lo in tqdm(chunks, desc=f"eval {model.name}", unit="chunk", disable=not progress, leave=False):
+    for lo in tqdm(chunks, desc=f"eval {model.name}", unit="chunk", disable=not progress or len(chunks) < 3, leave=False):
         chunk = users[lo : lo + batch_size]
         _rank_chunk(model, histories.batch(chunk), targets.batch(chunk), k, out)
     ids, hits = np.concatenate(out.ids), np.concatenate(out.hits)

@@ -20,8 +20,8 @@ class ALSConfig:
     """Implicit-feedback ALS: confidence = 1 + alpha * count."""
 
     factors: int = 64
-    regularization: float = 0.05
-    alpha: float = 2.0
+    regularization: float = 10.0
+    alpha: float = 10.0
     iterations: int = 15
     seed: int = 0
 

@@ -1,0 +1,119 @@
+"""Named benchmark datasets and file formats, read into a cleaned `Dataset`.
+
+Benchmark files are never bundled: they are read from a data folder the user supplies (for
+example the folder holding `ml-100k/`, `s3rec/`, `bert4rec/` and `amazon-scientific/`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+from omnirec.data import io
+from omnirec.data.clean import CleanConfig
+from omnirec.data.dataset import Dataset
+
+Reader = Callable[[Path], tuple[pl.DataFrame, pl.DataFrame | None]]
+
+
+def _movielens(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    ml = io.read_movielens(folder)
+    return ml.interactions, ml.items
+
+
+def _s3rec_beauty(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    interactions = io.read_seq(_locate(folder, "Beauty.txt"))
+    try:
+        items = io.read_item_attributes(_locate(folder, "Beauty_item2attributes.json"))
+    except FileNotFoundError:
+        items = None
+    return interactions, items
+
+
+def _bert4rec_beauty(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    return io.read_pairs(_locate(folder, "beauty.txt")), None
+
+
+def _scientific(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    return io.read_recbole(folder, "Scientific")
+
+
+# name -> (sub-folder of the data folder, reader, description)
+DATASETS: dict[str, tuple[str, Reader, str]] = {
+    "ml-100k": ("ml-100k", _movielens, "MovieLens-100K ratings as implicit feedback; text: title + genres"),
+    "beauty": ("s3rec", _s3rec_beauty, "Amazon Beauty 5-core (S3-Rec); text: attribute-id tokens"),
+    "beauty-bert4rec": ("bert4rec", _bert4rec_beauty, "Amazon Beauty as preprocessed for BERT4Rec; no text"),
+    "scientific": ("amazon-scientific", _scientific, "Amazon Industrial & Scientific (UniSRec); item text"),
+}
+
+
+def _locate(folder: Path, name: str) -> Path:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{folder}: neither {name} nor {name}.gz found")
+
+
+def dataset_folder(name: str, data_dir: str | Path) -> Path:
+    """The folder of dataset `name`: `<data_dir>/<sub-folder>`, or `data_dir` itself if it is that folder."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    data_dir = Path(data_dir)
+    sub = data_dir / DATASETS[name][0]
+    if sub.is_dir():
+        return sub
+    if data_dir.is_dir():
+        return data_dir
+    raise FileNotFoundError(f"{data_dir}: no such folder (expected it to hold {DATASETS[name][0]}/)")
+
+
+def load_dataset(name: str, data_dir: str | Path, config: CleanConfig = CleanConfig()) -> Dataset:
+    """Read and clean a named benchmark dataset from `data_dir`.
+
+    >>> load_dataset("nope", ".")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown dataset 'nope'; known: ml-100k, beauty, beauty-bert4rec, scientific
+    """
+    folder = dataset_folder(name, data_dir)
+    interactions, items = DATASETS[name][1](folder)
+    return Dataset.from_frames(interactions, items, name=name, config=config)
+
+
+FORMATS = ("seq", "pairs", "csv", "movielens", "recbole")
+
+
+def load_file(
+    path: str | Path, fmt: str, columns: io.ColumnMap = io.ColumnMap(), config: CleanConfig = CleanConfig(),
+    items_path: str | Path | None = None, item_text_columns: tuple[str, ...] = (),
+) -> Dataset:
+    """Read and clean one file (or folder, for `movielens` and `recbole`) in format `fmt`.
+
+    - `seq`: `user i1 i2 ...` per line; `pairs`: `user item` per line in time order;
+    - `csv`: CSV/TSV/Parquet with a header, mapped by `columns`;
+    - `movielens`: a folder with `u.data`/`u.item`; `recbole`: `<folder>/<name>.inter`, given as the
+      path to the `.inter` file (or to the `.test.inter` file of the UniSRec layout).
+    `items_path` with `item_text_columns` adds item text from a CSV/TSV/Parquet catalogue.
+    """
+    path = Path(path)
+    items = None
+    if fmt == "seq":
+        interactions = io.read_seq(path)
+    elif fmt == "pairs":
+        interactions = io.read_pairs(path)
+    elif fmt == "csv":
+        interactions = io.read_interactions(path, columns)
+    elif fmt == "movielens":
+        interactions, items = _movielens(path)
+    elif fmt == "recbole":
+        name = path.name.split(".")[0]
+        interactions, items = io.read_recbole(path.parent, name)
+    else:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    if items_path is not None:
+        if not item_text_columns:
+            raise ValueError("items_path needs item_text_columns (which columns hold the text)")
+        items = io.read_item_text(items_path, columns.item, list(item_text_columns))
+    return Dataset.from_frames(interactions, items, name=path.name, config=config)

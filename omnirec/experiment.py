@@ -1,0 +1,189 @@
+"""One experiment: split a dataset, fit models, evaluate them by full ranking, report and save.
+
+The CLI and the benchmark scripts call this; it turns no names into classes (models arrive built).
+
+>>> from omnirec.data.synthetic import SyntheticConfig, generate
+>>> from omnirec.data.dataset import Dataset
+>>> from omnirec.models import Popularity, Markov
+>>> ds = Dataset.from_frames(*generate(SyntheticConfig(n_users=60, n_items=40)), name="demo")
+>>> report = run_experiment(ds, {"pop": Popularity(), "markov": Markov()}, ks=(10,))
+>>> sorted(report.results)
+['markov', 'pop']
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from tqdm.auto import tqdm
+
+from omnirec.data.dataset import Dataset
+from omnirec.data.split import Split, split_dataset
+from omnirec.evaluate.ranking import EvalResult, full_ranking_eval, item_vectors_from_matrix
+from omnirec.models.base import Recommender
+from omnirec.utils import atomic_write, atomic_write_text
+
+TABLE_COLUMNS = ("ndcg@10", "hr@10", "mrr@10", "ndcg@20", "hr@20", "coverage@10", "novelty@10", "ild@10")
+
+
+@dataclass
+class ExperimentReport:
+    """Everything one experiment produced."""
+
+    dataset: Dataset
+    split: Split
+    models: dict[str, Recommender]
+    results: dict[str, EvalResult]
+    fit_s: dict[str, float]
+    ks: tuple[int, ...]
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The result document (schema in the README)."""
+        results = {}
+        for name, res in self.results.items():
+            row = {metric: round(float(v), 6) for metric, v in sorted(res.summary.items())}
+            results[name] = {**row, "fit_s": round(self.fit_s[name], 3), "eval_s": round(res.eval_s, 3)}
+        return {
+            "dataset": self.dataset.name,
+            "protocol": f"{_protocol_tag(self.split.protocol)}-full",
+            "n_users": self.dataset.n_users,
+            "n_items": self.dataset.n_items,
+            "n_interactions": self.dataset.interactions.height,
+            "results": results,
+            "significance": self.significance(),
+            "notes": self.notes,
+        }
+
+    def significance(self, metric: str = "ndcg@10") -> dict[str, dict[str, float]]:
+        """Paired tests of the best model (by `metric`) against each other model, over the same users."""
+        if metric not in next(iter(self.results.values())).per_user or len(self.results) < 2:
+            return {}
+        best = max(self.results, key=lambda m: self.results[m].summary[metric])
+        return {f"{best} vs {name}": paired_test(self.results[best], res, metric)
+                for name, res in self.results.items() if name != best}
+
+
+def _protocol_tag(protocol: str) -> str:
+    return {"leave-one-out": "loo"}.get(protocol, protocol.split("(")[0])
+
+
+def paired_test(a: EvalResult, b: EvalResult, metric: str) -> dict[str, float]:
+    """Paired t-test and Wilcoxon signed-rank test of per-user `metric` values of two results."""
+    if not np.array_equal(a.users, b.users):
+        raise ValueError("the two results were computed on different users; a paired test needs the same users")
+    x, y = a.per_user[metric], b.per_user[metric]
+    diff = x - y
+    t_p = float(stats.ttest_rel(x, y).pvalue) if diff.any() else 1.0
+    w_p = float(stats.wilcoxon(x, y, zero_method="zsplit").pvalue) if diff.any() else 1.0
+    return {"metric": metric, "mean_diff": float(diff.mean()), "t_test_p": t_p, "wilcoxon_p": w_p, "n_users": len(x)}
+
+
+def run_experiment(
+    dataset: Dataset, models: dict[str, Recommender], ks: tuple[int, ...] = (10, 20), split: Split | None = None,
+    progress: bool = False,
+) -> ExperimentReport:
+    """Leave-one-out split (unless `split` is given), fit every model on train, evaluate on test.
+
+    Test histories include the validation item; validation targets are only for early stopping.
+    """
+    split = split or split_dataset(dataset, "loo")
+    train = split.train_data(dataset.item_text)
+    histories, targets = split.histories("test"), split.targets("test")
+    item_vectors = item_vectors_from_matrix(train.matrix)
+    results, fit_s = {}, {}
+    for name, model in tqdm(models.items(), desc="models", unit="model", disable=not progress):
+        start = time.perf_counter()
+        model.fit(train)
+        fit_s[name] = time.perf_counter() - start
+        results[name] = full_ranking_eval(
+            model, histories, targets, ks=ks, item_counts=train.item_counts, item_vectors=item_vectors,
+            progress=progress,
+        )
+    notes = list(split.notes) + _merge_notes(results)
+    return ExperimentReport(dataset, split, models, results, fit_s, ks, notes)
+
+
+def _merge_notes(results: dict[str, EvalResult]) -> list[str]:
+    """Each distinct evaluation note once, with the models that raised it."""
+    by_note: dict[str, list[str]] = {}
+    for name, res in results.items():
+        for note in res.notes:
+            by_note.setdefault(note, []).append(name)
+    return [f"{note} ({'all models' if len(names) == len(results) else ', '.join(names)})"
+            for note, names in by_note.items()]
+
+
+def format_table(document: dict[str, Any], columns: tuple[str, ...] = TABLE_COLUMNS) -> str:
+    """A fixed-width text table of a result document (one row per model)."""
+    rows = document["results"]
+    present = [c for c in columns if any(c in r for r in rows.values())] + ["fit_s", "eval_s"]
+    width = max(len("model"), *(len(m) for m in rows))
+    head = f"{'model':<{width}}  " + "  ".join(f"{c:>11}" for c in present)
+    lines = [head, "-" * len(head)]
+    for name, row in rows.items():
+        cells = "  ".join(f"{row[c]:>11.4f}" if c in row else f"{'-':>11}" for c in present)
+        lines.append(f"{name:<{width}}  {cells}")
+    return "\n".join(lines)
+
+
+def markdown_table(document: dict[str, Any], columns: tuple[str, ...] = TABLE_COLUMNS) -> str:
+    """The same table in Markdown."""
+    rows = document["results"]
+    present = [c for c in columns if any(c in r for r in rows.values())] + ["fit_s", "eval_s"]
+    lines = ["| model | " + " | ".join(present) + " |", "|---|" + "---:|" * len(present)]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.4f}" if c in row else "-" for c in present) + " |")
+    return "\n".join(lines)
+
+
+def save_report(report: ExperimentReport, out: str | Path, plot: bool = True) -> dict[str, Path]:
+    """Write results.json, results.md, per-user values, id maps, every model and (optionally) a plot."""
+    out = Path(out)
+    document = report.to_json()
+    paths = {"results": out / "results.json", "table": out / "results.md", "per_user": out / "per_user.npz"}
+    atomic_write_text(paths["results"], json.dumps(document, indent=2))
+    atomic_write_text(paths["table"], markdown_table(document) + "\n")
+    arrays = {f"{m}/{k}": v for m, r in report.results.items() for k, v in r.per_user.items()}
+    arrays["users"] = next(iter(report.results.values())).users
+    atomic_write(paths["per_user"], lambda tmp: _savez(tmp, arrays))
+    report.dataset.users.save(out / "users.json")
+    report.dataset.items.save(out / "items.json")
+    for name, model in report.models.items():
+        model.save(out / "models" / name)
+    if plot:
+        paths["plot"] = out / "results.png"
+        plot_results(document, paths["plot"])
+    return paths
+
+
+def _savez(tmp: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
+def plot_results(document: dict[str, Any], path: str | Path, metrics: tuple[str, ...] = ("ndcg@10", "hr@10")) -> None:
+    """A grouped bar chart of `metrics` per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(document["results"])
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(names)), 3.5))
+    width = 0.8 / len(metrics)
+    for j, metric in enumerate(metrics):
+        values = [document["results"][n].get(metric, 0.0) for n in names]
+        ax.bar(np.arange(len(names)) + j * width, values, width, label=metric)
+    ax.set_xticks(np.arange(len(names)) + width * (len(metrics) - 1) / 2, names)
+    ax.set_title(f"{document['dataset']}: {document['protocol']} ({document['n_users']:,} users)")
+    ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
