@@ -138,8 +138,8 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> tuple[pl.DataFrame, pl
     rng = np.random.default_rng(cfg.seed)
     items, category, popularity = _catalogue(cfg, rng)
     successors = _successors(cfg, category, popularity, rng)
-    n_cat = int(category.max()) + 1
-    by_cat = [np.flatnonzero(category == c) for c in range(n_cat)]
+    by_cat = [np.flatnonzero(category == c) for c in np.unique(category)]  # non-empty categories only
+    n_cat = len(by_cat)
     cat_p = [popularity[m] / popularity[m].sum() for m in by_cat]
     lengths = np.clip(
         cfg.min_length + rng.geometric(1 / max(cfg.mean_length - cfg.min_length + 1, 1), cfg.n_users) - 1,

@@ -35,6 +35,9 @@ class BPRConfig:
     regularization: float = 0.01
     iterations: int = 100
     seed: int = 0
+    # implicit's BPR runs lock-free SGD (Hogwild) across threads, which makes results vary from run to
+    # run; one thread keeps a seeded fit reproducible. 0 = all cores, faster but not repeatable.
+    num_threads: int = 1
 
 
 class _FactorModel(Recommender):
@@ -99,5 +102,5 @@ class BPR(_FactorModel):
         c = self.config
         return BayesianPersonalizedRanking(
             factors=c.factors, learning_rate=c.learning_rate, regularization=c.regularization,
-            iterations=c.iterations, random_state=c.seed,
+            iterations=c.iterations, random_state=c.seed, num_threads=c.num_threads,
         )
