@@ -16,6 +16,8 @@ import csv
 import gzip
 import io
 import json
+import math
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,11 +151,34 @@ def _timestamps(frame: pl.DataFrame, col: str, path: Path) -> pl.Series:
         return src.cast(pl.Datetime("us")).dt.epoch("s")
     as_num = src.cast(pl.Float64, strict=False)
     if (as_num.is_null() & src.is_not_null()).any() and src.dtype == pl.String:
-        parsed = src.str.to_datetime(strict=False)
-        if not (parsed.is_null() & src.is_not_null()).any():
-            return parsed.dt.epoch("s")
+        parsed = _iso_seconds(src)
+        if parsed is not None:
+            return parsed
     expected = "a number (Unix time) or an ISO-8601 date-time"
     return _numeric(frame, col, pl.Float64(), path, expected).floor().cast(pl.Int64)
+
+
+def _iso_seconds(src: pl.Series) -> pl.Series | None:
+    """Unix seconds of ISO-8601 strings (naive times are UTC), or None if any value is not one."""
+    try:
+        parsed = src.str.to_datetime(strict=False, time_zone="UTC")
+        if not (parsed.is_null() & src.is_not_null()).any():
+            return parsed.dt.epoch("s")
+    except pl.exceptions.PolarsError:  # no single layout fits every value
+        pass
+    # mixed layouts or offsets in one column: the slower per-value parser handles each on its own
+    out = []
+    for value in src.to_list():
+        if value is None:
+            out.append(None)
+            continue
+        try:
+            stamp = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+        out.append(math.floor(stamp.timestamp()))
+    return pl.Series(src.name, out, dtype=pl.Int64)
 
 
 def _to_interactions(frame: pl.DataFrame, columns: ColumnMap, path: Path) -> pl.DataFrame:

@@ -1,0 +1,1 @@
+"""Features: histories, interaction matrices."""

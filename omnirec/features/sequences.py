@@ -62,12 +62,17 @@ class UserBatch(NamedTuple):
         return mat
 
     def padded(self, max_len: int) -> np.ndarray:
-        """(B, max_len) most recent items, left-padded with 0."""
+        """(B, max_len) most recent items, left-padded with 0.
+
+        >>> UserBatch(np.array([1, 2]), np.array([0, 3, 4]), np.array([5, 6, 7, 8])).padded(2).tolist()
+        [[6, 7], [0, 8]]
+        """
+        lengths = np.minimum(self.lengths(), max_len)
         out = np.zeros((len(self.users), max_len), dtype=np.int64)
-        for b in range(len(self.users)):
-            seq = self.items[self.indptr[b] : self.indptr[b + 1]][-max_len:]
-            if len(seq):
-                out[b, -len(seq) :] = seq
+        rows = np.repeat(np.arange(len(self.users)), lengths)
+        back = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # 0..len-1 per row
+        source = np.repeat(self.indptr[1:] - lengths, lengths) + back
+        out[rows, max_len - np.repeat(lengths, lengths) + back] = self.items[source]
         return out
 
 

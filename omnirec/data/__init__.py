@@ -1,0 +1,1 @@
+"""Data in: readers, cleaning, id maps, splits and the synthetic catalogue."""
