@@ -17,6 +17,7 @@ import gzip
 import io
 import json
 import math
+import zlib
 from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ def read_bytes(path: str | Path) -> bytes:
     if raw[:2] == _GZIP_MAGIC:
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise DataFormatError(path, f"corrupt gzip data ({exc})") from exc
     if not raw.strip():
         raise DataFormatError(path, "the file is empty", expected="at least one record")
@@ -93,11 +94,17 @@ class ColumnMap:
         return [(src, dst) for src, dst in cols if src is not None]
 
 
-def _scan_field_counts(path: Path, text: str, sep: str, n_fields: int, first_line: int) -> None:
+def _csv_reader(text: str, sep: str, quote: str | None):  # noqa: ANN202 - a csv reader
+    if quote is None:
+        return csv.reader(io.StringIO(text), delimiter=sep, quoting=csv.QUOTE_NONE)
+    return csv.reader(io.StringIO(text), delimiter=sep, quotechar=quote)
+
+
+def _scan_field_counts(path: Path, text: str, sep: str, n_fields: int, first_line: int, quote: str | None) -> None:
     """Find the first record whose field count differs from `n_fields` and raise for it."""
-    reader = csv.reader(io.StringIO(text), delimiter=sep)
-    for _ in range(first_line - 1):
-        next(reader, None)
+    reader = _csv_reader(text, sep, quote)
+    while reader.line_num < first_line - 1 and next(reader, None) is not None:
+        pass
     for row in reader:
         if row and len(row) != n_fields:
             raise DataFormatError(
@@ -115,20 +122,22 @@ def read_delimited(
     path = Path(path)
     text = read_text(path, encoding)
     header = names is None
-    first_data_line = 2 if header else 1
+    leading_blank = len(text) - len(text.lstrip("\r\n"))
+    leading_blank = text[:leading_blank].count("\n")  # polars skips blank lines before the header
+    first_data_line = leading_blank + (2 if header else 1)
     try:
         frame = pl.read_csv(
             io.BytesIO(text.encode("utf-8")), separator=sep, has_header=header, new_columns=names,
             infer_schema=False, quote_char=quote,
         )
     except pl.exceptions.PolarsError as exc:
-        n_fields = len(names) if names else len(next(csv.reader(io.StringIO(text), delimiter=sep)))
-        _scan_field_counts(path, text, sep, n_fields, first_data_line)
+        n_fields = len(names) if names else len(next(_csv_reader(text.lstrip("\r\n"), sep, quote)))
+        _scan_field_counts(path, text, sep, n_fields, first_data_line, quote)
         raise DataFormatError(path, f"cannot be parsed ({exc})", expected=f"fields separated by {sep!r}") from exc
     if names is not None and frame.width != len(names):
         raise DataFormatError(path, f"{frame.width} fields", line=1, expected=f"{len(names)} fields separated by {sep!r}")
     if frame.width and frame.select(pl.any_horizontal(pl.all().is_null())).to_series().any():
-        _scan_field_counts(path, text, sep, frame.width, first_data_line)
+        _scan_field_counts(path, text, sep, frame.width, first_data_line, quote)
     frame = frame.with_row_index("_line", offset=first_data_line)
     return frame.filter(~pl.all_horizontal(pl.exclude("_line").is_null()))
 
@@ -150,35 +159,42 @@ def _timestamps(frame: pl.DataFrame, col: str, path: Path) -> pl.Series:
     if src.dtype.is_temporal():
         return src.cast(pl.Datetime("us")).dt.epoch("s")
     as_num = src.cast(pl.Float64, strict=False)
-    if (as_num.is_null() & src.is_not_null()).any() and src.dtype == pl.String:
-        parsed = _iso_seconds(src)
+    seconds = as_num.floor().cast(pl.Int64)
+    positions = (as_num.is_null() & src.is_not_null()).arg_true()
+    if positions.len() == 0:
+        return seconds
+    bad = int(positions[0])
+    if src.dtype == pl.String:  # the values that are not numbers must be ISO date-times
+        parsed, bad_at = _iso_seconds(src.gather(positions))
         if parsed is not None:
-            return parsed
-    expected = "a number (Unix time) or an ISO-8601 date-time"
-    return _numeric(frame, col, pl.Float64(), path, expected).floor().cast(pl.Int64)
+            return seconds.scatter(positions, parsed)
+        bad = int(positions[bad_at])
+    line = int(frame["_line"][bad]) if "_line" in frame.columns else None
+    raise DataFormatError(path, f"column '{col}' holds {src[bad]!r}", line=line,
+                          expected="a number (Unix time) or an ISO-8601 date-time")
 
 
-def _iso_seconds(src: pl.Series) -> pl.Series | None:
-    """Unix seconds of ISO-8601 strings (naive times are UTC), or None if any value is not one."""
+def _iso_seconds(src: pl.Series) -> tuple[pl.Series | None, int]:
+    """(Unix seconds of ISO-8601 strings, -1); naive times are UTC. (None, row) for the first bad value."""
     try:
         parsed = src.str.to_datetime(strict=False, time_zone="UTC")
         if not (parsed.is_null() & src.is_not_null()).any():
-            return parsed.dt.epoch("s")
+            return parsed.dt.epoch("s"), -1
     except pl.exceptions.PolarsError:  # no single layout fits every value
         pass
     # mixed layouts or offsets in one column: the slower per-value parser handles each on its own
     out = []
-    for value in src.to_list():
+    for row, value in enumerate(src.to_list()):
         if value is None:
             out.append(None)
             continue
         try:
             stamp = datetime.fromisoformat(value.strip())
         except ValueError:
-            return None
+            return None, row
         stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
         out.append(math.floor(stamp.timestamp()))
-    return pl.Series(src.name, out, dtype=pl.Int64)
+    return pl.Series(src.name, out, dtype=pl.Int64), -1
 
 
 def _to_interactions(frame: pl.DataFrame, columns: ColumnMap, path: Path) -> pl.DataFrame:
@@ -209,19 +225,23 @@ def read_interactions(
     path = Path(path)
     suffix = _base_suffix(path)
     if suffix in (".parquet", ".pq"):
-        try:
-            frame = pl.read_parquet(io.BytesIO(read_bytes(path)))
-        except pl.exceptions.PolarsError as exc:
-            raise DataFormatError(path, f"not a readable Parquet file ({exc})") from exc
-        if frame.height == 0:
-            raise DataFormatError(path, "the file has no rows", expected="at least one record")
-        return _to_interactions(frame, columns, path)
+        return _to_interactions(_read_parquet(path), columns, path)
     if sep is None:
         sep = {".csv": ",", ".tsv": "\t", ".tab": "\t"}.get(suffix) or _sniff_sep(read_text(path, encoding))
     frame = read_delimited(path, sep, encoding=encoding)
     if frame.height == 0:
         raise DataFormatError(path, "a header but no records", expected="at least one record")
     return _to_interactions(frame, columns, path)
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    try:
+        frame = pl.read_parquet(io.BytesIO(read_bytes(path)))
+    except pl.exceptions.PolarsError as exc:
+        raise DataFormatError(path, f"not a readable Parquet file ({exc})") from exc
+    if frame.height == 0:
+        raise DataFormatError(path, "the file has no rows", expected="at least one record")
+    return frame
 
 
 def _sniff_sep(text: str) -> str:
@@ -235,16 +255,22 @@ def read_item_text(
     """Item catalogue: one row per item, its text fields joined with '. ' into the `text` column."""
     path = Path(path)
     if _base_suffix(path) in (".parquet", ".pq"):
-        frame = pl.read_parquet(io.BytesIO(read_bytes(path)))
+        frame = _read_parquet(path)
     else:
         text = read_text(path, encoding)
         frame = read_delimited(path, sep or {".csv": ","}.get(_base_suffix(path)) or _sniff_sep(text), encoding=encoding)
     missing = [c for c in [id_col, *text_cols] if c not in frame.columns]
     if missing:
-        raise DataFormatError(path, f"no column {missing[0]!r} (columns: {', '.join(frame.columns)})")
-    parts = [pl.col(c).cast(pl.String).fill_null("") for c in text_cols]
-    joined = pl.concat_str(parts, separator=". ").str.strip_chars(" .")
-    return frame.select(pl.col(id_col).cast(pl.String).alias(ITEM), joined.alias(TEXT))
+        have = ", ".join(c for c in frame.columns if c != "_line")
+        raise DataFormatError(path, f"no column {missing[0]!r} (columns: {have})",
+                              expected="the item id column and the text columns named")
+    return frame.select(pl.col(id_col).cast(pl.String).alias(ITEM), join_text(text_cols).alias(TEXT))
+
+
+def join_text(columns: list[str]) -> pl.Expr:
+    """The non-empty text fields of `columns`, each without trailing dots, joined with '. '."""
+    parts = [pl.col(c).cast(pl.String).str.strip_chars().str.strip_chars_end(".") for c in columns]
+    return pl.concat_list(parts).list.eval(pl.element().filter(pl.element() != "")).list.join(". ")
 
 
 # ---------------------------------------------------------------- public benchmark formats
@@ -266,7 +292,7 @@ def read_seq(path: str | Path) -> pl.DataFrame:
     items: list[str] = []
     times: list[int] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+    for lineno, line in enumerate(read_text(path).split("\n"), 1):
         parts = line.split()
         if not parts:
             continue
@@ -292,7 +318,7 @@ def read_pairs(path: str | Path) -> pl.DataFrame:
     users: list[str] = []
     items: list[str] = []
     times: list[int] = []
-    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+    for lineno, line in enumerate(read_text(path).split("\n"), 1):
         parts = line.split()
         if not parts:
             continue
@@ -341,9 +367,9 @@ def read_movielens(directory: str | Path) -> MovieLens:
     raw_items = read_delimited(item_path, "|", names=names, encoding="latin-1", quote=None)
     genre_flags = [pl.when(pl.col(g) == "1").then(pl.lit(g)) for g in _ML_GENRES]
     genres = pl.concat_list(genre_flags).list.drop_nulls().list.join(", ")
-    items = raw_items.select(
+    items = raw_items.with_columns(genres.alias("genres")).select(
         pl.col("movie_id").alias(ITEM),
-        pl.concat_str([pl.col("title"), genres], separator=". ").alias(TEXT),
+        join_text(["title", "genres"]).alias(TEXT),
         pl.col("release").str.slice(-4).cast(pl.Int64, strict=False).alias("year"),
     )
     user_path = _find(directory, "u.user")
@@ -390,12 +416,13 @@ def _read_unisrec_sequences(path: Path) -> pl.DataFrame:
     for col in (USER, "item_id_list", ITEM):
         if col not in frame.columns:
             raise DataFormatError(path, f"no column {col!r}", line=1, expected="user_id, item_id_list, item_id")
+    no_target = frame[ITEM].is_null() | (frame[ITEM].str.strip_chars() == "")
+    if no_target.any():
+        line = int(frame["_line"][int(no_target.arg_true()[0])])
+        raise DataFormatError(path, "a row without target item", line=line, expected="a target item id")
     history = frame["item_id_list"].fill_null("").str.split(" ").list.eval(pl.element().filter(pl.element() != ""))
     seqs = frame.select(pl.col(USER), pl.concat_list(history, pl.col(ITEM)).alias(ITEM))
     long = seqs.explode(ITEM).with_columns(pl.int_range(pl.len()).over(USER).cast(pl.Int64).alias(TIME))
-    if long[ITEM].is_null().any():
-        line = int(frame["_line"][long.with_row_index("r").filter(pl.col(ITEM).is_null())["r"][0] % frame.height])
-        raise DataFormatError(path, "a row without target item", line=line, expected="a target item id")
     return long.select(USER, ITEM, TIME)
 
 
@@ -409,8 +436,7 @@ def _read_recbole_items(directory: Path, name: str) -> pl.DataFrame | None:
         text_cols = [c for c in frame.columns if c not in (ITEM, "_line")]
         if ITEM not in frame.columns or not text_cols:
             raise DataFormatError(path, "needs an item_id column and at least one text column", line=1)
-        joined = pl.concat_str([pl.col(c).fill_null("") for c in text_cols], separator=". ")
-        return frame.select(pl.col(ITEM), joined.alias(TEXT))
+        return frame.select(pl.col(ITEM), join_text(text_cols).alias(TEXT))
     return None
 
 
@@ -423,5 +449,8 @@ def read_item_attributes(path: str | Path) -> pl.DataFrame:
         raise DataFormatError(path, f"invalid JSON ({exc.msg})", line=exc.lineno, expected="a JSON object") from exc
     if not isinstance(mapping, dict):
         raise DataFormatError(path, "top level is not an object", expected='{"item_id": [attribute ids]}')
+    bad = next((k for k, v in mapping.items() if not isinstance(v, list) or not all(isinstance(a, int) for a in v)), None)
+    if bad is not None:
+        raise DataFormatError(path, f"item {bad!r} maps to {mapping[bad]!r}", expected="a list of integer attribute ids")
     texts = [" ".join(f"attr_{a}" for a in attrs) for attrs in mapping.values()]
     return pl.DataFrame({ITEM: list(mapping.keys()), TEXT: texts}, schema={ITEM: pl.String, TEXT: pl.String})
