@@ -103,7 +103,7 @@ def run_experiment(
         model.fit(train)
         fit_s[name] = time.perf_counter() - start
         results[name] = full_ranking_eval(
-            model, histories, targets, ks=ks, item_counts=train.item_counts, item_vectors=item_vectors,
+            model, histories, targets, ks=ks, item_users=train.item_users, item_vectors=item_vectors,
             progress=progress,
         )
     notes = list(split.notes) + _merge_notes(results)

@@ -94,3 +94,8 @@ class TrainData:
     def item_counts(self) -> np.ndarray:
         """(n_items + 1,) number of training interactions per item."""
         return np.bincount(self.interactions[ITEM].to_numpy(), minlength=self.n_items + 1).astype(np.float64)
+
+    @cached_property
+    def item_users(self) -> np.ndarray:
+        """(n_items + 1,) number of distinct training users per item."""
+        return np.diff(sp.csc_matrix(self.matrix).indptr).astype(np.float64)

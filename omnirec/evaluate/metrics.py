@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.preprocessing import normalize
 
 
 def _discounts(k: int) -> np.ndarray:
@@ -100,33 +101,45 @@ def gini(recommended: np.ndarray, n_items: int) -> float:
     return float(((2 * ranks - n_items - 1) * counts).sum() / (n_items * total))
 
 
-def novelty(recommended: np.ndarray, item_counts: np.ndarray, n_users: int) -> np.ndarray:
-    """Per user, the mean self-information -log2(share of users who had the item) of the list."""
-    share = np.maximum(item_counts, 1.0) / max(n_users, 1)
-    return (-np.log2(share))[recommended].mean(axis=1)
+def novelty(recommended: np.ndarray, item_users: np.ndarray, n_users: int) -> np.ndarray:
+    """Per user, the mean self-information -log2(share of users who had the item) of the list.
+
+    `item_users` (I + 1,) counts the distinct users of each item; id 0 in a list is an empty slot.
+    """
+    share = np.clip(np.maximum(item_users, 1.0) / max(n_users, 1), None, 1.0)
+    info = (-np.log2(share))[recommended]  # (n, K)
+    filled = recommended > 0
+    return np.divide((info * filled).sum(axis=1), filled.sum(axis=1), out=np.zeros(len(recommended)),
+                     where=filled.any(axis=1))
 
 
 def intra_list_diversity(recommended: np.ndarray, item_vectors: np.ndarray | sp.spmatrix) -> np.ndarray:
-    """Per user, 1 - mean pairwise cosine similarity of the listed items' vectors (rows L2-normalised).
+    """Per user, 1 - mean pairwise cosine similarity of the listed items' vectors.
 
-    Uses |sum of unit vectors|^2 = K + 2 * (sum of pairwise cosines), so no pair is formed explicitly.
+    Vectors are L2-normalised here; id 0 marks an empty slot and is left out of the pairs. Uses
+    |sum of unit vectors|^2 = K + 2 * (sum of pairwise cosines), so no pair is formed explicitly.
     """
     n, k = recommended.shape
     if k < 2:
         return np.zeros(n)
+    filled = (recommended > 0).sum(axis=1)  # id 0 marks an empty slot and has no vector
     if sp.issparse(item_vectors):
+        unit = normalize(sp.csr_matrix(item_vectors, dtype=np.float64))
+        unit = sp.diags((np.arange(unit.shape[0]) > 0).astype(np.float64)) @ unit
         picks = sp.csr_matrix(
-            (np.ones(n * k, dtype=np.float32), recommended.ravel(), np.arange(0, n * k + 1, k)),
-            shape=(n, item_vectors.shape[0]),
+            (np.ones(n * k), recommended.ravel(), np.arange(0, n * k + 1, k)), shape=(n, unit.shape[0])
         )
-        summed = picks @ item_vectors  # (n, D)
+        summed = picks @ unit  # (n, D)
         sq_norm = np.asarray(summed.multiply(summed).sum(axis=1)).ravel()
-        self_sim = np.asarray(picks @ np.asarray(item_vectors.multiply(item_vectors).sum(axis=1))).ravel()
+        self_sim = np.asarray(picks @ np.asarray(unit.multiply(unit).sum(axis=1))).ravel()
     else:
-        vectors = np.asarray(item_vectors)[recommended]  # (n, K, D)
+        vectors = normalize(np.asarray(item_vectors, dtype=np.float64)[recommended.ravel()])
+        vectors = vectors.reshape(n, k, -1) * (recommended > 0)[:, :, None]  # (n, K, D)
         sq_norm = np.square(vectors.sum(axis=1)).sum(axis=1)
         self_sim = np.square(vectors).sum(axis=(1, 2))
-    return 1.0 - (sq_norm - self_sim) / (k * (k - 1))
+    pairs = filled * (filled - 1)
+    mean_sim = np.divide(sq_norm - self_sim, pairs, out=np.zeros(n), where=pairs > 0)
+    return np.where(pairs > 0, 1.0 - mean_sim, 0.0)
 
 
 # ------------------------------------------------------------------------ rating prediction
@@ -147,6 +160,8 @@ def mae(predicted: np.ndarray, actual: np.ndarray) -> float:
 def per_user_error(users: np.ndarray, predicted: np.ndarray, actual: np.ndarray) -> dict[str, np.ndarray]:
     """Per-user RMSE and MAE (users in sorted order), for paired comparisons of rating models."""
     predicted, actual = _check_pair(predicted, actual)
+    if np.shape(users) != predicted.shape:
+        raise ValueError(f"users has shape {np.shape(users)}; the predictions have {predicted.shape}")
     order = np.argsort(users, kind="stable")
     uniq, starts = np.unique(np.asarray(users)[order], return_index=True)
     err = (predicted - actual)[order]

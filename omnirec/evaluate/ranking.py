@@ -49,7 +49,8 @@ class EvalResult:
 def item_vectors_from_matrix(matrix: sp.csr_matrix, dim: int = 64, seed: int = 0) -> np.ndarray:
     """(I + 1, dim) unit item vectors for intra-list diversity: a truncated SVD of the item x user matrix.
 
-    Cosine in this space approximates cosine of the items' user columns, at a fraction of the cost.
+    Cosine in this space approximates cosine of the items' user columns, at a fraction of the cost;
+    an item whose column lies outside the kept dimensions can get a (near) zero vector.
     """
     items = normalize(sp.csr_matrix(matrix.T, dtype=np.float32))  # (I, U)
     dim = max(1, min(dim, min(items.shape) - 1))
@@ -83,7 +84,8 @@ def _rank_chunk(model: Recommender, batch: UserBatch, targets: UserBatch, k: int
         valid = wanted >= 0
         target_scores = scores.gather(1, wanted.clamp(min=0))  # (B, T)
         out.unreachable += int((valid & torch.isneginf(target_scores)).sum())
-        ids, _ = top_k(scores, k)  # (B, K)
+        ids, values = top_k(scores, k)  # (B, K)
+        ids = ids.masked_fill(torch.isneginf(values), 0)  # fewer than K unmasked items: empty slots are 0
         hits = (ids[:, :, None] == wanted[:, None, :]).any(dim=2)  # (B, K)
     out.hits.append(hits.cpu().numpy())
     out.n_relevant.append(counts)
@@ -96,13 +98,13 @@ def full_ranking_eval(
     targets: Histories,
     ks: tuple[int, ...] = (10, 20),
     batch_size: int = 2048,
-    item_counts: np.ndarray | None = None,
+    item_users: np.ndarray | None = None,
     item_vectors: np.ndarray | sp.spmatrix | None = None,
     progress: bool = False,
 ) -> EvalResult:
     """Rank the whole catalogue for every user with targets; history items are masked (they cannot be hit).
 
-    `item_counts` (training interactions per item) enables novelty; `item_vectors` enables intra-list
+    `item_users` (distinct training users per item) enables novelty; `item_vectors` enables intra-list
     diversity. Targets that are also in the history are counted in `notes` as unreachable.
     """
     users = np.flatnonzero(targets.lengths() > 0)
@@ -118,7 +120,7 @@ def full_ranking_eval(
     ids, hits = np.concatenate(out.ids), np.concatenate(out.hits)
     n_relevant = np.concatenate(out.n_relevant)
     per_user = metrics.accuracy_metrics(hits, n_relevant, ks)
-    summary = _beyond_accuracy(ids, ks, model.n_items, per_user, item_counts, item_vectors, histories.n_users)
+    summary = _beyond_accuracy(ids, ks, model.n_items, per_user, item_users, item_vectors, histories.n_users)
     summary.update({name: float(values.mean()) for name, values in per_user.items()})
     notes = [f"{out.unreachable} target(s) were in the user's history and masked"] if out.unreachable else []
     return EvalResult("full", users, per_user, summary, time.perf_counter() - start, notes)
@@ -126,40 +128,54 @@ def full_ranking_eval(
 
 def _beyond_accuracy(
     ids: np.ndarray, ks: tuple[int, ...], n_items: int, per_user: dict[str, np.ndarray],
-    item_counts: np.ndarray | None, item_vectors: np.ndarray | sp.spmatrix | None, n_users: int,
+    item_users: np.ndarray | None, item_vectors: np.ndarray | sp.spmatrix | None, n_users: int,
 ) -> dict[str, float]:
     summary: dict[str, float] = {}
     for k in ks:
         top = ids[:, :k]
         summary[f"coverage@{k}"] = metrics.coverage(top, n_items)
         summary[f"gini@{k}"] = metrics.gini(top, n_items)
-        if item_counts is not None:
-            per_user[f"novelty@{k}"] = metrics.novelty(top, item_counts, n_users)
+        if item_users is not None:
+            per_user[f"novelty@{k}"] = metrics.novelty(top, item_users, n_users)
         if item_vectors is not None:
             per_user[f"ild@{k}"] = metrics.intra_list_diversity(top, item_vectors)
     return summary
+
+
+def _draw_unseen(seen: set[int], n_items: int, n: int, probabilities: np.ndarray | None,
+                 rng: np.random.Generator) -> list[int]:
+    """`n` distinct items not in `seen`: rejection sampling while it is cheap, then an exact draw."""
+    chosen: list[int] = []
+    taken = set(seen)
+    for _ in range(8):
+        for item in rng.choice(np.arange(1, n_items + 1), size=2 * n, p=probabilities).tolist():
+            if item not in taken:
+                taken.add(item)
+                chosen.append(item)
+                if len(chosen) == n:
+                    return chosen
+    allowed = np.setdiff1d(np.arange(1, n_items + 1), np.fromiter(taken, dtype=np.int64))
+    weights = None if probabilities is None else probabilities[allowed - 1]
+    if weights is not None and np.count_nonzero(weights) < n - len(chosen):
+        raise ValueError(f"only {np.count_nonzero(weights)} unseen items have a sampling weight; cannot sample {n}")
+    p = None if weights is None else weights / weights.sum()
+    return chosen + rng.choice(allowed, size=n - len(chosen), replace=False, p=p).tolist()
 
 
 def sample_negatives(
     histories: Histories, users: np.ndarray, targets: np.ndarray, n_items: int, n: int,
     probabilities: np.ndarray | None, rng: np.random.Generator,
 ) -> np.ndarray:
-    """(len(users), n) items the user never interacted with and that are not the target, drawn without replacement."""
+    """(len(users), n) items the user never interacted with and that are not the target, drawn without replacement.
+
+    `probabilities` (n_items,) weights items 1..n_items; None draws uniformly.
+    """
     out = np.zeros((len(users), n), dtype=np.int64)
     for row, user in enumerate(users):
         seen = set(histories.items[histories.indptr[user] : histories.indptr[user + 1]].tolist()) | {int(targets[row])}
         if n_items - len(seen) < n:
             raise ValueError(f"user {user} has only {n_items - len(seen)} unseen items; cannot sample {n}")
-        chosen: list[int] = []
-        while len(chosen) < n:
-            draw = rng.choice(np.arange(1, n_items + 1), size=2 * n, p=probabilities)
-            for item in draw.tolist():
-                if item not in seen:
-                    seen.add(item)
-                    chosen.append(item)
-                    if len(chosen) == n:
-                        break
-        out[row] = chosen
+        out[row] = _draw_unseen(seen, n_items, n, probabilities, rng)
     return out
 
 
@@ -180,7 +196,7 @@ def sampled_ranking_eval(
     if sampling == "popularity":
         if item_counts is None:
             raise ValueError("popularity sampling needs item_counts")
-        weights = np.asarray(item_counts[1:], dtype=np.float64) + 1e-12
+        weights = np.asarray(item_counts[1:], dtype=np.float64)
         probabilities = weights / weights.sum()
     start = time.perf_counter()
     users = np.flatnonzero(targets.lengths() > 0)

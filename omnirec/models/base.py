@@ -123,13 +123,17 @@ class Recommender(ABC):
         return scores
 
     def recommend(self, batch: UserBatch, k: int = 10, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """(B, k) dense item ids and their scores, best first; history items are excluded by default."""
+        """(B, k) dense item ids and their scores, best first; history items are excluded by default.
+
+        Where fewer than k items are left to recommend, the empty slots hold id 0 and score -inf.
+        """
         scores = self.score(batch)
         if exclude_seen:
             mask_seen(scores, batch)
         else:
             scores[:, 0] = -torch.inf
         ids, values = top_k(scores, k)
+        ids = ids.masked_fill(torch.isneginf(values), 0)
         return ids.cpu().numpy(), values.cpu().numpy()
 
     # -- persistence ---------------------------------------------------------------------------

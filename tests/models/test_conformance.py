@@ -116,3 +116,14 @@ def test_learns_better_than_chance(name, fitted, tiny_split):
 def test_wrong_config_type_is_rejected():
     with pytest.raises(TypeError, match="takes a"):
         MODELS["itemknn"](MODELS["markov"].Config())
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_recommend_marks_empty_slots_when_k_exceeds_what_is_left(name, fitted, batch):
+    model = fitted[name]
+    ids, scores = model.recommend(batch, k=model.n_items + 5)
+    lengths = [len(set(batch.items[batch.indptr[r] : batch.indptr[r + 1]].tolist())) for r in range(4)]
+    for row, seen in enumerate(lengths):
+        available = model.n_items - seen
+        assert (ids[row, :available] > 0).all() and (ids[row, available:] == 0).all()
+        assert np.isneginf(scores[row, available:]).all()
