@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
@@ -58,9 +59,14 @@ class TfidfContent(Recommender):
         weights = (self.config.recency ** age).astype(np.float32)
         return sp.csr_matrix((weights, batch.items, batch.indptr), shape=(len(batch.users), self.n_items + 1))
 
-    def _score(self, batch: UserBatch) -> sp.spmatrix:
-        profiles = normalize(self._profile_weights(batch) @ self.item_vectors)  # (B, V)
-        return profiles @ self.item_vectors.T  # (B, I)
+    def _score(self, batch: UserBatch) -> torch.Tensor:
+        profiles = normalize(self._profile_weights(batch) @ self.item_vectors).tocsc()  # (B, V)
+        # Only the terms some profile uses matter. (I, V_used) sparse @ (V_used, B) dense, then one
+        # transpose, is several times faster than the sparse (B, V) @ (V, I) product with its near-full result.
+        used = np.flatnonzero(np.diff(profiles.indptr))
+        dense_profiles = profiles[:, used].toarray().astype(np.float32)  # (B, V_used)
+        by_item = self.item_vectors[:, used] @ dense_profiles.T  # (I, B)
+        return torch.from_numpy(np.asarray(by_item, dtype=np.float32)).T.contiguous()  # (B, I)
 
     def _get_state(self) -> dict[str, np.ndarray]:
         return sparse_state("item_vectors", self.item_vectors)
