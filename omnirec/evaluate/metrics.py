@@ -133,10 +133,13 @@ def intra_list_diversity(recommended: np.ndarray, item_vectors: np.ndarray | sp.
         sq_norm = np.asarray(summed.multiply(summed).sum(axis=1)).ravel()
         self_sim = np.asarray(picks @ np.asarray(unit.multiply(unit).sum(axis=1))).ravel()
     else:
-        vectors = normalize(np.asarray(item_vectors, dtype=np.float64)[recommended.ravel()])
-        vectors = vectors.reshape(n, k, -1) * (recommended > 0)[:, :, None]  # (n, K, D)
-        sq_norm = np.square(vectors.sum(axis=1)).sum(axis=1)
-        self_sim = np.square(vectors).sum(axis=(1, 2))
+        unit = normalize(np.asarray(item_vectors, dtype=np.float64))
+        unit[0] = 0.0
+        summed = np.zeros((n, unit.shape[1]))  # (n, D), accumulated one list position at a time
+        for position in range(k):
+            summed += unit[recommended[:, position]]
+        sq_norm = np.square(summed).sum(axis=1)
+        self_sim = np.square(unit).sum(axis=1)[recommended].sum(axis=1)
     pairs = filled * (filled - 1)
     mean_sim = np.divide(sq_norm - self_sim, pairs, out=np.zeros(n), where=pairs > 0)
     return np.where(pairs > 0, 1.0 - mean_sim, 0.0)
