@@ -89,7 +89,10 @@ def _load_for_evaluate(args: argparse.Namespace, clean: CleanConfig) -> Dataset:
         raise SystemExit(f"error: --path needs --format (one of {', '.join(FORMATS)})")
     columns = ColumnMap(user=args.user_col, item=args.item_col, timestamp=args.time_col or None,
                         rating=args.rating_col)
-    return load_file(args.path, args.format, columns, clean)
+    text_cols = tuple(c.strip() for c in args.text_cols.split(",") if c.strip()) if args.text_cols else ()
+    if args.items and not text_cols:
+        raise SystemExit("error: --items needs --text-cols (the catalogue columns that hold the text)")
+    return load_file(args.path, args.format, columns, clean, items_path=args.items, item_text_columns=text_cols)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -100,7 +103,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     dataset = _load_for_evaluate(args, clean)
     models = build_models(names, config.get("models", {}), dataset)
-    print(dataset.report, file=sys.stderr)
+    print(f"cleaning {dataset.name}:\n{dataset.report}", file=sys.stderr)
     report = run_experiment(dataset, models, ks=ks, progress=not args.quiet)
     document = report.to_json()
     _print_summary(dataset, document)
@@ -130,6 +133,8 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--item-col", default="item_id", help="csv: item column (default: %(default)s)")
     e.add_argument("--time-col", default="timestamp", help="csv: time column; '' = file order (default: %(default)s)")
     e.add_argument("--rating-col", default=None, help="csv: rating column (optional)")
+    e.add_argument("--items", help="item catalogue (CSV/TSV/Parquet) keyed by --item-col, for text models")
+    e.add_argument("--text-cols", help="catalogue columns joined into the item text, comma-separated")
     e.add_argument("--models", default="pop,itemknn,als,bpr,markov", help="comma-separated (known: %s)" % ",".join(MODELS))
     e.add_argument("--k", default="10,20", help="cut-offs, comma-separated (default: %(default)s)")
     e.add_argument("--json", required=True, help="where to write the result document")

@@ -100,3 +100,18 @@ def test_evaluate_needs_a_source(tmp_path):
         main(["evaluate", "--json", str(tmp_path / "o.json")])
     with pytest.raises(SystemExit, match="needs --format"):
         main(["evaluate", "--path", "x.txt", "--json", str(tmp_path / "o.json")])
+
+
+def test_evaluate_with_a_csv_and_an_item_catalogue(tmp_path):
+    rows = ["uid,sku,ts"]
+    for u in range(40):
+        rows += [f"u{u},s{(u + j) % 12},{1000 + j}" for j in range(5)]
+    (tmp_path / "clicks.csv").write_text("\n".join(rows) + "\n")
+    catalogue = ["sku,title,category"] + [f"s{i},Item {i},{'red' if i % 2 else 'blue'} things" for i in range(12)]
+    (tmp_path / "items.csv").write_text("\n".join(catalogue) + "\n")
+    out = tmp_path / "o.json"
+    assert main(["evaluate", "--path", str(tmp_path / "clicks.csv"), "--format", "csv", "--user-col", "uid",
+                 "--item-col", "sku", "--time-col", "ts", "--items", str(tmp_path / "items.csv"),
+                 "--text-cols", "title,category", "--models", "pop,tfidf", "--json", str(out), "--quiet"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["n_items"] == 12 and set(doc["results"]) == {"pop", "tfidf"}
