@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from omnirec.evaluate import metrics
 from omnirec.features.sequences import Histories, UserBatch
-from omnirec.models.base import Recommender, mask_seen, top_k
+from omnirec.models.base import Recommender, mask_seen, tie_keys, top_k
 
 
 @dataclass
@@ -84,8 +84,7 @@ def _rank_chunk(model: Recommender, batch: UserBatch, targets: UserBatch, k: int
         valid = wanted >= 0
         target_scores = scores.gather(1, wanted.clamp(min=0))  # (B, T)
         out.unreachable += int((valid & torch.isneginf(target_scores)).sum())
-        ids, values = top_k(scores, k)  # (B, K)
-        ids = ids.masked_fill(torch.isneginf(values), 0)  # fewer than K unmasked items: empty slots are 0
+        ids, _ = top_k(scores, k, row_keys=torch.from_numpy(batch.users))  # (B, K); empty slots are 0
         hits = (ids[:, :, None] == wanted[:, None, :]).any(dim=2)  # (B, K)
     out.hits.append(hits.cpu().numpy())
     out.n_relevant.append(counts)
@@ -184,7 +183,7 @@ def sampled_ranking_eval(
     sampling: str = "uniform", item_counts: np.ndarray | None = None, ks: tuple[int, ...] = (10,),
     seed: int = 0, batch_size: int = 2048,
 ) -> EvalResult:
-    """The target ranked among `n_negatives` sampled unseen items (ties count against the target).
+    """The target ranked among `n_negatives` sampled unseen items (ties ordered at random, as in full ranking).
 
     Labelled `sampled-<n>-<sampling>`: not comparable with full-ranking numbers.
     """
@@ -208,8 +207,10 @@ def sampled_ranking_eval(
         for lo in range(0, len(users), batch_size):
             sl = slice(lo, lo + batch_size)
             candidates = np.concatenate([target_items[sl, None], negatives[sl]], axis=1)  # (B, 1 + N)
-            scores = model.score(histories.batch(users[sl]), items=candidates).cpu().numpy()
-            ranks[sl] = (scores[:, 1:] >= scores[:, :1]).sum(axis=1)
+            scores = model.score(histories.batch(users[sl]), items=candidates).cpu()
+            keys = tie_keys(torch.from_numpy(users[sl])[:, None], torch.from_numpy(candidates), seed)
+            ahead = (scores[:, 1:] > scores[:, :1]) | ((scores[:, 1:] == scores[:, :1]) & (keys[:, 1:] < keys[:, :1]))
+            ranks[sl] = ahead.sum(dim=1).numpy()
     k = max(ks)
     hits = np.arange(k)[None, :] == ranks[:, None]
     per_user = metrics.accuracy_metrics(hits, np.ones(len(users), dtype=np.int64), ks)

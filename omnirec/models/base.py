@@ -48,11 +48,56 @@ def mask_seen(scores: torch.Tensor, batch: UserBatch) -> torch.Tensor:
     return scores
 
 
-def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, k) item ids and scores, best first."""
-    k = min(k, scores.shape[1])
-    values, ids = torch.topk(scores, k, dim=1)
-    return ids, values
+def tie_keys(rows: torch.Tensor, items: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Pseudo-random int64 keys, a pure function of (row key, item id, seed): the tie-break order.
+
+    rows: (B, 1) and items: (B, W) or (1, W), broadcast together.
+    """
+    mask = 0x7FFFFFFF
+    h = (rows * 0x9E3779B1 + items * 0x85EBCA77 + seed * 0xC2B2AE3D) & mask
+    for mult in (0x2C1B3C6D, 0x297A2D39):
+        h = ((h ^ (h >> 15)) * mult) & mask
+    return h ^ (h >> 16)
+
+
+def top_k(
+    scores: torch.Tensor, k: int, row_keys: torch.Tensor | None = None, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, k) item ids and scores, best first; equal scores are ordered at random.
+
+    `torch.topk` orders ties by position, which would favour low ids; ids follow first appearance
+    and so correlate with popularity, so a fixed order would flatter models that tie a lot. The
+    random order depends only on (row key, item, seed): pass user ids as `row_keys` and a user's
+    list does not depend on the other users in the batch.
+    Slots left without a finite score (fewer than k unmasked items) hold id 0 and score -inf.
+    """
+    n_rows, n_cols = scores.shape
+    kept = min(k, n_cols)
+    rows = (torch.arange(n_rows) if row_keys is None else torch.as_tensor(row_keys)).to(scores.device)[:, None]
+    # One wider top-k holds, for almost every row, all the items tied with the k-th best.
+    values, ids = torch.topk(scores, min(2 * kept + 64, n_cols), dim=1)  # (B, W)
+    head = values[:, : kept + 1]
+    if ((head[:, :-1] == head[:, 1:]) & torch.isfinite(head[:, 1:])).any():
+        values, ids = _order_ties(values, ids, tie_keys(rows, ids, seed))
+        overflow = (values[:, -1] == values[:, kept - 1]) & (values.shape[1] < n_cols)  # tie group cut off
+        if overflow.any():  # a huge tie group: break it over all the row's columns
+            at = overflow.nonzero().squeeze(1)
+            v, i = torch.topk(scores[at], n_cols, dim=1)
+            v, i = _order_ties(v, i, tie_keys(rows[at], i, seed))
+            values[at, :kept], ids[at, :kept] = v[:, :kept], i[:, :kept]
+    values, ids = values[:, :kept], ids[:, :kept]
+    if k > kept:
+        values = torch.nn.functional.pad(values, (0, k - kept), value=-torch.inf)
+        ids = torch.nn.functional.pad(ids, (0, k - kept), value=0)
+    return ids.masked_fill(torch.isneginf(values), 0), values
+
+
+def _order_ties(values: torch.Tensor, ids: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-sort (B, W) top lists by value, breaking ties by `keys` (B, W)."""
+    by_key = torch.argsort(keys, dim=1)
+    values, ids = values.gather(1, by_key), ids.gather(1, by_key)
+    by_value = torch.argsort(values, dim=1, descending=True, stable=True)
+    return values.gather(1, by_value), ids.gather(1, by_value)
 
 
 def as_scores(values: np.ndarray | sp.spmatrix | torch.Tensor) -> torch.Tensor:
@@ -115,7 +160,10 @@ class Recommender(ABC):
     def score(self, batch: UserBatch, items: np.ndarray | None = None) -> torch.Tensor:
         """(B, n_items + 1) scores; with `items` (B, C) candidate ids, only those: (B, C)."""
         self._check_fitted()
-        scores = as_scores(self._score(batch))
+        if len(batch.users) == 0:
+            scores = torch.empty((0, self.n_items + 1))
+        else:
+            scores = as_scores(self._score(batch))
         if scores.shape != (len(batch.users), self.n_items + 1):
             raise RuntimeError(f"{self.name} scored shape {tuple(scores.shape)}; expected ({len(batch.users)}, {self.n_items + 1})")
         if items is not None:
@@ -132,8 +180,7 @@ class Recommender(ABC):
             mask_seen(scores, batch)
         else:
             scores[:, 0] = -torch.inf
-        ids, values = top_k(scores, k)
-        ids = ids.masked_fill(torch.isneginf(values), 0)
+        ids, values = top_k(scores, k, row_keys=torch.from_numpy(batch.users))
         return ids.cpu().numpy(), values.cpu().numpy()
 
     # -- persistence ---------------------------------------------------------------------------
