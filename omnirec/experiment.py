@@ -27,7 +27,7 @@ from omnirec.data.dataset import Dataset
 from omnirec.data.split import Split, split_dataset
 from omnirec.evaluate.ranking import EvalResult, full_ranking_eval, item_vectors_from_matrix
 from omnirec.models.base import Recommender
-from omnirec.utils import atomic_write, atomic_write_text
+from omnirec.utils import atomic_savez, atomic_write, atomic_write_text
 
 TABLE_COLUMNS = ("ndcg@10", "hr@10", "mrr@10", "ndcg@20", "hr@20", "coverage@10", "novelty@10", "ild@10")
 
@@ -152,7 +152,7 @@ def save_report(report: ExperimentReport, out: str | Path, plot: bool = True) ->
     atomic_write_text(paths["table"], markdown_table(document) + "\n")
     arrays = {f"{m}/{k}": v for m, r in report.results.items() for k, v in r.per_user.items()}
     arrays["users"] = next(iter(report.results.values())).users
-    atomic_write(paths["per_user"], lambda tmp: _savez(tmp, arrays))
+    atomic_savez(paths["per_user"], arrays, compress=True)
     report.dataset.users.save(out / "users.json")
     report.dataset.items.save(out / "items.json")
     for name, model in report.models.items():
@@ -161,11 +161,6 @@ def save_report(report: ExperimentReport, out: str | Path, plot: bool = True) ->
         paths["plot"] = out / "results.png"
         plot_results(document, paths["plot"])
     return paths
-
-
-def _savez(tmp: Path, arrays: dict[str, np.ndarray]) -> None:
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
 
 
 def plot_results(document: dict[str, Any], path: str | Path, metrics: tuple[str, ...] = ("ndcg@10", "hr@10")) -> None:

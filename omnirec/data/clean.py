@@ -73,12 +73,21 @@ def stable_order(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sort([first, TIME, "_row"]).drop("_row")
 
 
-def clean(frame: pl.DataFrame, config: CleanConfig = CleanConfig()) -> tuple[pl.DataFrame, CleanReport]:
-    """Drop rows missing user/item/time, exact duplicates, optional repeats, then k-core; sort stably."""
-    report = CleanReport(rows_in=frame.height)
+def _check_types(frame: pl.DataFrame) -> pl.DataFrame:
+    """Ids as strings (as IdMap expects); times must already be integers, or order would be textual."""
     missing_cols = [c for c in REQUIRED if c not in frame.columns]
     if missing_cols:
         raise ValueError(f"interactions frame lacks column(s) {missing_cols}; have {frame.columns}")
+    if not frame.schema[TIME].is_integer():
+        raise ValueError(f"column {TIME!r} has type {frame.schema[TIME]}; expected integers (e.g. Unix seconds), "
+                         "as the readers in omnirec.data.io produce")
+    return frame.with_columns(pl.col(USER).cast(pl.String), pl.col(ITEM).cast(pl.String))
+
+
+def clean(frame: pl.DataFrame, config: CleanConfig = CleanConfig()) -> tuple[pl.DataFrame, CleanReport]:
+    """Drop rows missing user/item/time, exact duplicates, optional repeats, then k-core; sort stably."""
+    report = CleanReport(rows_in=frame.height)
+    frame = _check_types(frame)
     frame = _step(frame, frame.drop_nulls(list(REQUIRED)), "missing user, item or timestamp", report)
     blank = (pl.col(USER).str.strip_chars() == "") | (pl.col(ITEM).str.strip_chars() == "")
     frame = _step(frame, frame.filter(~blank), "empty user or item id", report)

@@ -158,9 +158,11 @@ def _timestamps(frame: pl.DataFrame, col: str, path: Path) -> pl.Series:
     src = frame[col]
     if src.dtype.is_temporal():
         return src.cast(pl.Datetime("us")).dt.epoch("s")
+    as_int = src.cast(pl.Int64, strict=False)  # exact for nanosecond stamps, which float64 would round
     as_num = src.cast(pl.Float64, strict=False)
-    seconds = as_num.floor().cast(pl.Int64)
-    positions = (as_num.is_null() & src.is_not_null()).arg_true()
+    finite = pl.when(as_num.is_finite()).then(as_num.floor())  # nan and inf are not times
+    seconds = pl.select(pl.coalesce(as_int, finite.cast(pl.Int64))).to_series().alias(src.name)
+    positions = (seconds.is_null() & src.is_not_null()).arg_true()
     if positions.len() == 0:
         return seconds
     bad = int(positions[0])
@@ -386,8 +388,8 @@ def _recbole_frame(path: Path) -> pl.DataFrame:
 def read_recbole(directory: str | Path, name: str) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """RecBole atomic files `<name>.inter` (+ optional `<name>.item` / `<name>.text`) from `directory`.
 
-    Also reads the UniSRec split layout (`<name>.{train,valid,test}.inter` with `item_id_list`): the
-    test file holds every user's whole history plus target, which gives back one sequence per user.
+    Also reads the UniSRec split layout (`<name>.{train,valid,test}.inter` with `item_id_list`), from
+    which one whole sequence per user is rebuilt (see `_read_unisrec_sequences`).
     Returns (interactions, items or None).
     """
     directory = Path(directory)
@@ -399,7 +401,7 @@ def read_recbole(directory: str | Path, name: str) -> tuple[pl.DataFrame, pl.Dat
         )
         interactions = _to_interactions(frame, columns, inter_path)
     except FileNotFoundError:
-        interactions = _read_unisrec_sequences(_find(directory, f"{name}.test.inter"))
+        interactions = _read_unisrec_sequences(directory, name)
     items = _read_recbole_items(directory, name)
     try:
         index_path = _find(directory, f"{name}.item2index")
@@ -411,7 +413,8 @@ def read_recbole(directory: str | Path, name: str) -> tuple[pl.DataFrame, pl.Dat
     return interactions, items
 
 
-def _read_unisrec_sequences(path: Path) -> pl.DataFrame:
+def _unisrec_rows(path: Path) -> list[tuple[str, list[str], str]]:
+    """(user, history, target) per row of a UniSRec `.inter` file, in file order."""
     frame = _recbole_frame(path)
     for col in (USER, "item_id_list", ITEM):
         if col not in frame.columns:
@@ -420,10 +423,45 @@ def _read_unisrec_sequences(path: Path) -> pl.DataFrame:
     if no_target.any():
         line = int(frame["_line"][int(no_target.arg_true()[0])])
         raise DataFormatError(path, "a row without target item", line=line, expected="a target item id")
-    history = frame["item_id_list"].fill_null("").str.split(" ").list.eval(pl.element().filter(pl.element() != ""))
-    seqs = frame.select(pl.col(USER), pl.concat_list(history, pl.col(ITEM)).alias(ITEM))
-    long = seqs.explode(ITEM).with_columns(pl.int_range(pl.len()).over(USER).cast(pl.Int64).alias(TIME))
-    return long.select(USER, ITEM, TIME)
+    histories = frame["item_id_list"].fill_null("").str.split(" ").to_list()
+    return [(u, [x for x in h if x], t) for u, h, t in zip(frame[USER].to_list(), histories, frame[ITEM].to_list(),
+                                                           strict=True)]
+
+
+def _read_unisrec_sequences(directory: Path, name: str) -> pl.DataFrame:
+    """Whole sequences from UniSRec's split files.
+
+    Test rows hold history + target, but histories are cut to the last 50 items. When the train and
+    valid files are there, each sequence is rebuilt in full instead: the first item of the user's
+    shortest train history, every train target from the shortest prefix to the longest, then the
+    valid and test targets; it must end with the test row's history and target.
+    """
+    test_path = _find(directory, f"{name}.test.inter")
+    test = _unisrec_rows(test_path)
+    sequences = {user: history + [target] for user, history, target in test}
+    try:
+        train = _unisrec_rows(_find(directory, f"{name}.train.inter"))
+        valid = {u: t for u, _, t in _unisrec_rows(_find(directory, f"{name}.valid.inter"))}
+    except FileNotFoundError:
+        train, valid = [], {}
+    by_user: dict[str, list[tuple[list[str], str]]] = {}
+    for user, history, target in train:
+        by_user.setdefault(user, []).append((history, target))
+    rebuilt: dict[str, list[str]] = {}
+    for user, rows in by_user.items():
+        if len(rows[0][0]) > len(rows[-1][0]):  # UniSRec writes a user's prefixes longest first
+            rows = rows[::-1]
+        rebuilt[user] = rows[0][0][:1] + [target for _, target in rows]
+    for user, seq in rebuilt.items():
+        full = seq + [valid.get(user, ""), sequences[user][-1]] if user in sequences else []
+        tail = sequences.get(user, [])
+        if not full or full[-len(tail):] != tail:
+            raise DataFormatError(test_path, f"user {user!r}: train/valid/test rows do not form one sequence")
+        sequences[user] = full
+    users = [u for u, seq in sequences.items() for _ in seq]
+    items = [x for seq in sequences.values() for x in seq]
+    times = [t for seq in sequences.values() for t in range(len(seq))]
+    return _interactions_from_lists(users, items, times)
 
 
 def _read_recbole_items(directory: Path, name: str) -> pl.DataFrame | None:

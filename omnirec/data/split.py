@@ -97,7 +97,7 @@ def leave_one_out(frame: pl.DataFrame, n_users: int, n_items: int, short_users: 
     """
     if short_users not in ("raise", "train"):
         raise ValueError(f"short_users={short_users!r}; expected 'raise' or 'train'")
-    ranked = frame.with_columns(
+    ranked = frame.sort([USER, TIME], maintain_order=True).with_columns(  # ties keep the given order
         pl.int_range(pl.len()).reverse().over(USER).alias("_from_end"), pl.len().over(USER).alias("_n")
     )
     short = ranked.filter(pl.col("_n") < 3)

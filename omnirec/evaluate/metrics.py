@@ -116,13 +116,13 @@ def novelty(recommended: np.ndarray, item_users: np.ndarray, n_users: int) -> np
 def intra_list_diversity(recommended: np.ndarray, item_vectors: np.ndarray | sp.spmatrix) -> np.ndarray:
     """Per user, 1 - mean pairwise cosine similarity of the listed items' vectors.
 
-    Vectors are L2-normalised here; id 0 marks an empty slot and is left out of the pairs. Uses
+    Vectors are L2-normalised here; id 0 (an empty slot) and items with a zero vector (nothing known
+    about them) are left out of the pairs. Uses
     |sum of unit vectors|^2 = K + 2 * (sum of pairwise cosines), so no pair is formed explicitly.
     """
     n, k = recommended.shape
     if k < 2:
         return np.zeros(n)
-    filled = (recommended > 0).sum(axis=1)  # id 0 marks an empty slot and has no vector
     if sp.issparse(item_vectors):
         unit = normalize(sp.csr_matrix(item_vectors, dtype=np.float64))
         unit = sp.diags((np.arange(unit.shape[0]) > 0).astype(np.float64)) @ unit
@@ -132,6 +132,7 @@ def intra_list_diversity(recommended: np.ndarray, item_vectors: np.ndarray | sp.
         summed = picks @ unit  # (n, D)
         sq_norm = np.asarray(summed.multiply(summed).sum(axis=1)).ravel()
         self_sim = np.asarray(picks @ np.asarray(unit.multiply(unit).sum(axis=1))).ravel()
+        filled = np.round(self_sim).astype(np.int64)  # listed items that have a (unit) vector
     else:
         unit = normalize(np.asarray(item_vectors, dtype=np.float64))
         unit[0] = 0.0
@@ -140,6 +141,7 @@ def intra_list_diversity(recommended: np.ndarray, item_vectors: np.ndarray | sp.
             summed += unit[recommended[:, position]]
         sq_norm = np.square(summed).sum(axis=1)
         self_sim = np.square(unit).sum(axis=1)[recommended].sum(axis=1)
+        filled = np.round(self_sim).astype(np.int64)  # listed items that have a (unit) vector
     pairs = filled * (filled - 1)
     mean_sim = np.divide(sq_norm - self_sim, pairs, out=np.zeros(n), where=pairs > 0)
     return np.where(pairs > 0, 1.0 - mean_sim, 0.0)

@@ -30,7 +30,7 @@ import torch
 from omnirec.config import config_hash, from_dict, to_dict
 from omnirec.data.dataset import TrainData
 from omnirec.features.sequences import UserBatch
-from omnirec.utils import atomic_write, atomic_write_text
+from omnirec.utils import atomic_savez, atomic_write_text, file_sha256
 
 FORMAT = "omnirec.model/1"
 
@@ -189,10 +189,11 @@ class Recommender(ABC):
         self._check_fitted()
         path = Path(path)
         state = self._get_state()
-        atomic_write(path / "state.npz", lambda tmp: _save_npz(tmp, state))
-        meta = {
+        atomic_savez(path / "state.npz", state)
+        meta = {  # written last, with the state's checksum: a torn save is detected at load
             "format": FORMAT, "model": self.name, "config": to_dict(self.config),
             "config_hash": config_hash(self.config), "n_users": self.n_users, "n_items": self.n_items,
+            "state_sha256": file_sha256(path / "state.npz"),
         }
         atomic_write_text(path / "model.json", json.dumps(meta, indent=2))
 
@@ -203,16 +204,16 @@ class Recommender(ABC):
         meta = json.loads((path / "model.json").read_text())
         if meta.get("format") != FORMAT or meta.get("model") != cls.name:
             raise ValueError(f"{path}: holds model {meta.get('model')!r}, not {cls.name!r}")
-        model = cls(from_dict(cls.Config, meta["config"]))
+        if file_sha256(path / "state.npz") != meta.get("state_sha256"):
+            raise ValueError(f"{path}: state.npz does not match model.json (an interrupted save?)")
+        config = from_dict(cls.Config, meta["config"])
+        if config_hash(config) != meta.get("config_hash"):
+            raise ValueError(f"{path}: config does not match its recorded hash")
+        model = cls(config)
         model.n_users, model.n_items = meta["n_users"], meta["n_items"]
         with np.load(path / "state.npz", allow_pickle=False) as npz:
             model._set_state({k: npz[k] for k in npz.files})
         return model
-
-
-def _save_npz(tmp: Path, state: dict[str, np.ndarray]) -> None:
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **state)
 
 
 def sparse_state(prefix: str, matrix: sp.spmatrix) -> dict[str, np.ndarray]:

@@ -8,6 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from omnirec.data.dataset import TrainData
+from omnirec.features.matrix import interaction_matrix
 from omnirec.features.sequences import UserBatch
 from omnirec.models.base import Recommender, sparse_from_state, sparse_state
 
@@ -60,8 +61,7 @@ class ItemKNN(Recommender):
     Config = ItemKNNConfig
 
     def _fit(self, data: TrainData) -> None:
-        binary = data.matrix.copy()
-        binary.data[:] = 1.0
+        binary = interaction_matrix(data.interactions, data.n_users, data.n_items, binary=True)
         self.similarity = keep_top_k(cosine_similarity(binary, self.config.shrink), self.config.k)  # (I, I)
 
     def _score(self, batch: UserBatch) -> sp.spmatrix:

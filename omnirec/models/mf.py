@@ -82,7 +82,7 @@ class ALS(_FactorModel):
         c = self.config
         return AlternatingLeastSquares(
             factors=c.factors, regularization=c.regularization, alpha=c.alpha, iterations=c.iterations,
-            random_state=c.seed,
+            random_state=c.seed, use_gpu=False,  # the factors are read back as numpy arrays
         )
 
 
@@ -103,4 +103,5 @@ class BPR(_FactorModel):
         return BayesianPersonalizedRanking(
             factors=c.factors, learning_rate=c.learning_rate, regularization=c.regularization,
             iterations=c.iterations, random_state=c.seed, num_threads=c.num_threads,
+            use_gpu=False,
         )

@@ -178,3 +178,17 @@ def test_synthetic_is_seeded_and_sequential():
     assert a.group_by(U).agg(pl.col(T).diff().min())[T].min() >= 0
     assert items["text"].str.contains(r"\. ").all()
     assert np.all(a.group_by(U).len()["len"].to_numpy() >= 5)
+
+
+def test_leave_one_out_orders_by_time_whatever_the_row_order():
+    f = dense([(1, 3, 2), (1, 1, 0), (1, 2, 1)])
+    s = leave_one_out(f, 1, 3)
+    assert s.test[I].to_list() == [3] and s.valid[I].to_list() == [2] and s.train[I].to_list() == [1]
+
+
+def test_clean_refuses_text_timestamps_and_accepts_integer_ids():
+    bad = pl.DataFrame({U: ["u", "u"], I: ["a", "b"], T: ["10", "9"]})
+    with pytest.raises(ValueError, match="expected integers"):
+        clean(bad)
+    ints = pl.DataFrame({U: [1, 1], I: [5, 6], T: [1, 2]})
+    assert clean(ints)[0][U].dtype == pl.String

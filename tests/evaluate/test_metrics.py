@@ -550,3 +550,9 @@ def test_novelty_share_never_exceeds_one():
 def test_per_user_error_rejects_users_of_another_length():
     with pytest.raises(ValueError, match="users has shape"):
         metrics.per_user_error(np.array([1, 2]), np.array([1.0, 2.0, 3.0]), np.zeros(3))
+
+
+def test_ild_leaves_out_items_without_a_vector():
+    vectors = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    assert metrics.intra_list_diversity(np.array([[1, 2, 3]]), vectors)[0] == pytest.approx(0.0)
+    assert metrics.intra_list_diversity(np.array([[1, 2, 3]]), sp.csr_matrix(vectors))[0] == pytest.approx(0.0)

@@ -127,3 +127,19 @@ def test_recommend_marks_empty_slots_when_k_exceeds_what_is_left(name, fitted, b
         available = model.n_items - seen
         assert (ids[row, :available] > 0).all() and (ids[row, available:] == 0).all()
         assert np.isneginf(scores[row, available:]).all()
+
+
+@pytest.mark.parametrize("name", ["pop", "itemknn"])
+def test_load_detects_a_torn_save(name, fitted, tmp_path):
+    fitted[name].save(tmp_path / "m")
+    (tmp_path / "m" / "state.npz").write_bytes((tmp_path / "m" / "state.npz").read_bytes()[:-7])
+    with pytest.raises(ValueError, match="does not match model.json"):
+        MODELS[name].load(tmp_path / "m")
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_empty_batch_gives_empty_results(name, fitted, tiny_split):
+    empty = tiny_split.histories("test").batch(np.array([], dtype=np.int64))
+    assert fitted[name].score(empty).shape == (0, fitted[name].n_items + 1)
+    ids, scores = fitted[name].recommend(empty, k=5)
+    assert ids.shape == scores.shape == (0, 5)
