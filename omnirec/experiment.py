@@ -120,10 +120,14 @@ def _merge_notes(results: dict[str, EvalResult]) -> list[str]:
             for note, names in by_note.items()]
 
 
+def _present(rows: dict[str, dict[str, float]], columns: tuple[str, ...]) -> list[str]:
+    return [c for c in columns if any(c in r for r in rows.values())] + ["fit_s", "eval_s"]
+
+
 def format_table(document: dict[str, Any], columns: tuple[str, ...] = TABLE_COLUMNS) -> str:
     """A fixed-width text table of a result document (one row per model)."""
     rows = document["results"]
-    present = [c for c in columns if any(c in r for r in rows.values())] + ["fit_s", "eval_s"]
+    present = _present(rows, columns)
     width = max(len("model"), *(len(m) for m in rows))
     head = f"{'model':<{width}}  " + "  ".join(f"{c:>11}" for c in present)
     lines = [head, "-" * len(head)]
@@ -136,7 +140,7 @@ def format_table(document: dict[str, Any], columns: tuple[str, ...] = TABLE_COLU
 def markdown_table(document: dict[str, Any], columns: tuple[str, ...] = TABLE_COLUMNS) -> str:
     """The same table in Markdown."""
     rows = document["results"]
-    present = [c for c in columns if any(c in r for r in rows.values())] + ["fit_s", "eval_s"]
+    present = _present(rows, columns)
     lines = ["| model | " + " | ".join(present) + " |", "|---|" + "---:|" * len(present)]
     for name, row in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{row[c]:.4f}" if c in row else "-" for c in present) + " |")

@@ -24,16 +24,16 @@ def _movielens(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame | None]:
 
 
 def _s3rec_beauty(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    interactions = io.read_seq(_locate(folder, "Beauty.txt"))
+    interactions = io.read_seq(io.find_file(folder, "Beauty.txt"))
     try:
-        items = io.read_item_attributes(_locate(folder, "Beauty_item2attributes.json"))
+        items = io.read_item_attributes(io.find_file(folder, "Beauty_item2attributes.json"))
     except FileNotFoundError:
         items = None
     return interactions, items
 
 
 def _bert4rec_beauty(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    return io.read_pairs(_locate(folder, "beauty.txt")), None
+    return io.read_pairs(io.find_file(folder, "beauty.txt")), None
 
 
 def _scientific(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame | None]:
@@ -47,13 +47,6 @@ DATASETS: dict[str, tuple[str, Reader, str]] = {
     "beauty-bert4rec": ("bert4rec", _bert4rec_beauty, "Amazon Beauty as preprocessed for BERT4Rec; no text"),
     "scientific": ("amazon-scientific", _scientific, "Amazon Industrial & Scientific (UniSRec); item text"),
 }
-
-
-def _locate(folder: Path, name: str) -> Path:
-    for candidate in (folder / name, folder / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"{folder}: neither {name} nor {name}.gz found")
 
 
 def dataset_folder(name: str, data_dir: str | Path) -> Path:

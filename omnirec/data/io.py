@@ -229,7 +229,7 @@ def read_interactions(
     if suffix in (".parquet", ".pq"):
         return _to_interactions(_read_parquet(path), columns, path)
     if sep is None:
-        sep = {".csv": ",", ".tsv": "\t", ".tab": "\t"}.get(suffix) or _sniff_sep(read_text(path, encoding))
+        sep = _separator(path, encoding)
     frame = read_delimited(path, sep, encoding=encoding)
     if frame.height == 0:
         raise DataFormatError(path, "a header but no records", expected="at least one record")
@@ -246,8 +246,12 @@ def _read_parquet(path: Path) -> pl.DataFrame:
     return frame
 
 
-def _sniff_sep(text: str) -> str:
-    first = text.lstrip().split("\n", 1)[0]
+def _separator(path: Path, encoding: str) -> str:
+    """By name (.csv, .tsv, .tab; .gz looked through), else the most frequent candidate in the header."""
+    by_name = {".csv": ",", ".tsv": "\t", ".tab": "\t"}.get(_base_suffix(path))
+    if by_name:
+        return by_name
+    first = read_text(path, encoding).lstrip().split("\n", 1)[0]
     return max(["\t", ",", ";", "|"], key=first.count)
 
 
@@ -259,8 +263,7 @@ def read_item_text(
     if _base_suffix(path) in (".parquet", ".pq"):
         frame = _read_parquet(path)
     else:
-        text = read_text(path, encoding)
-        frame = read_delimited(path, sep or {".csv": ","}.get(_base_suffix(path)) or _sniff_sep(text), encoding=encoding)
+        frame = read_delimited(path, sep or _separator(path, encoding), encoding=encoding)
     missing = [c for c in [id_col, *text_cols] if c not in frame.columns]
     if missing:
         have = ", ".join(c for c in frame.columns if c != "_line")
@@ -348,7 +351,8 @@ _ML_GENRES = (
 )
 
 
-def _find(directory: Path, name: str) -> Path:
+def find_file(directory: Path, name: str) -> Path:
+    """`directory/name`, or its gzipped twin `directory/name.gz`."""
     for candidate in (directory / name, directory / f"{name}.gz"):
         if candidate.is_file():
             return candidate
@@ -358,13 +362,13 @@ def _find(directory: Path, name: str) -> Path:
 def read_movielens(directory: str | Path) -> MovieLens:
     """MovieLens-100K from its directory (`u.data`, `u.item`, `u.user`; latin-1; gz or not)."""
     directory = Path(directory)
-    data_path = _find(directory, "u.data")
+    data_path = find_file(directory, "u.data")
     ratings = read_delimited(data_path, "\t", names=[USER, ITEM, RATING, TIME], quote=None)
     ratings = ratings.with_columns(
         _numeric(ratings, RATING, pl.Float64(), data_path, "a rating number"),
         _numeric(ratings, TIME, pl.Int64(), data_path, "Unix seconds"),
     ).select(USER, ITEM, TIME, RATING)
-    item_path = _find(directory, "u.item")
+    item_path = find_file(directory, "u.item")
     names = ["movie_id", "title", "release", "video_release", "url", *_ML_GENRES]
     raw_items = read_delimited(item_path, "|", names=names, encoding="latin-1", quote=None)
     genre_flags = [pl.when(pl.col(g) == "1").then(pl.lit(g)) for g in _ML_GENRES]
@@ -374,7 +378,7 @@ def read_movielens(directory: str | Path) -> MovieLens:
         join_text(["title", "genres"]).alias(TEXT),
         pl.col("release").str.slice(-4).cast(pl.Int64, strict=False).alias("year"),
     )
-    user_path = _find(directory, "u.user")
+    user_path = find_file(directory, "u.user")
     users = read_delimited(user_path, "|", names=[USER, "age", "gender", "occupation", "zip"], quote=None)
     return MovieLens(ratings, items, users.drop("_line"))
 
@@ -394,7 +398,7 @@ def read_recbole(directory: str | Path, name: str) -> tuple[pl.DataFrame, pl.Dat
     """
     directory = Path(directory)
     try:
-        inter_path = _find(directory, f"{name}.inter")
+        inter_path = find_file(directory, f"{name}.inter")
         frame = _recbole_frame(inter_path)
         columns = ColumnMap(
             timestamp=TIME if TIME in frame.columns else None, rating=RATING if RATING in frame.columns else None
@@ -404,7 +408,7 @@ def read_recbole(directory: str | Path, name: str) -> tuple[pl.DataFrame, pl.Dat
         interactions = _read_unisrec_sequences(directory, name)
     items = _read_recbole_items(directory, name)
     try:
-        index_path = _find(directory, f"{name}.item2index")
+        index_path = find_file(directory, f"{name}.item2index")
     except FileNotFoundError:
         return interactions, items
     if items is not None:  # UniSRec keys text by the original id but sequences by item index
@@ -436,12 +440,12 @@ def _read_unisrec_sequences(directory: Path, name: str) -> pl.DataFrame:
     shortest train history, every train target from the shortest prefix to the longest, then the
     valid and test targets; it must end with the test row's history and target.
     """
-    test_path = _find(directory, f"{name}.test.inter")
+    test_path = find_file(directory, f"{name}.test.inter")
     test = _unisrec_rows(test_path)
     sequences = {user: history + [target] for user, history, target in test}
     try:
-        train = _unisrec_rows(_find(directory, f"{name}.train.inter"))
-        valid = {u: t for u, _, t in _unisrec_rows(_find(directory, f"{name}.valid.inter"))}
+        train = _unisrec_rows(find_file(directory, f"{name}.train.inter"))
+        valid = {u: t for u, _, t in _unisrec_rows(find_file(directory, f"{name}.valid.inter"))}
     except FileNotFoundError:
         train, valid = [], {}
     by_user: dict[str, list[tuple[list[str], str]]] = {}
@@ -467,7 +471,7 @@ def _read_unisrec_sequences(directory: Path, name: str) -> pl.DataFrame:
 def _read_recbole_items(directory: Path, name: str) -> pl.DataFrame | None:
     for suffix in ("text", "item"):
         try:
-            path = _find(directory, f"{name}.{suffix}")
+            path = find_file(directory, f"{name}.{suffix}")
         except FileNotFoundError:
             continue
         frame = _recbole_frame(path)
