@@ -48,16 +48,26 @@ def mask_seen(scores: torch.Tensor, batch: UserBatch) -> torch.Tensor:
     return scores
 
 
+_PRIME = 2_147_483_647  # 2**31 - 1
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    mask = 0x7FFFFFFF
+    for mult in (0x2C1B3C6D, 0x297A2D39):
+        x = ((x ^ (x >> 15)) * mult) & mask
+    return x ^ (x >> 16)
+
+
 def tie_keys(rows: torch.Tensor, items: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Pseudo-random int64 keys, a pure function of (row key, item id, seed): the tie-break order.
 
-    rows: (B, 1) and items: (B, W) or (1, W), broadcast together.
+    rows: (B, 1) and items: (B, W) or (1, W), broadcast together. Each row orders items by an affine
+    map (a * item + b) mod (2**31 - 1) with (a, b) hashed from the row key: a different scramble
+    per user, at three integer operations per item.
     """
-    mask = 0x7FFFFFFF
-    h = (rows * 0x9E3779B1 + items * 0x85EBCA77 + seed * 0xC2B2AE3D) & mask
-    for mult in (0x2C1B3C6D, 0x297A2D39):
-        h = ((h ^ (h >> 15)) * mult) & mask
-    return h ^ (h >> 16)
+    a = _mix(rows * 0x9E3779B1 + seed * 0xC2B2AE3D) % (_PRIME - 1) + 1  # (B, 1), never 0
+    b = _mix(rows * 0x85EBCA77 + seed + 1)  # (B, 1)
+    return (items * a + b) % _PRIME
 
 
 def top_k(
@@ -80,16 +90,32 @@ def top_k(
     if ((head[:, :-1] == head[:, 1:]) & torch.isfinite(head[:, 1:])).any():
         values, ids = _order_ties(values, ids, tie_keys(rows, ids, seed))
         overflow = (values[:, -1] == values[:, kept - 1]) & (values.shape[1] < n_cols)  # tie group cut off
-        if overflow.any():  # a huge tie group: break it over all the row's columns
+        if overflow.any():  # a tie group larger than the window: choose among all its members
             at = overflow.nonzero().squeeze(1)
-            v, i = torch.topk(scores[at], n_cols, dim=1)
-            v, i = _order_ties(v, i, tie_keys(rows[at], i, seed))
-            values[at, :kept], ids[at, :kept] = v[:, :kept], i[:, :kept]
+            ids[at, :kept] = _big_tie_group(scores[at], values[at], ids[at], rows[at], kept, seed)
     values, ids = values[:, :kept], ids[:, :kept]
     if k > kept:
         values = torch.nn.functional.pad(values, (0, k - kept), value=-torch.inf)
         ids = torch.nn.functional.pad(ids, (0, k - kept), value=0)
     return ids.masked_fill(torch.isneginf(values), 0), values
+
+
+def _big_tie_group(
+    scores: torch.Tensor, values: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor, k: int, seed: int
+) -> torch.Tensor:
+    """(B, k) ids where the k-th best value b is shared by more items than the window holds.
+
+    Items scoring above b all lie in the window (it ends inside the tie group); the rest of the list
+    is the tied items with the smallest keys, drawn from every column.
+    """
+    boundary = values[:, k - 1 : k]  # (B, 1)
+    n_above = (values > boundary).sum(dim=1, keepdim=True)  # (B, 1), < k
+    items = torch.arange(scores.shape[1], device=scores.device)[None, :]
+    keys = tie_keys(rows, items, seed).masked_fill(scores != boundary, torch.iinfo(torch.int64).max)
+    tied = torch.topk(keys, k, dim=1, largest=False).indices  # (B, k) tied items, smallest keys first
+    slot = torch.arange(k, device=scores.device)[None, :]
+    from_tied = tied.gather(1, (slot - n_above).clamp(min=0))
+    return torch.where(slot < n_above, ids[:, :k], from_tied)
 
 
 def _order_ties(values: torch.Tensor, ids: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
