@@ -3,7 +3,8 @@
 The CLI and the benchmark scripts call this; it turns no names into classes (models arrive built).
 
 >>> from omnirec.data.synthetic import SyntheticConfig, generate
->>> from omnirec.data.dataset import Dataset
+>>> from omnirec.config import config_hash, to_dict
+from omnirec.data.dataset import Dataset
 >>> from omnirec.models import Popularity, Markov
 >>> ds = Dataset.from_frames(*generate(SyntheticConfig(n_users=60, n_items=40)), name="demo")
 >>> report = run_experiment(ds, {"pop": Popularity(), "markov": Markov()}, ks=(10,))
@@ -23,6 +24,7 @@ import numpy as np
 from scipy import stats
 from tqdm.auto import tqdm
 
+from omnirec.config import config_hash, to_dict
 from omnirec.data.dataset import Dataset
 from omnirec.data.split import Split, split_dataset
 from omnirec.evaluate.ranking import EvalResult, full_ranking_eval, item_vectors_from_matrix
@@ -57,6 +59,8 @@ class ExperimentReport:
             "n_items": self.dataset.n_items,
             "n_interactions": self.dataset.interactions.height,
             "results": results,
+            "configs": {name: {"model": m.name, "config": to_dict(m.config), "config_hash": config_hash(m.config)}
+                        for name, m in self.models.items()},
             "significance": self.significance(),
             "notes": self.notes,
         }

@@ -29,6 +29,8 @@ def test_quickstart_writes_artefacts_and_markov_beats_popularity(tmp_path, capsy
     assert doc["protocol"] == "loo-full" and doc["dataset"] == "synthetic"
     assert set(doc["results"]) == {"pop", "itemknn", "als", "bpr", "markov", "tfidf"}
     assert doc["results"]["markov"]["ndcg@10"] > doc["results"]["pop"]["ndcg@10"]
+    saved = json.loads((tmp_path / "models" / "itemknn" / "model.json").read_text())
+    assert doc["configs"]["itemknn"]["config_hash"] == saved["config_hash"]
     for name in doc["results"]:
         loaded = MODELS[name].load(tmp_path / "models" / name)
         assert loaded.n_items == doc["n_items"]
