@@ -3,8 +3,7 @@
 The CLI and the benchmark scripts call this; it turns no names into classes (models arrive built).
 
 >>> from omnirec.data.synthetic import SyntheticConfig, generate
->>> from omnirec.config import config_hash, to_dict
-from omnirec.data.dataset import Dataset
+>>> from omnirec.data.dataset import Dataset
 >>> from omnirec.models import Popularity, Markov
 >>> ds = Dataset.from_frames(*generate(SyntheticConfig(n_users=60, n_items=40)), name="demo")
 >>> report = run_experiment(ds, {"pop": Popularity(), "markov": Markov()}, ks=(10,))
