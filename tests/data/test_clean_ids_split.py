@@ -9,7 +9,7 @@ import pytest
 from omnirec.data.clean import CleanConfig, clean, k_core
 from omnirec.data.dataset import Dataset
 from omnirec.data.ids import IdMap, UnknownIdError
-from omnirec.data.split import SplitError, cold_items, leave_one_out, random_split, split_dataset, temporal
+from omnirec.data.split import SplitError, cold_items, leave_one_out, split_dataset, temporal
 
 U, I, T = "user_id", "item_id", "timestamp"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import re
-import zlib
 from pathlib import Path
 
 import polars as pl
