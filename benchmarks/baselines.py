@@ -169,7 +169,7 @@ def main() -> int:
         atomic_write_text(Path(args.out) / f"{name}.json", json.dumps(document, indent=2))
         print(f"\n{name}\n{markdown_table(document)}\n", flush=True)
         documents.append(document)
-    all_docs = [json.loads(p.read_text()) for p in sorted(Path(args.out).glob("*.json"))]
+    all_docs = [json.loads(p.read_text()) for p in sorted(Path(args.out).glob("*.json")) if p.stem in DATASETS]
     order = {name: i for i, name in enumerate(DATASETS)}
     write_markdown(sorted(all_docs, key=lambda d: order.get(d["dataset"], 99)), HERE / "RESULTS.md")
     return 0

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from omnirec.bundle import Bundle
 from omnirec.config import ConfigError, from_dict, load_toml
 from omnirec.data.clean import CleanConfig
 from omnirec.data.dataset import Dataset
 from omnirec.data.datasets import DATASETS, FORMATS, load_dataset, load_file
+from omnirec.data.ids import UnknownIdError
 from omnirec.data.io import ColumnMap
 from omnirec.data.synthetic import SyntheticConfig, generate
 from omnirec.experiment import format_table, run_experiment, save_report
@@ -21,6 +25,23 @@ from omnirec.utils import atomic_write_text
 
 QUICKSTART_MODELS = ("pop", "itemknn", "als", "bpr", "markov", "tfidf")
 CONFIG_SECTIONS = ("clean", "models")
+TRAIN_KEYS = ("model", "out", "k", "data", "clean", "models")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The `[data]` table of a training config: a named dataset, or a file with its format and columns."""
+
+    dataset: str = ""
+    data_dir: str = ""
+    path: str = ""
+    format: str = ""
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    time_col: str = "timestamp"
+    rating_col: str = ""
+    items: str = ""
+    text_cols: str = ""
 
 
 def build_models(names: list[str], settings: dict[str, Any], dataset: Dataset) -> dict[str, Recommender]:
@@ -101,7 +122,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ks = tuple(int(k) for k in args.k.split(","))
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     dataset = _load_for_evaluate(args, clean)
-    models = build_models(names, config.get("models", {}), dataset)
+    models = {n: _with_train_options(m, None, args.quiet) for n, m in build_models(names, config.get("models", {}), dataset).items()}
     print(f"cleaning {dataset.name}:\n{dataset.report}", file=sys.stderr)
     report = run_experiment(dataset, models, ks=ks, progress=not args.quiet)
     document = report.to_json()
@@ -110,6 +131,66 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         save_report(report, args.out)
     print(f"wrote {args.json}")
+    return 0
+
+
+def _read_train_config(path: str) -> dict[str, Any]:
+    data = load_toml(path)
+    unknown = [k for k in data if k not in TRAIN_KEYS]
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; known: {', '.join(TRAIN_KEYS)}")
+    if not isinstance(data.get("model"), str):
+        raise ConfigError(f"{path}: needs model = \"NAME\" (one of {', '.join(MODELS)})")
+    return data
+
+
+def _with_train_options(model: Recommender, checkpoint_dir: str | None, quiet: bool) -> Recommender:
+    """The model with checkpoints redirected to `checkpoint_dir` and its progress bar off when `quiet`
+    (only models that train in epochs have these options)."""
+    train = getattr(model.config, "train", None)
+    if train is None:
+        return model
+    changes: dict[str, Any] = {"progress": False} if quiet else {}
+    if checkpoint_dir is not None:
+        changes["checkpoint_dir"] = checkpoint_dir
+    return type(model)(dataclasses.replace(model.config, train=dataclasses.replace(train, **changes)))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one model from a TOML config, evaluate it on the test split, save a bundle."""
+    config = _read_train_config(args.config)
+    out = args.out or config.get("out")
+    if not out:
+        raise SystemExit("error: give the bundle folder: out = \"DIR\" in the config, or --out DIR")
+    source = from_dict(DataConfig, config.get("data", {}), where="[data]")
+    clean = from_dict(CleanConfig, config.get("clean", {}), where="[clean]")
+    dataset = _load_for_evaluate(argparse.Namespace(**{k: v or None for k, v in dataclasses.asdict(source).items()}), clean)
+    name = config["model"]
+    model = build_models([name], config.get("models", {}), dataset)[name]
+    model = _with_train_options(model, args.checkpoint_dir, args.quiet)
+    ks = tuple(config.get("k", (10, 20)))
+    report = run_experiment(dataset, {name: model}, ks=ks, progress=not args.quiet)
+    document = report.to_json()
+    _print_summary(dataset, document)
+    extra = {"protocol": document["protocol"], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "training": getattr(model, "training", {}), "history": getattr(model, "history", [])}
+    Bundle.create(model, dataset, document["results"][name], extra).save(out)
+    print(f"saved bundle to {out}")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    """Top-k items for a user of a saved bundle."""
+    bundle = Bundle.load(args.bundle)
+    try:
+        rows = bundle.recommend(args.user, k=args.k)
+    except UnknownIdError as exc:
+        raise SystemExit(f"error: {exc.args[0]}") from None
+    if args.json:
+        print(json.dumps({"user": args.user, "items": [{"item": i, "score": s} for i, s in rows]}))
+    else:
+        for rank, (item, score) in enumerate(rows, 1):
+            print(f"{rank:>3}  {item}  {score:.4f}")
     return 0
 
 
@@ -141,6 +222,18 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="also save models, id maps, per-user values and a plot here")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
+    t = sub.add_parser("train", help="train one model from a TOML config, evaluate it and save a bundle")
+    t.add_argument("--config", required=True, help="TOML: model, out, [data], [clean], [models.<name>]")
+    t.add_argument("--out", help="bundle folder (overrides the config's out)")
+    t.add_argument("--checkpoint-dir", help="write checkpoints here and resume from one found there")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+    r = sub.add_parser("recommend", help="top-k items for a user of a saved bundle")
+    r.add_argument("--bundle", required=True, help="a folder written by `omnirec train`")
+    r.add_argument("--user", required=True, help="the user's id as in the data")
+    r.add_argument("-k", type=int, default=10, help="list length (default: %(default)s)")
+    r.add_argument("--json", action="store_true", help="print JSON")
+    r.set_defaults(func=cmd_recommend)
     return parser
 
 

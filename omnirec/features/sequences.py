@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from omnirec.data.schema import ITEM, USER
+from omnirec.data.schema import ITEM, TIME, USER
 
 
 def gather_ragged(indptr: np.ndarray, values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -36,6 +36,7 @@ class UserBatch(NamedTuple):
     users: np.ndarray  # (B,) dense user ids
     indptr: np.ndarray  # (B + 1,) history of row b is items[indptr[b]:indptr[b + 1]]
     items: np.ndarray  # (nnz,) dense item ids, oldest first
+    times: np.ndarray | None = None  # (nnz,) int64 event times aligned with items, where known
 
     def __len__(self) -> int:
         return len(self.users)
@@ -61,41 +62,43 @@ class UserBatch(NamedTuple):
             mat.data[:] = 1.0
         return mat
 
-    def padded(self, max_len: int) -> np.ndarray:
-        """(B, max_len) most recent items, left-padded with 0.
+    def padded(self, max_len: int, values: np.ndarray | None = None) -> np.ndarray:
+        """(B, max_len) most recent items (or the aligned `values`, e.g. times), left-padded with 0.
 
         >>> UserBatch(np.array([1, 2]), np.array([0, 3, 4]), np.array([5, 6, 7, 8])).padded(2).tolist()
         [[6, 7], [0, 8]]
         """
+        values = self.items if values is None else values
         lengths = np.minimum(self.lengths(), max_len)
-        out = np.zeros((len(self.users), max_len), dtype=np.int64)
+        out = np.zeros((len(self.users), max_len), dtype=values.dtype)
         rows = np.repeat(np.arange(len(self.users)), lengths)
         back = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # 0..len-1 per row
         source = np.repeat(self.indptr[1:] - lengths, lengths) + back
-        out[rows, max_len - np.repeat(lengths, lengths) + back] = self.items[source]
+        out[rows, max_len - np.repeat(lengths, lengths) + back] = values[source]
         return out
 
 
 class Histories:
     """Every user's items in time order; row u is dense user u (row 0 is padding and empty)."""
 
-    def __init__(self, indptr: np.ndarray, items: np.ndarray):
+    def __init__(self, indptr: np.ndarray, items: np.ndarray, times: np.ndarray | None = None):
         self.indptr = np.asarray(indptr, dtype=np.int64)
         self.items = np.asarray(items, dtype=np.int64)
+        self.times = None if times is None else np.asarray(times, dtype=np.int64)
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame, n_users: int) -> Histories:
         """From a dense frame already sorted by (user, time), as `clean` and the splits leave it."""
-        users = frame[USER].to_numpy()
+        users, items = frame[USER].to_numpy(), frame[ITEM].to_numpy()
+        times = frame[TIME].to_numpy() if TIME in frame.columns else None
         if len(users) > 1 and (np.diff(users) < 0).any():
             order = np.argsort(users, kind="stable")
-            users, items = users[order], frame[ITEM].to_numpy()[order]
-        else:
-            items = frame[ITEM].to_numpy()
+            users, items = users[order], items[order]
+            times = None if times is None else times[order]
         counts = np.bincount(users, minlength=n_users + 1)
         indptr = np.zeros(n_users + 2, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
-        return cls(indptr, items)
+        return cls(indptr, items, times)
 
     @property
     def n_users(self) -> int:
@@ -110,7 +113,8 @@ class Histories:
         """The histories of `users`, in the order given."""
         users = np.asarray(users, dtype=np.int64)
         indptr, items = gather_ragged(self.indptr, self.items, users)
-        return UserBatch(users, indptr, items)
+        times = None if self.times is None else gather_ragged(self.indptr, self.times, users)[1]
+        return UserBatch(users, indptr, items, times)
 
     def to_csr(self, n_items: int, binary: bool = True) -> sp.csr_matrix:
         """(n_users + 1, n_items + 1) sparse user x item matrix."""

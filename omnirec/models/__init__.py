@@ -2,10 +2,12 @@
 
 from omnirec.models.base import Recommender
 from omnirec.models.content import TfidfContent
+from omnirec.models.hstu import HSTU
 from omnirec.models.itemknn import ItemKNN
 from omnirec.models.markov import Markov
 from omnirec.models.mf import ALS, BPR
 from omnirec.models.popularity import Popularity
+from omnirec.models.sasrec import SASRec
 
 MODELS: dict[str, type[Recommender]] = {
     "pop": Popularity,
@@ -14,6 +16,8 @@ MODELS: dict[str, type[Recommender]] = {
     "bpr": BPR,
     "markov": Markov,
     "tfidf": TfidfContent,
+    "sasrec": SASRec,
+    "hstu": HSTU,
 }
 
-__all__ = ["MODELS", "Recommender", "Popularity", "ItemKNN", "ALS", "BPR", "Markov", "TfidfContent"]
+__all__ = ["MODELS", "Recommender", "Popularity", "ItemKNN", "ALS", "BPR", "Markov", "TfidfContent", "SASRec", "HSTU"]

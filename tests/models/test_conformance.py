@@ -6,17 +6,24 @@ import numpy as np
 import pytest
 import torch
 
+from omnirec.config import from_dict
 from omnirec.data.split import Split
 from omnirec.evaluate.ranking import full_ranking_eval
 from omnirec.models import MODELS
 from omnirec.models.base import NotFittedError, Recommender
 
-FAST = {"als": {"iterations": 3, "factors": 8}, "bpr": {"iterations": 5, "factors": 8}}
+TINY_TRAIN = {"epochs": 2, "batch_size": 64, "progress": False}
+FAST = {
+    "als": {"iterations": 3, "factors": 8},
+    "bpr": {"iterations": 5, "factors": 8},
+    "sasrec": {"d_model": 16, "max_len": 20, "train": TINY_TRAIN},
+    "hstu": {"d_model": 16, "d_attention": 8, "max_len": 20, "train": TINY_TRAIN},
+}
 
 
 def make(name: str) -> Recommender:
     cls = MODELS[name]
-    return cls(cls.Config(**FAST.get(name, {})))
+    return cls(from_dict(cls.Config, FAST.get(name, {})))
 
 
 @pytest.fixture(scope="module")

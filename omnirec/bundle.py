@@ -1,0 +1,121 @@
+"""A trained model with everything needed to use it: id maps, the users' histories, its config and
+metrics. A bundle loads back and gives identical scores; it is written to a temporary folder and renamed,
+so a crash never leaves half a bundle.
+
+>>> import tempfile
+>>> from omnirec.data.synthetic import SyntheticConfig, generate
+>>> from omnirec.data.dataset import Dataset
+>>> from omnirec.models.popularity import Popularity
+>>> ds = Dataset.from_frames(*generate(SyntheticConfig(n_users=30, n_items=20)))
+>>> from omnirec.data.split import split_dataset
+>>> model = Popularity().fit(split_dataset(ds).train_data())
+>>> folder = tempfile.mkdtemp() + "/bundle"
+>>> Bundle.create(model, ds).save(folder)
+>>> [label for label, _ in Bundle.load(folder).recommend(ds.users.labels[0], k=3)].__len__()
+3
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omnirec.config import config_hash, to_dict
+from omnirec.data.dataset import Dataset
+from omnirec.data.ids import IdMap, UnknownIdError
+from omnirec.features.sequences import Histories
+from omnirec.models.base import Recommender
+from omnirec.utils import atomic_savez, atomic_write_text, file_sha256
+
+FORMAT = "omnirec.bundle/1"
+
+
+@dataclass
+class Bundle:
+    """model + id maps + histories (every known interaction of each user, time order) + metadata."""
+
+    model: Recommender
+    users: IdMap
+    items: IdMap
+    histories: Histories
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, model: Recommender, dataset: Dataset, metrics: dict[str, float] | None = None,
+               extra: dict[str, Any] | None = None) -> Bundle:
+        """Bundle a fitted model with the dataset it was trained on (all its interactions become histories)."""
+        meta = {"dataset": dataset.name, "n_users": dataset.n_users, "n_items": dataset.n_items,
+                "metrics": metrics or {}, **(extra or {})}
+        return cls(model, dataset.users, dataset.items, Histories.from_frame(dataset.interactions, dataset.n_users), meta)
+
+    def save(self, path: str | Path) -> None:
+        """Write the bundle folder `path`, replacing an existing one only once the new one is complete."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        try:
+            self._write(tmp)
+            if path.exists():
+                old = path.with_name(f".{path.name}.old.{time.time_ns()}")
+                path.rename(old)
+                tmp.rename(path)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _write(self, folder: Path) -> None:
+        self.model.save(folder / "model")
+        self.users.save(folder / "users.json")
+        self.items.save(folder / "items.json")
+        arrays = {"indptr": self.histories.indptr, "items": self.histories.items}
+        if self.histories.times is not None:
+            arrays["times"] = self.histories.times
+        atomic_savez(folder / "histories.npz", arrays)
+        files = ["model/model.json", "model/state.npz", "users.json", "items.json", "histories.npz"]
+        document = {
+            "format": FORMAT, "model": self.model.name, "config": to_dict(self.model.config),
+            "config_hash": config_hash(self.model.config), **self.meta,
+            "sha256": {name: file_sha256(folder / name) for name in files},
+        }
+        atomic_write_text(folder / "bundle.json", json.dumps(document, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path, models: dict[str, type[Recommender]] | None = None) -> Bundle:
+        """Read a bundle folder; every file is checked against the checksum recorded at save."""
+        if models is None:
+            from omnirec.models import MODELS as models
+        path = Path(path)
+        if not (path / "bundle.json").exists():
+            raise FileNotFoundError(f"{path}: not a bundle (no bundle.json)")
+        document = json.loads((path / "bundle.json").read_text())
+        if document.get("format") != FORMAT:
+            raise ValueError(f"{path}/bundle.json: format {document.get('format')!r}, expected {FORMAT!r}")
+        for name, digest in document["sha256"].items():
+            if file_sha256(path / name) != digest:
+                raise ValueError(f"{path}/{name}: checksum differs from bundle.json (file changed or torn)")
+        if document["model"] not in models:
+            raise ValueError(f"{path}: model {document['model']!r} is not known; known: {', '.join(models)}")
+        model = models[document["model"]].load(path / "model")
+        with np.load(path / "histories.npz", allow_pickle=False) as npz:
+            histories = Histories(npz["indptr"], npz["items"], npz["times"] if "times" in npz.files else None)
+        meta = {k: v for k, v in document.items() if k not in ("format", "model", "config", "config_hash", "sha256")}
+        return cls(model, IdMap.load(path / "users.json"), IdMap.load(path / "items.json"), histories, meta)
+
+    def recommend(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
+        """Top-k (item label, score) for a known user label, from the user's full history."""
+        if user not in self.users:
+            raise UnknownIdError(f"user {user!r} is not in this bundle ({len(self.users):,} users)")
+        dense = self.users.encode([user])
+        ids, scores = self.model.recommend(self.histories.batch(dense), k=k, exclude_seen=exclude_seen)
+        keep = ids[0] != 0
+        return list(zip(self.items.decode(ids[0][keep]), scores[0][keep].tolist(), strict=True))

@@ -1,0 +1,121 @@
+"""What the next-item sequence models share: fitting through the training loop, scoring from the state at
+the most recent position, validation NDCG@10 and persistence of torch weights. Each model file supplies
+its network (`_build`); the network maps (B, T) left-padded items (and times) to (B, T, D) states and
+exposes `item_table()`, the (I + 1, D) item embeddings used for scoring (shared with the input layer).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+
+from omnirec.config import config_hash
+from omnirec.data.dataset import TrainData
+from omnirec.features.sequences import Histories, UserBatch, gather_ragged
+from omnirec.models.base import Recommender, mask_seen
+from omnirec.train import losses
+from omnirec.train.loop import LossFn, TrainResult, fit
+
+
+def make_loss(name: str, n_negatives: int) -> LossFn:
+    """The training loss by name: "ce" (full softmax), "sampled" (sampled softmax), "bce"."""
+    if name == "ce":
+        return losses.full_softmax
+    if name == "sampled":
+        return lambda h, t, table: losses.sampled_softmax(h, t, table, n_negatives)
+    if name == "bce":
+        return losses.binary_cross_entropy
+    raise ValueError(f"loss={name!r}; expected one of {', '.join(losses.LOSSES)}")
+
+
+def encode_last(module: torch.nn.Module, batch: UserBatch, max_len: int, chunk: int = 256) -> torch.Tensor:
+    """(B, D) state after each user's most recent item (at most `max_len` items are read).
+
+    Rows are encoded in chunks of similar history length, each padded only to its own longest history:
+    padding is masked, so the result does not depend on which rows share a chunk.
+    """
+    device = next(module.parameters()).device
+    lengths = np.minimum(batch.lengths(), max_len)
+    order = np.argsort(lengths, kind="stable")
+    out = []
+    for start in range(0, len(order), chunk):
+        rows = order[start : start + chunk]
+        part = UserBatch(*_rows(batch, rows))
+        width = int(max(1, lengths[rows].max()))
+        items = torch.from_numpy(part.padded(width)).to(device)  # (b, T); the last column is the newest item
+        times = None if part.times is None else torch.from_numpy(part.padded(width, part.times)).to(device)
+        out.append(module(items, times)[:, -1])  # (b, D)
+    hidden = torch.cat(out)
+    return hidden[torch.from_numpy(np.argsort(order, kind="stable")).to(device)]  # back to the batch order
+
+
+def _rows(batch: UserBatch, rows: np.ndarray) -> tuple:
+    """The fields of a UserBatch holding only `rows`."""
+    indptr, items = gather_ragged(batch.indptr, batch.items, rows)
+    times = None if batch.times is None else gather_ragged(batch.indptr, batch.times, rows)[1]
+    return batch.users[rows], indptr, items, times
+
+
+def validation_ndcg(
+    module: torch.nn.Module, histories: Histories, targets: Histories, max_len: int, k: int = 10,
+    batch_size: int = 1024,
+) -> float:
+    """Mean NDCG@k of each user's first validation target, ranked against all unseen items."""
+    users = np.flatnonzero((targets.lengths() > 0) & (histories.lengths() > 0))
+    gains = []
+    for start in range(0, len(users), batch_size):
+        batch = histories.batch(users[start : start + batch_size])
+        scores = (encode_last(module, batch, max_len) @ module.item_table().T).float().cpu()  # (B, I + 1)
+        mask_seen(scores, batch)
+        wanted = torch.from_numpy(targets.items[targets.indptr[batch.users]])  # (B,)
+        rank = (scores > scores.gather(1, wanted[:, None])).sum(1)  # (B,) items strictly better
+        gains.append(torch.where(rank < k, 1.0 / torch.log2(rank.double() + 2.0), 0.0))
+    return float(torch.cat(gains).mean()) if gains else 0.0
+
+
+class SequentialRecommender(Recommender):
+    """Base of the Transformer next-item models. Config must have max_len, loss, n_negatives and train."""
+
+    history: list[dict[str, float]]
+
+    @abstractmethod
+    def _build(self, n_items: int) -> torch.nn.Module:
+        """A fresh network for `n_items` items."""
+
+    def _fit(self, data: TrainData) -> None:
+        cfg = self.config
+        torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only
+        self.module = self._build(data.n_items)
+        validate = None
+        if data.valid is not None and data.valid.items.size:
+            validate = lambda m: validation_ndcg(m, data.sequences, data.valid, cfg.max_len)  # noqa: E731
+        result = fit(self.module, data.sequences, cfg.max_len, make_loss(cfg.loss, cfg.n_negatives), validate,
+                     cfg.train, self._fingerprint(data))
+        self._record(result)
+
+    def _fingerprint(self, data: TrainData) -> str:
+        """What a checkpoint must match to be resumed: the model config and the data's sizes."""
+        return f"{self.name}-{config_hash(self.config)}-{data.n_users}-{data.n_items}-{len(data.sequences.items)}"
+
+    def _record(self, result: TrainResult) -> None:
+        self.history = result.history
+        self.training = {"best_epoch": result.best_epoch, "best_valid_ndcg@10": result.best_metric,
+                         "epochs_run": len(result.history), "stopped": result.stopped,
+                         "threads": torch.get_num_threads(), "seed": self.config.train.seed}
+
+    @torch.no_grad()
+    def _score(self, batch: UserBatch) -> torch.Tensor:
+        self.module.eval()
+        hidden = encode_last(self.module, batch, self.config.max_len)  # (B, D)
+        return (hidden @ self.module.item_table().T).float().cpu()  # (B, I + 1)
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self.module = self._build(self.n_items)
+        self.module.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+        self.module.eval()

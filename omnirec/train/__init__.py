@@ -1,0 +1,1 @@
+"""Training of the neural models: one plain loop, shared losses."""
