@@ -62,13 +62,17 @@ class Bundle:
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
         try:
             self._write(tmp)
-            if path.exists():
-                old = path.with_name(f".{path.name}.old.{time.time_ns()}")
-                path.rename(old)
+            if not path.exists():
                 tmp.rename(path)
-                shutil.rmtree(old)
-            else:
+                return
+            old = path.with_name(f".{path.name}.old.{time.time_ns()}")
+            path.rename(old)
+            try:
                 tmp.rename(path)
+            except BaseException:
+                old.rename(path)  # put the previous bundle back
+                raise
+            shutil.rmtree(old)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -115,7 +119,7 @@ class Bundle:
         """Top-k (item label, score) for a known user label, from the user's full history."""
         if user not in self.users:
             raise UnknownIdError(f"user {user!r} is not in this bundle ({len(self.users):,} users)")
-        dense = self.users.encode([user])
+        dense = np.array(self.users.encode([user]))
         ids, scores = self.model.recommend(self.histories.batch(dense), k=k, exclude_seen=exclude_seen)
         keep = ids[0] != 0
         return list(zip(self.items.decode(ids[0][keep]), scores[0][keep].tolist(), strict=True))

@@ -168,7 +168,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     name = config["model"]
     model = build_models([name], config.get("models", {}), dataset)[name]
     model = _with_train_options(model, args.checkpoint_dir, args.quiet)
-    ks = tuple(config.get("k", (10, 20)))
+    ks = config.get("k", (10, 20))
+    ks = (ks,) if isinstance(ks, int) else tuple(ks)
+    if not ks or not all(isinstance(k, int) and k > 0 for k in ks):
+        raise ConfigError(f"{args.config}: k must be a positive integer or a list of them, got {config.get('k')!r}")
     report = run_experiment(dataset, {name: model}, ks=ks, progress=not args.quiet)
     document = report.to_json()
     _print_summary(dataset, document)
@@ -185,7 +188,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     try:
         rows = bundle.recommend(args.user, k=args.k)
     except UnknownIdError as exc:
-        raise SystemExit(f"error: {exc.args[0]}") from None
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps({"user": args.user, "items": [{"item": i, "score": s} for i, s in rows]}))
     else:

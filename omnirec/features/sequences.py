@@ -119,3 +119,26 @@ class Histories:
     def to_csr(self, n_items: int, binary: bool = True) -> sp.csr_matrix:
         """(n_users + 1, n_items + 1) sparse user x item matrix."""
         return self.batch(np.arange(self.n_users + 1)).to_csr(n_items, binary)
+
+    def extend(self, later: Histories) -> Histories:
+        """Each user's items followed by the user's items in `later` (same users, events that came after).
+
+        >>> a = Histories(np.array([0, 0, 2, 3]), np.array([5, 6, 7]))
+        >>> b = Histories(np.array([0, 0, 1, 1]), np.array([8]))
+        >>> a.extend(b).items.tolist(), a.extend(b).indptr.tolist()
+        ([5, 6, 8, 7], [0, 0, 3, 4])
+        """
+        if len(later.indptr) != len(self.indptr):
+            raise ValueError(f"extend: {later.n_users} users, expected {self.n_users}")
+        first, second = self.lengths(), later.lengths()
+        indptr = np.zeros_like(self.indptr)
+        np.cumsum(first + second, out=indptr[1:])
+        from_self = np.repeat(indptr[:-1], first) + np.arange(first.sum()) - np.repeat(self.indptr[:-1], first)
+        from_later = np.repeat(indptr[:-1] + first, second) + np.arange(second.sum()) - np.repeat(later.indptr[:-1], second)
+        items = np.empty(indptr[-1], dtype=np.int64)
+        items[from_self], items[from_later] = self.items, later.items
+        times = None
+        if self.times is not None and later.times is not None:
+            times = np.empty(indptr[-1], dtype=np.int64)
+            times[from_self], times[from_later] = self.times, later.times
+        return Histories(indptr, items, times)

@@ -6,7 +6,9 @@ exposes `item_table()`, the (I + 1, D) item embeddings used for scoring (shared 
 
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,17 +94,36 @@ class SequentialRecommender(Recommender):
         validate = None
         if data.valid is not None and data.valid.items.size:
             validate = lambda m: validation_ndcg(m, data.sequences, data.valid, cfg.max_len)  # noqa: E731
-        result = fit(self.module, data.sequences, cfg.max_len, make_loss(cfg.loss, cfg.n_negatives), validate,
-                     cfg.train, self._fingerprint(data))
+        loss = make_loss(cfg.loss, cfg.n_negatives)
+        result = fit(self.module, data.sequences, cfg.max_len, loss, validate, cfg.train, self._fingerprint(data))
         self._record(result)
+        if cfg.train.refit and validate is not None:
+            self._refit(data, loss, result.best_epoch)
+
+    def _refit(self, data: TrainData, loss: LossFn, epochs: int) -> None:
+        """Train a fresh network on train + validation items for `epochs` epochs, without validation."""
+        train = self.config.train
+        folder = str(Path(train.checkpoint_dir) / "refit") if train.checkpoint_dir else ""
+        config = dataclasses.replace(train, epochs=max(epochs, 1), max_minutes=0.0, checkpoint_dir=folder)
+        torch.manual_seed(train.seed)
+        self.module = self._build(data.n_items)
+        result = fit(self.module, data.sequences.extend(data.valid), self.config.max_len, loss, None, config,
+                     self._fingerprint(data) + "-refit")
+        self.history += [{**row, "refit": True} for row in result.history]
+        self.training["refit_epochs"] = len(result.history)
 
     def _fingerprint(self, data: TrainData) -> str:
-        """What a checkpoint must match to be resumed: the model config and the data's sizes."""
-        return f"{self.name}-{config_hash(self.config)}-{data.n_users}-{data.n_items}-{len(data.sequences.items)}"
+        """What a checkpoint must match to be resumed: the network, the loss, the optimiser settings, the
+        seed and the data's sizes; not loop options such as epochs, budget, progress or folders."""
+        loop_only = {"epochs": 1, "max_minutes": 0.0, "progress": False, "checkpoint_dir": "", "patience": 1,
+                     "eval_every": 1, "threads": 0, "device": "auto", "compile": False, "refit": False}
+        kept = dataclasses.replace(self.config, train=dataclasses.replace(self.config.train, **loop_only))
+        return f"{self.name}-{config_hash(kept)}-{data.n_users}-{data.n_items}-{len(data.sequences.items)}"
 
     def _record(self, result: TrainResult) -> None:
         self.history = result.history
-        self.training = {"best_epoch": result.best_epoch, "best_valid_ndcg@10": result.best_metric,
+        best = result.best_metric if np.isfinite(result.best_metric) else None  # None: never validated
+        self.training = {"best_epoch": result.best_epoch, "best_valid_ndcg@10": best,
                          "epochs_run": len(result.history), "stopped": result.stopped,
                          "threads": torch.get_num_threads(), "seed": self.config.train.seed}
 

@@ -33,7 +33,10 @@ class TrainConfig:
     device: "auto" takes CUDA when available. amp: bfloat16 autocast, CUDA only. compile: torch.compile
     the module (CUDA only; on CPU the compile time outweighs the gain for models this size).
     threads: CPU threads for torch (0 = torch's default, one per core). checkpoint_dir: where to write
-    a checkpoint after every validation and resume from ("" = no checkpoints)."""
+    a checkpoint after every validation and resume from ("" = no checkpoints).
+    refit: once early stopping has chosen the number of epochs, train again from scratch on the
+    training + validation items for that many epochs (the validation items are each user's most recent
+    known events; the test items stay unseen)."""
 
     epochs: int = 200
     batch_size: int = 128
@@ -49,6 +52,7 @@ class TrainConfig:
     threads: int = 0
     checkpoint_dir: str = ""
     progress: bool = True
+    refit: bool = True
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_every", "patience"):
@@ -157,6 +161,8 @@ def fit(
     if checkpoint is not None and checkpoint.exists():
         start_epoch, best_state = _resume(checkpoint, fingerprint, module, optimizer, rng, result)
     began, bad_evals = time.perf_counter(), _bad_evals(result)
+    if result.stopped == "patience":  # the run this checkpoint comes from had already finished
+        start_epoch = config.epochs + 1
     bar = tqdm(range(start_epoch, config.epochs + 1), desc="train", unit="epoch", disable=not config.progress)
     for epoch in bar:
         module.train()
@@ -179,10 +185,11 @@ def fit(
                 bad_evals += 1
         result.history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", ndcg=f"{result.best_metric:.4f}", best=result.best_epoch)
-        if checkpoint is not None and checkpoint_now:
-            _save_checkpoint(checkpoint, fingerprint, epoch, module, optimizer, rng, result, best_state)
         if bad_evals >= config.patience or out_of_time:
             result.stopped = "patience" if bad_evals >= config.patience else "time budget"
+        if checkpoint is not None and (checkpoint_now or result.stopped != "epochs"):
+            _save_checkpoint(checkpoint, fingerprint, epoch, module, optimizer, rng, result, best_state)
+        if result.stopped != "epochs":
             break
     if best_state is not None:
         module.load_state_dict(best_state)
@@ -221,6 +228,7 @@ def _save_checkpoint(
         "optimizer": optimizer.state_dict(), "numpy_rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(), "best_state": best_state,
         "history": result.history, "best_epoch": result.best_epoch, "best_metric": result.best_metric,
+        "stopped": result.stopped,
     }
     buffer = io.BytesIO()
     torch.save(blob, buffer)
@@ -241,4 +249,5 @@ def _resume(
     rng.bit_generator.state = blob["numpy_rng"]
     torch.set_rng_state(blob["torch_rng"])
     result.history, result.best_epoch, result.best_metric = blob["history"], blob["best_epoch"], blob["best_metric"]
+    result.stopped = "patience" if blob.get("stopped") == "patience" else "epochs"  # a spent time budget is renewed
     return blob["epoch"] + 1, blob["best_state"]

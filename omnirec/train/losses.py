@@ -51,13 +51,24 @@ def sampled_softmax(
     return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=logits.device))
 
 
+def other_items(targets: torch.Tensor, n_items: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One item per target drawn uniformly from the n_items - 1 items other than that target.
+
+    >>> other_items(torch.tensor([1, 2]), 2).tolist()
+    [2, 1]
+    """
+    if n_items < 2:
+        raise ValueError("drawing a negative needs at least 2 items")
+    draw = torch.randint(1, n_items, targets.shape, generator=generator, device="cpu").to(targets.device)
+    return draw + (draw >= targets).long()  # the draw-th item once the target is skipped
+
+
 def binary_cross_entropy(
     hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """The original SASRec loss: the target against one uniformly drawn negative per position."""
     n_items = table.shape[0] - 1
-    negatives = torch.randint(1, n_items + 1, targets.shape, generator=generator, device="cpu").to(table.device)
-    negatives = torch.where(negatives == targets, negatives % n_items + 1, negatives)  # never the target itself
+    negatives = other_items(targets, n_items, generator)
     positive = (hidden * table[targets]).sum(-1).float()
     negative = (hidden * table[negatives]).sum(-1).float()
     return (F.softplus(-positive) + F.softplus(negative)).mean()
