@@ -80,25 +80,49 @@ class TrainResult:
     stopped: str = "epochs"
 
 
+def windows(sequences: Histories, max_len: int) -> Histories:
+    """Each user's sequence cut, from its end, into windows of at most max_len + 1 items that overlap by
+    one item: every item but a user's first is a target in exactly one window, read with up to max_len
+    items before it. Users with fewer than two items have no window.
+
+    >>> windows(Histories(np.array([0, 0, 6]), np.arange(1, 7)), max_len=2).items.tolist()
+    [1, 2, 2, 3, 4, 4, 5, 6]
+    """
+    lengths = sequences.lengths()
+    n_windows = np.where(lengths >= 2, -(-(lengths - 1) // max_len), 0)  # ceil((n - 1) / max_len)
+    owner = np.repeat(np.arange(len(lengths)), n_windows)
+    k = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)  # 0 = the last window
+    ends = lengths[owner] - k * max_len  # exclusive, within the user's sequence
+    starts = np.maximum(0, ends - max_len - 1)
+    order = np.lexsort((-k, owner))  # each user's windows oldest first
+    starts, ends, base = starts[order], ends[order], sequences.indptr[owner[order]]
+    indptr = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(ends - starts, out=indptr[1:])
+    sizes = ends - starts
+    index = np.repeat(base + starts - indptr[:-1], sizes) + np.arange(indptr[-1])
+    times = None if sequences.times is None else sequences.times[index]
+    return Histories(indptr, sequences.items[index], times)
+
+
 def training_batches(
     sequences: Histories, max_len: int, batch_size: int, rng: np.random.Generator
 ) -> Iterator[TrainBatch]:
-    """Every user with at least two items, in random batches of similar lengths (less padding).
+    """Every window of every user (see `windows`), in random batches of similar lengths (less padding).
 
     Each position predicts the next item from the (at most `max_len`) items before it: every item but a
     user's first is a target once, the same supervision as training on all prefixes separately.
     """
-    lengths = sequences.lengths()
-    users = np.flatnonzero(lengths >= 2)
-    users = users[rng.permutation(len(users))]
+    rows = windows(sequences, max_len)
+    lengths = rows.lengths()
+    order = rng.permutation(len(lengths))
     chunk = batch_size * 32
     batches = []
-    for start in range(0, len(users), chunk):  # sort by length within chunks, keep the batches random
-        part = users[start : start + chunk]
+    for start in range(0, len(order), chunk):  # sort by length within chunks, keep the batches random
+        part = order[start : start + chunk]
         part = part[np.argsort(lengths[part], kind="stable")]
         batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
     for at in rng.permutation(len(batches)):
-        yield make_batch(sequences, batches[at], max_len)
+        yield make_batch(rows, batches[at], max_len)
 
 
 def make_batch(sequences: Histories, users: np.ndarray, max_len: int) -> TrainBatch:

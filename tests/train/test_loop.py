@@ -69,10 +69,10 @@ def test_every_item_but_the_first_is_a_target_exactly_once():
     assert targets == expected
 
 
-def test_long_sequences_supervise_only_their_last_max_len_targets():
-    histories, seqs = ragged([0, 9, 2, MAX_LEN + 2, 1, 12])
+def test_long_sequences_supervise_every_target_exactly_once():
+    histories, seqs = ragged([0, 9, 2, MAX_LEN + 2, 1, 12, MAX_LEN + 1, 2 * MAX_LEN + 1])
     targets = Counter(t for t, _, _ in supervised(one_epoch(histories)))
-    assert targets == Counter(chain.from_iterable(s[1:][-MAX_LEN:] for s in seqs))
+    assert targets == Counter(chain.from_iterable(s[1:] for s in seqs))
 
 
 def test_each_target_reads_exactly_the_items_before_it():
@@ -84,7 +84,8 @@ def test_each_target_reads_exactly_the_items_before_it():
         user, j = where[target]
         seq = seqs[user]
         assert before == seq[j - 1]
-        window_start = max(0, len(seq) - MAX_LEN - 1)  # the batch holds the last max_len + 1 items
+        window_end = len(seq) - ((len(seq) - 1 - j) // MAX_LEN) * MAX_LEN  # windows are cut from the end
+        window_start = max(0, window_end - MAX_LEN - 1)
         context = prefix[prefix != 0].tolist()
         assert context == seq[window_start:j]
         assert (prefix[: len(prefix) - len(context)] == 0).all(), "padding only on the left"
@@ -98,6 +99,20 @@ def test_padding_never_has_a_target_and_batches_respect_batch_size():
         assert b.items.shape == b.targets.shape == b.times.shape and b.items.shape[0] <= 5
         assert (b.targets[b.items == 0] == 0).all()
         assert (b.targets != 0).any(dim=1).all(), "every row supervises something"
+
+
+def test_windows_cover_each_target_once_with_up_to_max_len_items_before_it():
+    from omnirec.train.loop import windows
+
+    histories, seqs = ragged([0, 1, 2, 5, 6, 9, 13])
+    rows = windows(histories, MAX_LEN)
+    got = [rows.items[rows.indptr[r] : rows.indptr[r + 1]].tolist() for r in range(len(rows.indptr) - 1)]
+    expected = []
+    for seq in seqs:
+        ends = list(range(len(seq), 1, -MAX_LEN))[::-1]
+        expected += [seq[max(0, e - MAX_LEN - 1) : e] for e in ends]
+    assert got == expected
+    assert np.array_equal(rows.times, rows.items * 7)
 
 
 def test_users_with_fewer_than_two_items_never_appear():
