@@ -39,12 +39,12 @@ class HSTUConfig:
     time_buckets: buckets of log2 elapsed seconds for the time bias (0 = no time bias);
     temperature: of the cosine similarity between output and item embeddings."""
 
-    d_model: int = 64
+    d_model: int = 256
     n_layers: int = 2
     n_heads: int = 2
-    d_attention: int = 32
+    d_attention: int = 64
     max_len: int = 50
-    dropout: float = 0.5
+    dropout: float = 0.2
     time_buckets: int = 64
     temperature: float = 0.05
     loss: str = "ce"

@@ -35,12 +35,12 @@ class SASRecConfig:
     max_len: items of history read; dropout: on embeddings, attention and residual branches;
     loss: "ce" | "sampled" | "bce"; n_negatives: for "sampled"."""
 
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
+    d_model: int = 256
+    n_layers: int = 1
+    n_heads: int = 1
     ffn_mult: int = 4
     max_len: int = 50
-    dropout: float = 0.5
+    dropout: float = 0.2
     loss: str = "ce"
     n_negatives: int = 256
     train: TrainConfig = field(default_factory=TrainConfig)
