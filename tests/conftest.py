@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from omnirec.data.dataset import Dataset
 from omnirec.data.split import Split, split_dataset
@@ -31,3 +32,12 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"benchmark data folder not found at {SHARED_DATA} (shared/data beside the repository)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: thread hand-offs cost more than they save. Restores the thread count afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

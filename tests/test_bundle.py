@@ -18,13 +18,7 @@ from omnirec.models.sasrec import SASRec, SASRecConfig
 from omnirec.train.loop import TrainConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: thread hand-offs cost more than they save (and fit(threads=1) sets this anyway)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

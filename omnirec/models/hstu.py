@@ -28,8 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omnirec.models.sasrec import attention_mask
-from omnirec.models.sequential import SequentialRecommender
-from omnirec.train.losses import LOSSES
+from omnirec.models.sequential import SequentialRecommender, check_sequence_config
 from omnirec.train.loop import TrainConfig
 
 
@@ -52,14 +51,9 @@ class HSTUConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
-        if min(self.d_model, self.n_layers, self.n_heads, self.d_attention, self.max_len, self.n_negatives) < 1:
-            raise ValueError("sizes must be >= 1")
-        if not 0 <= self.dropout < 1 or self.temperature <= 0 or self.time_buckets < 0:
-            raise ValueError("dropout must be in [0, 1), temperature > 0, time_buckets >= 0")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss={self.loss!r}; expected one of {', '.join(LOSSES)}")
+        check_sequence_config(self, (self.d_attention,))
+        if self.temperature <= 0 or self.time_buckets < 0:
+            raise ValueError("temperature must be > 0 and time_buckets >= 0")
 
 
 class RelativeBias(nn.Module):

@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnirec.models.sequential import SequentialRecommender
-from omnirec.train.losses import LOSSES
+from omnirec.models.sequential import SequentialRecommender, check_sequence_config
 from omnirec.train.loop import TrainConfig
 
 
@@ -46,14 +45,7 @@ class SASRecConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
-        if min(self.d_model, self.n_layers, self.n_heads, self.ffn_mult, self.max_len, self.n_negatives) < 1:
-            raise ValueError("sizes must be >= 1")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss={self.loss!r}; expected one of {', '.join(LOSSES)}")
+        check_sequence_config(self, (self.ffn_mult,))
 
 
 def attention_mask(items: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,18 @@ from omnirec.train import losses
 from omnirec.train.loop import LossFn, TrainResult, fit
 
 
+def check_sequence_config(config: Any, sizes: tuple[int, ...]) -> None:
+    """The checks every sequence-model config shares; `sizes` are the ones that must be >= 1."""
+    if config.d_model % config.n_heads:
+        raise ValueError(f"d_model ({config.d_model}) must be a multiple of n_heads ({config.n_heads})")
+    if min(config.d_model, config.n_layers, config.n_heads, config.max_len, config.n_negatives, *sizes) < 1:
+        raise ValueError("sizes must be >= 1")
+    if not 0 <= config.dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {config.dropout}")
+    if config.loss not in losses.LOSSES:
+        raise ValueError(f"loss={config.loss!r}; expected one of {', '.join(losses.LOSSES)}")
+
+
 def make_loss(name: str, n_negatives: int) -> LossFn:
     """The training loss by name: "ce" (full softmax), "sampled" (sampled softmax), "bce"."""
     if name == "ce":

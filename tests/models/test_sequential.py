@@ -27,13 +27,7 @@ KINDS = {"sasrec": (SASRec, SASRecConfig, SASRecNet), "hstu": (HSTU, HSTUConfig,
 SMALL = {"d_model": 16, "n_layers": 2, "n_heads": 2, "max_len": MAX_LEN, "dropout": 0.2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: thread hand-offs cost more than they save (and fit(threads=1) sets this anyway)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def net(kind: str, **changes) -> torch.nn.Module:

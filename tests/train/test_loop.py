@@ -27,13 +27,7 @@ from omnirec.train.losses import full_softmax
 MAX_LEN = 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: thread hand-offs cost more than they save (and fit(threads=1) sets this anyway)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ragged(lengths: list[int]) -> tuple[Histories, list[list[int]]]:
