@@ -222,7 +222,10 @@ def fit(
             else:
                 bad_evals += 1
         result.history.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", ndcg=f"{result.best_metric:.4f}", best=result.best_epoch)
+        if validate is None:
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+        else:
+            bar.set_postfix(loss=f"{row['loss']:.3f}", best_ndcg=f"{result.best_metric:.4f}", best=result.best_epoch)
         if bad_evals >= config.patience or out_of_time:
             result.stopped = "patience" if bad_evals >= config.patience else "time budget"
         if checkpoint is not None and (checkpoint_now or result.stopped != "epochs"):
