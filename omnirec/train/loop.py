@@ -212,12 +212,7 @@ def fit(
         last = epoch == config.epochs or out_of_time
         checkpoint_now = epoch % config.eval_every == 0 or last
         if validate is not None and checkpoint_now:
-            module.eval()
-            with _timed() as t, torch.no_grad():
-                row["valid_ndcg@10"] = validate(module)
-            row["eval_s"] = round(t["s"], 3)
-            if row["valid_ndcg@10"] > result.best_metric:
-                result.best_metric, result.best_epoch = row["valid_ndcg@10"], epoch
+            if _validate_epoch(module, validate, row, result):
                 best_state, bad_evals = _copy_state(module), 0
             else:
                 bad_evals += 1
@@ -236,6 +231,20 @@ def fit(
         module.load_state_dict(best_state)
     module.eval()
     return result
+
+
+def _validate_epoch(
+    module: torch.nn.Module, validate: Callable[[torch.nn.Module], float], row: dict, result: TrainResult
+) -> bool:
+    """Validate, record the metric and its time in `row`; True (and `result` updated) on a new best."""
+    module.eval()
+    with _timed() as t, torch.no_grad():
+        row["valid_ndcg@10"] = validate(module)
+    row["eval_s"] = round(t["s"], 3)
+    if row["valid_ndcg@10"] > result.best_metric:
+        result.best_metric, result.best_epoch = row["valid_ndcg@10"], row["epoch"]
+        return True
+    return False
 
 
 def _bad_evals(result: TrainResult) -> int:
