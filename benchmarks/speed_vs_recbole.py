@@ -31,6 +31,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
+import baselines
 from omnirec.data.datasets import load_dataset
 from omnirec.data.schema import ITEM, TIME, USER
 from omnirec.data.split import split_dataset
@@ -157,21 +158,9 @@ def run_omnirec(data_dir: Path, epochs: int) -> dict:
 # --------------------------------------------------------------------------------------------------------
 
 
-def git_commit() -> str:
-    """`git rev-parse HEAD` of the repository, or 'unknown'."""
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def machine() -> dict[str, object]:
     """What ran the benchmark, and how busy the machine was (1/5/15-minute load averages)."""
-    return {
-        "platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "load_avg_start": list(os.getloadavg()),
-    }
+    return {**baselines.machine(), "load_avg_start": list(os.getloadavg())}
 
 
 def mean_epoch_s(side: dict) -> float:
@@ -207,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     doc: dict[str, object] = {
-        "dataset": DATASET, "epochs": args.epochs, "machine": machine(), "commit": git_commit(),
+        "dataset": DATASET, "epochs": args.epochs, "machine": machine(), "commit": baselines.code_version(),
         "command": shlex.join(["python", "benchmarks/speed_vs_recbole.py", *(sys.argv[1:] if argv is None else argv)]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

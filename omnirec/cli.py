@@ -162,16 +162,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = args.out or config.get("out")
     if not out:
         raise SystemExit("error: give the bundle folder: out = \"DIR\" in the config, or --out DIR")
+    ks = config.get("k", (10, 20))
+    ks = (ks,) if isinstance(ks, int) else tuple(ks)
+    if not ks or not all(isinstance(k, int) and k > 0 for k in ks):
+        raise ConfigError(f"{args.config}: k must be a positive integer or a list of them, got {config.get('k')!r}")
     source = from_dict(DataConfig, config.get("data", {}), where="[data]")
     clean = from_dict(CleanConfig, config.get("clean", {}), where="[clean]")
     dataset = _load_for_evaluate(argparse.Namespace(**{k: v or None for k, v in dataclasses.asdict(source).items()}), clean)
     name = config["model"]
     model = build_models([name], config.get("models", {}), dataset)[name]
     model = _with_train_options(model, args.checkpoint_dir, args.quiet)
-    ks = config.get("k", (10, 20))
-    ks = (ks,) if isinstance(ks, int) else tuple(ks)
-    if not ks or not all(isinstance(k, int) and k > 0 for k in ks):
-        raise ConfigError(f"{args.config}: k must be a positive integer or a list of them, got {config.get('k')!r}")
     report = run_experiment(dataset, {name: model}, ks=ks, progress=not args.quiet)
     document = report.to_json()
     _print_summary(dataset, document)

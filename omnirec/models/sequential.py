@@ -16,7 +16,7 @@ import torch
 
 from omnirec.config import config_hash
 from omnirec.data.dataset import TrainData
-from omnirec.features.sequences import Histories, UserBatch, gather_ragged
+from omnirec.features.sequences import Histories, UserBatch
 from omnirec.models.base import Recommender, mask_seen
 from omnirec.train import losses
 from omnirec.train.loop import LossFn, TrainResult, fit
@@ -54,23 +54,17 @@ def encode_last(module: torch.nn.Module, batch: UserBatch, max_len: int, chunk: 
     device = next(module.parameters()).device
     lengths = np.minimum(batch.lengths(), max_len)
     order = np.argsort(lengths, kind="stable")
+    ragged = Histories(batch.indptr, batch.items, batch.times)  # to take rows of the batch
     out = []
     for start in range(0, len(order), chunk):
         rows = order[start : start + chunk]
-        part = UserBatch(*_rows(batch, rows))
+        part = ragged.batch(rows)  # its `users` are row numbers; only the items and times are read
         width = int(max(1, lengths[rows].max()))
         items = torch.from_numpy(part.padded(width)).to(device)  # (b, T); the last column is the newest item
         times = None if part.times is None else torch.from_numpy(part.padded(width, part.times)).to(device)
         out.append(module(items, times)[:, -1])  # (b, D)
     hidden = torch.cat(out)
     return hidden[torch.from_numpy(np.argsort(order, kind="stable")).to(device)]  # back to the batch order
-
-
-def _rows(batch: UserBatch, rows: np.ndarray) -> tuple:
-    """The fields of a UserBatch holding only `rows`."""
-    indptr, items = gather_ragged(batch.indptr, batch.items, rows)
-    times = None if batch.times is None else gather_ragged(batch.indptr, batch.times, rows)[1]
-    return batch.users[rows], indptr, items, times
 
 
 def validation_ndcg(
