@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from omnirec.features.sequences import Histories
@@ -37,12 +38,14 @@ class TrainConfig:
     a checkpoint after every validation and resume from ("" = no checkpoints).
     refit: once early stopping has chosen the number of epochs, train again from scratch on the
     training + validation items for that many epochs (the validation items are each user's most recent
-    known events; the test items stay unseen)."""
+    known events; the test items stay unseen). ema: decay of an exponential moving average of the
+    weights, updated after every optimiser step; validation, checkpoints' best weights and the returned
+    model use the average (0 = off)."""
 
     epochs: int = 200
     batch_size: int = 128
     lr: float = 1e-3
-    weight_decay: float = 0.0
+    weight_decay: float = 0.1
     eval_every: int = 1
     patience: int = 5
     max_minutes: float = 0.0
@@ -54,6 +57,7 @@ class TrainConfig:
     checkpoint_dir: str = ""
     progress: bool = True
     refit: bool = True
+    ema: float = 0.999
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_every", "patience"):
@@ -61,6 +65,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0 or self.max_minutes < 0 or self.threads < 0:
             raise ValueError("lr must be > 0; weight_decay, max_minutes and threads >= 0")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
 
 
 class TrainBatch(NamedTuple):
@@ -157,6 +163,25 @@ def bf16_is_fast(device: torch.device) -> bool:
         return False
 
 
+def ema_update(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor | int], None]:
+    """The moving-average step for `AveragedModel`: average <- d * average + (1 - d) * weights, with
+    d = min(decay, (1 + n) / (10 + n)) after n updates, so the first steps are not dominated by the
+    initial weights (the warm-up of TensorFlow's ExponentialMovingAverage).
+
+    >>> average, weights = [torch.zeros(2)], [torch.ones(2)]
+    >>> ema_update(0.999)(average, weights, 1)
+    >>> average[0].tolist()  # d = 2 / 11
+    [0.8181818127632141, 0.8181818127632141]
+    """
+
+    def update(average: list[torch.Tensor], weights: list[torch.Tensor], n: torch.Tensor | int) -> None:
+        d = min(decay, (1 + int(n)) / (10 + int(n)))
+        for a, w in zip(average, weights, strict=True):
+            a.lerp_(w, 1.0 - d)
+
+    return update
+
+
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -192,12 +217,14 @@ def fit(
     rng = np.random.default_rng(config.seed)
     module.to(device)
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    averaged = AveragedModel(module, multi_avg_fn=ema_update(config.ema)) if config.ema else None
+    kept = module if averaged is None else averaged.module  # the weights validated and returned
     step_module = torch.compile(module) if config.compile and device.type == "cuda" else module
     amp = config.amp and bf16_is_fast(device)
     result, best_state, start_epoch = TrainResult(), None, 1
     checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
     if checkpoint is not None and checkpoint.exists():
-        start_epoch, best_state = _resume(checkpoint, fingerprint, module, optimizer, rng, result)
+        start_epoch, best_state = _resume(checkpoint, fingerprint, module, optimizer, averaged, rng, result)
     began, bad_evals = time.perf_counter(), _bad_evals(result)
     if result.stopped == "patience":  # the run this checkpoint comes from had already finished
         start_epoch = config.epochs + 1
@@ -205,15 +232,18 @@ def fit(
     for epoch in bar:
         module.train()
         with _timed() as t:
-            losses = [train_step(step_module, b, loss_fn, optimizer, device, amp)
-                      for b in training_batches(sequences, max_len, config.batch_size, rng)]
+            losses = []
+            for batch in training_batches(sequences, max_len, config.batch_size, rng):
+                losses.append(train_step(step_module, batch, loss_fn, optimizer, device, amp))
+                if averaged is not None:
+                    averaged.update_parameters(module)
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "train_s": round(t["s"], 3)}
         out_of_time = config.max_minutes and time.perf_counter() - began > 60 * config.max_minutes
         last = epoch == config.epochs or out_of_time
         checkpoint_now = epoch % config.eval_every == 0 or last
         if validate is not None and checkpoint_now:
-            if _validate_epoch(module, validate, row, result):
-                best_state, bad_evals = _copy_state(module), 0
+            if _validate_epoch(kept, validate, row, result):
+                best_state, bad_evals = _copy_state(kept), 0
             else:
                 bad_evals += 1
         result.history.append(row)
@@ -224,9 +254,11 @@ def fit(
         if bad_evals >= config.patience or out_of_time:
             result.stopped = "patience" if bad_evals >= config.patience else "time budget"
         if checkpoint is not None and (checkpoint_now or result.stopped != "epochs"):
-            _save_checkpoint(checkpoint, fingerprint, epoch, module, optimizer, rng, result, best_state)
+            _save_checkpoint(checkpoint, fingerprint, epoch, module, optimizer, averaged, rng, result, best_state)
         if result.stopped != "epochs":
             break
+    if best_state is None and averaged is not None:
+        best_state = _copy_state(kept)  # no validation: the averaged weights of the last epoch
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()
@@ -270,12 +302,13 @@ def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _save_checkpoint(
     path: Path, fingerprint: str, epoch: int, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-    rng: np.random.Generator, result: TrainResult, best_state: dict | None,
+    averaged: AveragedModel | None, rng: np.random.Generator, result: TrainResult, best_state: dict | None,
 ) -> None:
     """Everything resume needs, written atomically: an interrupted write leaves the previous checkpoint."""
     blob = {
         "fingerprint": fingerprint, "epoch": epoch, "module": _copy_state(module),
-        "optimizer": optimizer.state_dict(), "numpy_rng": rng.bit_generator.state,
+        "optimizer": optimizer.state_dict(), "averaged": None if averaged is None else _copy_state(averaged),
+        "numpy_rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(), "best_state": best_state,
         "history": result.history, "best_epoch": result.best_epoch, "best_metric": result.best_metric,
         "stopped": result.stopped,
@@ -287,7 +320,7 @@ def _save_checkpoint(
 
 def _resume(
     path: Path, fingerprint: str, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-    rng: np.random.Generator, result: TrainResult,
+    averaged: AveragedModel | None, rng: np.random.Generator, result: TrainResult,
 ) -> tuple[int, dict | None]:
     """Restore a checkpoint in place; returns (first epoch still to run, best weights so far)."""
     blob = torch.load(path, map_location="cpu", weights_only=False)
@@ -296,6 +329,8 @@ def _resume(
                          f"!= {fingerprint}); remove it or choose another checkpoint_dir")
     module.load_state_dict(blob["module"])
     optimizer.load_state_dict(blob["optimizer"])
+    if averaged is not None:
+        averaged.load_state_dict(blob["averaged"])
     rng.bit_generator.state = blob["numpy_rng"]
     torch.set_rng_state(blob["torch_rng"])
     result.history, result.best_epoch, result.best_metric = blob["history"], blob["best_epoch"], blob["best_metric"]

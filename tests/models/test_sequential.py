@@ -166,13 +166,14 @@ def test_a_checkpoint_resumes_when_only_loop_options_change(tmp_path, change):
 
 
 FITTED = {**SMALL, "d_model": 32, "n_layers": 1, "n_heads": 1, "max_len": 20}
+FIT_EPOCHS = 20
 
 
 @pytest.fixture(scope="module")
 def fitted(tiny_split: Split) -> dict:
     """Each kind trained with early stopping and without the refit, so the kept weights are the best epoch's."""
     data = tiny_split.train_data()
-    return {kind: model_cls(config_cls(**FITTED, train=train(epochs=10, batch_size=64, refit=False))).fit(data)
+    return {kind: model_cls(config_cls(**FITTED, train=train(epochs=FIT_EPOCHS, batch_size=64, refit=False))).fit(data)
             for kind, (model_cls, config_cls, _) in KINDS.items()}
 
 
@@ -201,9 +202,9 @@ def test_validation_ndcg_equals_the_full_ranking_evaluation(kind, fitted, tiny_s
 def test_fit_records_training_and_history(kind, fitted):
     model = fitted[kind]
     assert set(model.training) >= {"best_epoch", "best_valid_ndcg@10", "epochs_run", "stopped", "threads", "seed"}
-    assert model.training["epochs_run"] == len(model.history) == 10 and model.training["stopped"] == "epochs"
-    assert 1 <= model.training["best_epoch"] <= 10 and model.training["threads"] == 1
-    assert [row["epoch"] for row in model.history] == list(range(1, 11))
+    assert model.training["epochs_run"] == len(model.history) == FIT_EPOCHS and model.training["stopped"] == "epochs"
+    assert 1 <= model.training["best_epoch"] <= FIT_EPOCHS and model.training["threads"] == 1
+    assert [row["epoch"] for row in model.history] == list(range(1, FIT_EPOCHS + 1))
     assert all({"loss", "train_s", "valid_ndcg@10", "eval_s"} <= set(row) for row in model.history)
     best = max(row["valid_ndcg@10"] for row in model.history)
     assert model.training["best_valid_ndcg@10"] == best

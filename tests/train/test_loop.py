@@ -160,7 +160,7 @@ def tiny_net(n_items: int, seed: int = 0) -> SASRecNet:
 
 
 def config(**changes) -> TrainConfig:
-    return TrainConfig(**{"epochs": 4, "batch_size": 16, "lr": 1e-2, "progress": False, "threads": 1, **changes})
+    return TrainConfig(**{"epochs": 4, "batch_size": 16, "lr": 1e-2, "progress": False, "threads": 1, "ema": 0.0, **changes})
 
 
 def state_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -223,15 +223,33 @@ def test_without_validate_trains_every_epoch_and_keeps_the_last_weights(toy):
     assert not same_state(state_of(last), state_of(best_is_first))
 
 
-@pytest.mark.parametrize("loss", ["ce", "bce"])  # bce draws its negatives from torch's global RNG
-def test_resume_from_a_checkpoint_equals_training_in_one_go(toy, tmp_path, loss):
+def test_ema_returns_the_moving_average_of_the_weights(toy):
+    sequences, _, n_items = toy
+    plain, tracked, averaged = tiny_net(n_items), tiny_net(n_items), tiny_net(n_items)
+    fit(plain, sequences, 6, full_softmax, None, config(epochs=2))
+    fit(tracked, sequences, 6, full_softmax, None, config(epochs=2, ema=1e-12))  # the average is the last step
+    fit(averaged, sequences, 6, full_softmax, None, config(epochs=2, ema=0.9))
+    for name, weight in plain.state_dict().items():
+        torch.testing.assert_close(tracked.state_dict()[name], weight)
+    assert not same_state(state_of(plain), state_of(averaged))
+    seen, rising = [], iter([0.1, 0.2])
+    validated = tiny_net(n_items)
+    fit(validated, sequences, 6, full_softmax, lambda m: seen.append(state_of(m)) or next(rising),
+        config(epochs=2, ema=0.9))
+    assert same_state(seen[1], state_of(averaged)), "validation sees the averaged weights"
+    assert same_state(state_of(validated), state_of(averaged)), "and keeps them"
+
+
+@pytest.mark.parametrize(("loss", "changes"), [("ce", {}), ("bce", {}), ("ce", {"ema": 0.9})])
+def test_resume_from_a_checkpoint_equals_training_in_one_go(toy, tmp_path, loss, changes):  # bce: torch's RNG
     sequences, valid, n_items = toy
     loss_fn = make_loss(loss, 8)
 
     def run(epochs: int, checkpoint_dir: str = "") -> tuple[SASRecNet, object]:
         net = tiny_net(n_items)
         validate = lambda m: validation_ndcg(m, sequences, valid, 6)
-        return net, fit(net, sequences, 6, loss_fn, validate, config(epochs=epochs, checkpoint_dir=checkpoint_dir), "fp")
+        return net, fit(net, sequences, 6, loss_fn, validate, config(epochs=epochs, checkpoint_dir=checkpoint_dir, **changes),
+                        "fp")
 
     whole, whole_result = run(4)
     _, first_half = run(2, str(tmp_path))
@@ -275,7 +293,8 @@ def test_resuming_after_the_time_budget_continues_training(toy, tmp_path):
 
 
 @pytest.mark.parametrize("changes", [{"epochs": 0}, {"batch_size": 0}, {"patience": 0}, {"lr": 0.0},
-                                     {"max_minutes": -1.0}, {"eval_every": 0}])
+                                     {"max_minutes": -1.0}, {"eval_every": 0}, {"ema": 1.0},
+                                     {"ema": -0.1}])
 def test_train_config_rejects_bad_values(changes):
     with pytest.raises(ValueError):
         TrainConfig(**changes)
