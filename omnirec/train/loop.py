@@ -38,9 +38,9 @@ class TrainConfig:
     a checkpoint after every validation and resume from ("" = no checkpoints).
     refit: once early stopping has chosen the number of epochs, train again from scratch on the
     training + validation items for that many epochs (the validation items are each user's most recent
-    known events; the test items stay unseen). ema: decay of an exponential moving average of the
-    weights, updated after every optimiser step; validation, checkpoints' best weights and the returned
-    model use the average (0 = off)."""
+    known events; the test items stay unseen). ema_epochs: the weights validated and returned are an
+    exponential moving average of the trained ones, updated after every optimiser step, with a horizon
+    of this many epochs (0 = off); see `ema_update`."""
 
     epochs: int = 200
     batch_size: int = 128
@@ -57,7 +57,7 @@ class TrainConfig:
     checkpoint_dir: str = ""
     progress: bool = True
     refit: bool = True
-    ema: float = 0.999
+    ema_epochs: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_every", "patience"):
@@ -65,8 +65,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0 or self.max_minutes < 0 or self.threads < 0:
             raise ValueError("lr must be > 0; weight_decay, max_minutes and threads >= 0")
-        if not 0 <= self.ema < 1:
-            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
+        if self.ema_epochs < 0:
+            raise ValueError(f"ema_epochs must be >= 0, got {self.ema_epochs}")
 
 
 class TrainBatch(NamedTuple):
@@ -119,6 +119,15 @@ def training_batches(
     Each position predicts the next item from the (at most `max_len`) items before it: every item but a
     user's first is a target once, the same supervision as training on all prefixes separately.
     """
+    rows, batches = batch_plan(sequences, max_len, batch_size, rng)
+    for batch in batches:
+        yield make_batch(rows, batch, max_len)
+
+
+def batch_plan(
+    sequences: Histories, max_len: int, batch_size: int, rng: np.random.Generator
+) -> tuple[Histories, list[np.ndarray]]:
+    """(the training windows, the window numbers of each batch in training order) for one epoch."""
     rows = windows(sequences, max_len)
     lengths = rows.lengths()
     order = rng.permutation(len(lengths))
@@ -128,8 +137,7 @@ def training_batches(
         part = order[start : start + chunk]
         part = part[np.argsort(lengths[part], kind="stable")]
         batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
-    for at in rng.permutation(len(batches)):
-        yield make_batch(rows, batches[at], max_len)
+    return rows, [batches[at] for at in rng.permutation(len(batches))]
 
 
 def make_batch(sequences: Histories, users: np.ndarray, max_len: int) -> TrainBatch:
@@ -164,22 +172,32 @@ def bf16_is_fast(device: torch.device) -> bool:
 
 
 def ema_update(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor | int], None]:
-    """The moving-average step for `AveragedModel`: average <- d * average + (1 - d) * weights, with
-    d = min(decay, (1 + n) / (10 + n)) after n updates, so the first steps are not dominated by the
-    initial weights (the warm-up of TensorFlow's ExponentialMovingAverage).
+    """The moving-average step for `AveragedModel`: after n updates the average is the mean of the
+    weights of every step so far, the weights of k steps ago counting decay**k. That is the bias-corrected
+    exponential average: average += (weights - average) * (1 - decay) / (1 - decay**n), so the first
+    steps are not dominated by the initial weights.
 
     >>> average, weights = [torch.zeros(2)], [torch.ones(2)]
-    >>> ema_update(0.999)(average, weights, 1)
-    >>> average[0].tolist()  # d = 2 / 11
-    [0.8181818127632141, 0.8181818127632141]
+    >>> ema_update(0.5)(average, weights, 1)  # the second step: weights (0, 1) counting (0.5, 1)
+    >>> [round(x, 6) for x in average[0].tolist()]
+    [0.666667, 0.666667]
     """
 
     def update(average: list[torch.Tensor], weights: list[torch.Tensor], n: torch.Tensor | int) -> None:
-        d = min(decay, (1 + int(n)) / (10 + int(n)))
+        step = int(n) + 1  # AveragedModel counts the updates before this one and copies the first itself
         for a, w in zip(average, weights, strict=True):
-            a.lerp_(w, 1.0 - d)
+            a.lerp_(w, (1.0 - decay) / (1.0 - decay**step))
 
     return update
+
+
+def ema_decay(epochs: float, steps_per_epoch: int) -> float:
+    """The per-step decay whose horizon 1 / (1 - decay) is `epochs` epochs of `steps_per_epoch` steps.
+
+    >>> ema_decay(1.0, 1000)
+    0.999
+    """
+    return 1.0 - 1.0 / max(epochs * steps_per_epoch, 1.0)
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -217,7 +235,10 @@ def fit(
     rng = np.random.default_rng(config.seed)
     module.to(device)
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    averaged = AveragedModel(module, multi_avg_fn=ema_update(config.ema)) if config.ema else None
+    averaged = None
+    if config.ema_epochs:
+        steps = len(batch_plan(sequences, max_len, config.batch_size, np.random.default_rng(0))[1])
+        averaged = AveragedModel(module, multi_avg_fn=ema_update(ema_decay(config.ema_epochs, steps)))
     kept = module if averaged is None else averaged.module  # the weights validated and returned
     step_module = torch.compile(module) if config.compile and device.type == "cuda" else module
     amp = config.amp and bf16_is_fast(device)

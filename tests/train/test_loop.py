@@ -160,7 +160,8 @@ def tiny_net(n_items: int, seed: int = 0) -> SASRecNet:
 
 
 def config(**changes) -> TrainConfig:
-    return TrainConfig(**{"epochs": 4, "batch_size": 16, "lr": 1e-2, "progress": False, "threads": 1, "ema": 0.0, **changes})
+    return TrainConfig(**{"epochs": 4, "batch_size": 16, "lr": 1e-2, "progress": False, "threads": 1,
+                           "ema_epochs": 0.0, **changes})
 
 
 def state_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -227,20 +228,20 @@ def test_ema_returns_the_moving_average_of_the_weights(toy):
     sequences, _, n_items = toy
     plain, tracked, averaged = tiny_net(n_items), tiny_net(n_items), tiny_net(n_items)
     fit(plain, sequences, 6, full_softmax, None, config(epochs=2))
-    fit(tracked, sequences, 6, full_softmax, None, config(epochs=2, ema=1e-12))  # the average is the last step
-    fit(averaged, sequences, 6, full_softmax, None, config(epochs=2, ema=0.9))
+    fit(tracked, sequences, 6, full_softmax, None, config(epochs=2, ema_epochs=1e-9))  # the average: the last step
+    fit(averaged, sequences, 6, full_softmax, None, config(epochs=2, ema_epochs=0.5))
     for name, weight in plain.state_dict().items():
         torch.testing.assert_close(tracked.state_dict()[name], weight)
     assert not same_state(state_of(plain), state_of(averaged))
     seen, rising = [], iter([0.1, 0.2])
     validated = tiny_net(n_items)
     fit(validated, sequences, 6, full_softmax, lambda m: seen.append(state_of(m)) or next(rising),
-        config(epochs=2, ema=0.9))
+        config(epochs=2, ema_epochs=0.5))
     assert same_state(seen[1], state_of(averaged)), "validation sees the averaged weights"
     assert same_state(state_of(validated), state_of(averaged)), "and keeps them"
 
 
-@pytest.mark.parametrize(("loss", "changes"), [("ce", {}), ("bce", {}), ("ce", {"ema": 0.9})])
+@pytest.mark.parametrize(("loss", "changes"), [("ce", {}), ("bce", {}), ("ce", {"ema_epochs": 0.5})])
 def test_resume_from_a_checkpoint_equals_training_in_one_go(toy, tmp_path, loss, changes):  # bce: torch's RNG
     sequences, valid, n_items = toy
     loss_fn = make_loss(loss, 8)
@@ -293,8 +294,7 @@ def test_resuming_after_the_time_budget_continues_training(toy, tmp_path):
 
 
 @pytest.mark.parametrize("changes", [{"epochs": 0}, {"batch_size": 0}, {"patience": 0}, {"lr": 0.0},
-                                     {"max_minutes": -1.0}, {"eval_every": 0}, {"ema": 1.0},
-                                     {"ema": -0.1}])
+                                     {"max_minutes": -1.0}, {"eval_every": 0}, {"ema_epochs": -0.1}])
 def test_train_config_rejects_bad_values(changes):
     with pytest.raises(ValueError):
         TrainConfig(**changes)
