@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import resource
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from baselines import code_version, machine
@@ -49,8 +51,11 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_model(name: str, split, dataset, max_minutes: float) -> dict:
-    """Fit one model with its default config (optionally under a time budget), evaluate on test."""
+def run_model(name: str, dataset_name: str, data_dir: Path, max_minutes: float) -> dict:
+    """Fit one model with its default config (optionally under a time budget), evaluate on test. Run in a
+    process of its own, so that the peak memory is this model's."""
+    dataset = load_dataset(dataset_name, data_dir)
+    split = split_dataset(dataset, "loo")
     cls = MODELS[name]
     config = cls.Config()
     if max_minutes:
@@ -72,7 +77,6 @@ def run_model(name: str, split, dataset, max_minutes: float) -> dict:
 
 def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float) -> dict:
     dataset = load_dataset(name, data_dir)
-    split = split_dataset(dataset, "loo")
     document = {
         "dataset": name, "protocol": "loo-full", "n_users": dataset.n_users, "n_items": dataset.n_items,
         "n_interactions": dataset.interactions.height, "results": {},
@@ -81,7 +85,8 @@ def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float
         "published": [{"model": m, "metrics": v, "source": s} for m, v, s in PUBLISHED.get(name, [])],
     }
     for model in models:
-        document["results"][model] = run_model(model, split, dataset, max_minutes)
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+            document["results"][model] = child.submit(run_model, model, name, data_dir, max_minutes).result()
         row = document["results"][model]
         print(f"{name} {model}: ndcg@10 {row['metrics']['ndcg@10']:.4f} hr@10 {row['metrics']['hr@10']:.4f} "
               f"fit {row['fit_s']:.0f} s ({row['training']['epochs_run']} epochs, best {row['training']['best_epoch']}), "
