@@ -6,6 +6,7 @@ Writes `benchmarks/results/sequential/<dataset>.json` and the "Sequential models
 
     python benchmarks/sequential.py --data-dir ../shared/data
     python benchmarks/sequential.py --datasets beauty --models sasrec --max-minutes 10
+    python benchmarks/sequential.py --report-only    # rewrite SEQUENTIAL.md from results/sequential/*.json
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def markdown(documents: list[dict]) -> str:
              "validation items for the chosen number of epochs; the test split is evaluated once, all users, all",
              "items ranked, history items masked. `epochs (best)` is the early-stopping run (the refit then trains",
              "`best` epochs); `fit s` covers both. Where a time budget was given (`--max-minutes`), it bounds the",
-             "early-stopping run only.", ""]
+             "early-stopping run only. The weights validated and kept are an exponential moving average of the",
+             "trained ones over about one epoch (`ema_epochs`); AdamW with weight decay 0.1.", ""]
     for doc in documents:
         lines += [f"## {doc['dataset']}", "", f"{doc['n_users']:,} users, {doc['n_items']:,} items, "
                   f"{doc['n_interactions']:,} interactions. Code {doc['code']}; {doc['machine']['cpus']} CPUs, "
@@ -146,12 +148,15 @@ def main() -> int:
     parser.add_argument("--datasets", default="beauty,beauty-bert4rec,ml-100k")
     parser.add_argument("--models", default="sasrec,hstu")
     parser.add_argument("--max-minutes", type=float, default=0.0, help="training budget per model (0 = none)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite SEQUENTIAL.md from the saved results")
     args = parser.parse_args()
+    if args.report_only:
+        args.datasets = ""
     data_dir = Path(args.data_dir)
-    if not data_dir.is_dir():
+    if not args.report_only and not data_dir.is_dir():
         print(f"benchmark data not found at {data_dir}; pass --data-dir", file=sys.stderr)
         return 2
-    for name in args.datasets.split(","):
+    for name in filter(None, args.datasets.split(",")):
         if name not in DATASETS:
             print(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}", file=sys.stderr)
             return 2
