@@ -119,15 +119,6 @@ def training_batches(
     Each position predicts the next item from the (at most `max_len`) items before it: every item but a
     user's first is a target once, the same supervision as training on all prefixes separately.
     """
-    rows, batches = batch_plan(sequences, max_len, batch_size, rng)
-    for batch in batches:
-        yield make_batch(rows, batch, max_len)
-
-
-def batch_plan(
-    sequences: Histories, max_len: int, batch_size: int, rng: np.random.Generator
-) -> tuple[Histories, list[np.ndarray]]:
-    """(the training windows, the window numbers of each batch in training order) for one epoch."""
     rows = windows(sequences, max_len)
     lengths = rows.lengths()
     order = rng.permutation(len(lengths))
@@ -137,7 +128,14 @@ def batch_plan(
         part = order[start : start + chunk]
         part = part[np.argsort(lengths[part], kind="stable")]
         batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
-    return rows, [batches[at] for at in rng.permutation(len(batches))]
+    for at in rng.permutation(len(batches)):
+        yield make_batch(rows, batches[at], max_len)
+
+
+def batches_per_epoch(sequences: Histories, max_len: int, batch_size: int) -> int:
+    """How many batches `training_batches` yields: its chunks are whole multiples of `batch_size`, so
+    only the last batch of all can be short."""
+    return -(-len(windows(sequences, max_len).lengths()) // batch_size)
 
 
 def make_batch(sequences: Histories, users: np.ndarray, max_len: int) -> TrainBatch:
@@ -237,7 +235,7 @@ def fit(
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     averaged = None
     if config.ema_epochs:
-        steps = len(batch_plan(sequences, max_len, config.batch_size, np.random.default_rng(0))[1])
+        steps = batches_per_epoch(sequences, max_len, config.batch_size)
         averaged = AveragedModel(module, multi_avg_fn=ema_update(ema_decay(config.ema_epochs, steps)))
     kept = module if averaged is None else averaged.module  # the weights validated and returned
     step_module = torch.compile(module) if config.compile and device.type == "cuda" else module

@@ -18,6 +18,7 @@ from omnirec.models.sequential import make_loss, validation_ndcg
 from omnirec.train.loop import (
     CHECKPOINT,
     TrainConfig,
+    batches_per_epoch,
     fit,
     make_batch,
     training_batches,
@@ -53,6 +54,12 @@ def supervised(batches) -> list[tuple[int, int, torch.Tensor]]:
         for row, col in (b.targets != 0).nonzero().tolist():
             out.append((int(b.targets[row, col]), int(b.items[row, col]), b.items[row, : col + 1]))
     return out
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 500])
+def test_batches_per_epoch_counts_the_batches_training_yields(batch_size):
+    histories, _ = ragged(random_lengths(300, 3 * MAX_LEN))  # long histories: several windows per user
+    assert batches_per_epoch(histories, MAX_LEN, batch_size) == len(one_epoch(histories, batch_size))
 
 
 def test_every_item_but_the_first_is_a_target_exactly_once():
