@@ -52,8 +52,9 @@ def build_models(names: list[str], settings: dict[str, Any], dataset: Dataset) -
     extra = [n for n in settings if n not in MODELS]
     if extra:
         raise SystemExit(f"error: config has [models.{extra[0]}], which is not a model; known: {', '.join(MODELS)}")
-    if "tfidf" in names and dataset.item_text is None:
-        raise SystemExit(f"error: model 'tfidf' needs item text, and dataset {dataset.name!r} has none")
+    for name in ("tfidf", "textseq"):
+        if name in names and dataset.item_text is None:
+            raise SystemExit(f"error: model {name!r} needs item text, and dataset {dataset.name!r} has none")
     models = {}
     for name in names:
         cls = MODELS[name]

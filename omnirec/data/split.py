@@ -37,6 +37,7 @@ class Split:
     n_items: int
     protocol: str
     notes: tuple[str, ...] = field(default=())
+    cold: np.ndarray | None = field(default=None, compare=False)  # cold items (the cold-items protocol)
 
     def __post_init__(self) -> None:
         keys = [USER, ITEM, TIME]
@@ -151,29 +152,34 @@ def random_split(
 
 
 def cold_items(
-    frame: pl.DataFrame, n_users: int, n_items: int, cutoff_quantile: float = 0.8, seed: int = 0,
-    cold_users: str = "raise",
+    frame: pl.DataFrame, n_users: int, n_items: int, cutoff_quantile: float = 0.8, item_frac: float = 0.0,
+    seed: int = 0,
 ) -> Split:
-    """Items first seen at or after the time quantile `cutoff_quantile` are cold: they appear only in evaluation.
-
-    The cold items are halved at random (seeded) between valid and test; train holds every interaction
-    with a warm item.
+    """Leave-one-out with cold items: items first seen at or after the time quantile `cutoff_quantile` are
+    cold (or, with `item_frac` > 0, that fraction of all items drawn at random, seeded: for data whose
+    times are only positions in each sequence). Every interaction with a cold item is removed from train
+    and valid, so no model sees one; test keeps each user's last interaction, cold or warm, and
+    `Split.cold` lists the cold items so evaluation can report cold and warm targets apart. Users left
+    with no training interaction are not evaluated (counted in `notes`).
     """
-    if not 0 < cutoff_quantile < 1:
-        raise ValueError(f"cutoff_quantile={cutoff_quantile}; expected a number in (0, 1)")
-    cutoff = np.quantile(frame[TIME].to_numpy(), cutoff_quantile, method="lower")
-    first_seen = frame.group_by(ITEM).agg(pl.col(TIME).min().alias("_first"))
-    cold = first_seen.filter(pl.col("_first") >= cutoff)[ITEM].sort().to_numpy()
+    if not 0 < cutoff_quantile < 1 or not 0 <= item_frac < 1:
+        raise ValueError(f"cutoff_quantile={cutoff_quantile}, item_frac={item_frac}; expected (0, 1) and [0, 1)")
+    items = frame[ITEM].unique().sort().to_numpy()
+    if item_frac:
+        rng = np.random.default_rng(seed)
+        cold = np.sort(rng.choice(items, size=int(round(item_frac * len(items))), replace=False))
+    else:
+        cutoff = np.quantile(frame[TIME].to_numpy(), cutoff_quantile, method="lower")
+        first_seen = frame.group_by(ITEM).agg(pl.col(TIME).min().alias("_first"))
+        cold = first_seen.filter(pl.col("_first") >= cutoff)[ITEM].sort().to_numpy()
     if len(cold) < 2:
-        raise SplitError(f"cold-item split: only {len(cold)} item(s) first seen after the cut-off; lower cutoff_quantile")
-    rng = np.random.default_rng(seed)
-    shuffled = rng.permutation(cold)
-    valid_items, test_items = shuffled[: len(cold) // 2], shuffled[len(cold) // 2 :]
-    train = frame.filter(~pl.col(ITEM).is_in(cold))
-    valid = frame.filter(pl.col(ITEM).is_in(valid_items))
-    test = frame.filter(pl.col(ITEM).is_in(test_items))
-    valid, test, notes = _handle_cold_users(train, valid, test, cold_users, "cold-items")
-    return Split(train, valid, test, n_users, n_items, "cold-items", notes)
+        raise SplitError(f"cold-item split: only {len(cold)} cold item(s); lower cutoff_quantile or raise item_frac")
+    base = leave_one_out(frame, n_users, n_items, short_users="train")
+    warm = ~pl.col(ITEM).is_in(pl.Series(cold).implode())
+    train, valid = base.train.filter(warm), base.valid.filter(warm)
+    valid, test, notes = _handle_cold_users(train, valid, base.test, "drop", "cold-items")
+    notes += (f"cold-items: {len(cold)} cold items; {test.filter(~warm).height} of {test.height} test targets are cold",)
+    return Split(train, valid, test, n_users, n_items, "cold-items", notes, cold=cold)
 
 
 def _check_fracs(valid_frac: float, test_frac: float) -> None:

@@ -8,6 +8,7 @@ from omnirec.models.markov import Markov
 from omnirec.models.mf import ALS, BPR
 from omnirec.models.popularity import Popularity
 from omnirec.models.sasrec import SASRec
+from omnirec.models.textseq import TextSeq
 
 MODELS: dict[str, type[Recommender]] = {
     "pop": Popularity,
@@ -18,6 +19,7 @@ MODELS: dict[str, type[Recommender]] = {
     "tfidf": TfidfContent,
     "sasrec": SASRec,
     "hstu": HSTU,
+    "textseq": TextSeq,
 }
 
-__all__ = ["MODELS", "Recommender", "Popularity", "ItemKNN", "ALS", "BPR", "Markov", "TfidfContent", "SASRec", "HSTU"]
+__all__ = ["MODELS", "Recommender", "Popularity", "ItemKNN", "ALS", "BPR", "Markov", "TfidfContent", "SASRec", "HSTU", "TextSeq"]

@@ -100,20 +100,25 @@ class SequentialRecommender(Recommender):
         validate = None
         if data.valid is not None and data.valid.items.size:
             validate = lambda m: validation_ndcg(m, data.sequences, data.valid, cfg.max_len)  # noqa: E731
-        loss = make_loss(cfg.loss, cfg.n_negatives)
-        result = fit(self.module, data.sequences, cfg.max_len, loss, validate, cfg.train, self._fingerprint(data))
+        result = fit(self.module, data.sequences, cfg.max_len, self._loss(data.sequences), validate, cfg.train,
+                     self._fingerprint(data))
         self._record(result)
         if cfg.train.refit and validate is not None:
-            self._refit(data, loss, result.best_epoch)
+            self._refit(data, result.best_epoch)
 
-    def _refit(self, data: TrainData, loss: LossFn, epochs: int) -> None:
+    def _loss(self, sequences: Histories) -> LossFn:
+        """The training loss for these training sequences (a model may restrict it to their items)."""
+        return make_loss(self.config.loss, self.config.n_negatives)
+
+    def _refit(self, data: TrainData, epochs: int) -> None:
         """Train a fresh network on train + validation items for `epochs` epochs, without validation."""
         train = self.config.train
         folder = str(Path(train.checkpoint_dir) / "refit") if train.checkpoint_dir else ""
         config = dataclasses.replace(train, epochs=max(epochs, 1), max_minutes=0.0, checkpoint_dir=folder)
         torch.manual_seed(train.seed)
         self.module = self._build(data.n_items)
-        result = fit(self.module, data.sequences.extend(data.valid), self.config.max_len, loss, None, config,
+        sequences = data.sequences.extend(data.valid)
+        result = fit(self.module, sequences, self.config.max_len, self._loss(sequences), None, config,
                      self._fingerprint(data) + "-refit")
         self.history += [{**row, "refit": True} for row in result.history]
         self.training["refit_epochs"] = len(result.history)

@@ -148,12 +148,24 @@ def test_random_split_keeps_training_data_for_everyone_and_is_seeded(tiny_datase
 def test_cold_item_split_keeps_cold_items_out_of_training():
     rng = np.random.default_rng(0)
     rows = [(u, int(i), int(t)) for u in range(1, 41) for t, i in enumerate(rng.choice(30, 6, replace=False))]
-    rows += [(u, 30 + u % 6, 100) for u in range(1, 41)]  # items 30..35 appear only late
+    rows += [(u, 30 + u % 6, 100) for u in range(1, 41)]  # items 30..35 appear only late, as each user's last
     s = cold_items(dense(rows), 40, 36, cutoff_quantile=0.85)
-    train_items = set(s.train[I].to_list())
-    eval_items = set(s.valid[I].to_list()) | set(s.test[I].to_list())
-    assert eval_items and not train_items & eval_items
-    assert not set(s.valid[I].to_list()) & set(s.test[I].to_list())
+    assert s.cold.tolist() == [30, 31, 32, 33, 34, 35]
+    assert not set(s.train[I].to_list()) & set(s.cold.tolist())
+    assert not set(s.valid[I].to_list()) & set(s.cold.tolist())
+    assert set(s.test[I].to_list()) == set(range(30, 36)) and s.test.height == 40  # every last item is cold
+
+
+def test_cold_item_split_by_item_fraction_reports_warm_and_cold_targets():
+    rows = [(u, (u * 7 + t) % 50, t) for u in range(1, 61) for t in range(8)]
+    s = cold_items(dense(rows), 60, 50, item_frac=0.2, seed=1)
+    assert len(s.cold) == 10
+    assert not set(s.train[I].to_list()) & set(s.cold.tolist())
+    cold_targets = s.test.filter(pl.col(I).is_in(s.cold.tolist())).height
+    assert 0 < cold_targets < s.test.height
+    assert any("test targets are cold" in n for n in s.notes)
+    with pytest.raises(ValueError, match="item_frac"):
+        cold_items(dense(rows), 60, 50, item_frac=1.5)
 
 
 def test_split_detects_leaks():

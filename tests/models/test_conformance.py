@@ -18,6 +18,7 @@ FAST = {
     "bpr": {"iterations": 5, "factors": 8},
     "sasrec": {"d_model": 16, "max_len": 20, "train": TINY_TRAIN},
     "hstu": {"d_model": 16, "d_attention": 8, "max_len": 20, "train": TINY_TRAIN},
+    "textseq": {"d_model": 16, "max_len": 20, "encoder": {"cache_dir": "-", "progress": False}, "train": TINY_TRAIN},
 }
 
 

@@ -1,0 +1,231 @@
+"""Text-aware sequential recommender: SASRec whose items are represented by their text.
+
+Each item's text (title, categories, brand...) is embedded once by a pretrained sentence encoder
+(`omnirec.features.text`, frozen); a trained adaptor maps it into the model's space. Two modes:
+
+- "id+text": item = adaptor(text) + an ID embedding. Best on items with a history.
+- "text": item = adaptor(text) only. Inductive: any item with text can be scored, including items that
+  never occurred in training (cold start), because nothing item-specific is learned.
+
+Only items that occur in the training data are softmax candidates during training: items that appear
+later (cold items) are not pushed down as negatives they never had the chance to be positives for.
+
+>>> from omnirec.data.synthetic import SyntheticConfig, generate
+>>> from omnirec.data.dataset import Dataset
+>>> from omnirec.data.split import split_dataset
+>>> from omnirec.train.loop import TrainConfig
+>>> import numpy as np
+>>> ds = Dataset.from_frames(*generate(SyntheticConfig(n_users=40, n_items=30)))
+>>> split = split_dataset(ds)
+>>> vectors = np.random.default_rng(0).normal(size=(ds.n_items + 1, 8)).astype(np.float32)
+>>> model = TextSeq(TextSeqConfig(d_model=16, train=TrainConfig(epochs=2, progress=False)))
+>>> model.item_vectors = vectors  # normally the sentence encoder's output for ds.item_text
+>>> ids, _ = model.fit(split.train_data(ds.item_text)).recommend(split.histories("test").batch([1, 2]), k=5)
+>>> ids.shape
+(2, 5)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from omnirec.data.dataset import TrainData
+from omnirec.features.sequences import Histories, UserBatch
+from omnirec.features.text import TextEncoderConfig, encode_texts
+from omnirec.models.base import mask_seen, top_k
+from omnirec.models.sasrec import Block, attention_mask
+from omnirec.models.sequential import SequentialRecommender, check_sequence_config
+from omnirec.train import losses
+from omnirec.train.loop import LossFn, TrainConfig
+
+MODES = ("id+text", "text")
+
+
+@dataclass(frozen=True)
+class TextSeqConfig:
+    """mode: "id+text" | "text" (see the module docstring). text_dropout: dropout on the text vectors
+    before the adaptor. The other fields are SASRec's; encoder: the sentence encoder and its cache."""
+
+    mode: str = "id+text"
+    d_model: int = 128
+    n_layers: int = 1
+    n_heads: int = 1
+    ffn_mult: int = 4
+    max_len: int = 50
+    dropout: float = 0.2
+    text_dropout: float = 0.2
+    loss: str = "ce"
+    n_negatives: int = 256
+    encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        check_sequence_config(self, (self.ffn_mult,))
+        if self.mode not in MODES:
+            raise ValueError(f"mode={self.mode!r}; expected one of {', '.join(MODES)}")
+        if not 0 <= self.text_dropout < 1:
+            raise ValueError(f"text_dropout must be in [0, 1), got {self.text_dropout}")
+
+
+class TextSeqNet(nn.Module):
+    """Items from text (and IDs) -> causal Transformer blocks -> final norm: (B, T) items -> (B, T, D)."""
+
+    def __init__(self, text: torch.Tensor, cfg: TextSeqConfig):
+        super().__init__()
+        n_rows, width = text.shape
+        self.register_buffer("text", text)  # (I + 1, E) frozen sentence embeddings; row 0 = padding
+        self.adaptor = nn.Sequential(nn.Dropout(cfg.text_dropout), nn.Linear(width, cfg.d_model), nn.LayerNorm(cfg.d_model))
+        self.ids = nn.Embedding(n_rows, cfg.d_model, padding_idx=0) if cfg.mode == "id+text" else None
+        if self.ids is not None:
+            nn.init.zeros_(self.ids.weight)  # an item starts as its text; its ID learns what text misses
+        self.positions = nn.Embedding(cfg.max_len, cfg.d_model)
+        nn.init.normal_(self.positions.weight, std=0.02)
+        self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, cfg.ffn_mult, cfg.dropout) for _ in range(cfg.n_layers))
+        self.drop, self.norm = nn.Dropout(cfg.dropout), nn.LayerNorm(cfg.d_model)
+
+    def embed(self, items: torch.Tensor) -> torch.Tensor:
+        """(...,) item ids -> (..., D) item representations; padding -> 0."""
+        x = self.adaptor(self.text[items])
+        if self.ids is not None:
+            x = x + self.ids(items)
+        return x.masked_fill((items == 0).unsqueeze(-1), 0.0)
+
+    def item_table(self) -> torch.Tensor:
+        """(I + 1, D) output item embeddings, computed from the text for every item."""
+        return self.embed(torch.arange(self.text.shape[0], device=self.text.device))
+
+    def forward(self, items: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+        T = items.shape[1]
+        back = torch.arange(T - 1, -1, -1, device=items.device)  # (T,) distance from the newest item
+        x = self.drop(self.embed(items) + self.positions(back))  # (B, T, D)
+        pad = (items == 0).unsqueeze(-1)
+        mask = attention_mask(items)
+        for block in self.blocks:
+            x = block(x.masked_fill(pad, 0.0), mask)
+        return self.norm(x)
+
+
+def softmax_over(known: torch.Tensor) -> LossFn:
+    """Full-softmax cross-entropy restricted to the item ids in `known` (K,), sorted, without 0."""
+    position = torch.full((int(known.max()) + 1,), -1, dtype=torch.long)
+    position[known] = torch.arange(1, len(known) + 1)
+
+    def loss(hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        rows = torch.cat([torch.zeros(1, dtype=torch.long, device=table.device), known.to(table.device)])
+        return losses.full_softmax(hidden, position.to(targets.device)[targets], table[rows])
+
+    return loss
+
+
+def standardize(scores: torch.Tensor) -> torch.Tensor:
+    """Each row shifted and scaled to mean 0, standard deviation 1 over its finite entries."""
+    finite = torch.isfinite(scores)
+    values = torch.where(finite, scores, 0.0)
+    n = finite.sum(1, keepdim=True).clamp(min=1)
+    mean = values.sum(1, keepdim=True) / n
+    std = (torch.where(finite, (scores - mean) ** 2, 0.0).sum(1, keepdim=True) / n).sqrt().clamp(min=1e-6)
+    return torch.where(finite, (scores - mean) / std, scores)
+
+
+ARCHITECTURE = ("d_model", "n_layers", "n_heads", "ffn_mult", "max_len")  # what pretrained weights fix
+
+
+class TextSeq(SequentialRecommender):
+    """Text-aware SASRec; see the module docstring. `item_vectors` (I + 1, E) may be set before `fit` to
+    skip the encoder (row 0 is padding); otherwise `fit` encodes `TrainData.item_text`."""
+
+    name = "textseq"
+    Config = TextSeqConfig
+    item_vectors: np.ndarray | None = None
+    init_state: dict[str, torch.Tensor] | None = None  # weights training starts from (`start_from`)
+
+    def _fit(self, data: TrainData) -> None:
+        if self.item_vectors is None:
+            if data.item_text is None:
+                raise ValueError("textseq needs item text: the dataset has none (give an items file with a text column)")
+            self.item_vectors = encode_texts(list(data.item_text), self.config.encoder)
+        if self.item_vectors.shape[0] != data.n_items + 1:
+            raise ValueError(f"item_vectors has {self.item_vectors.shape[0]} rows; expected n_items + 1 = {data.n_items + 1}")
+        super()._fit(data)
+
+    def _loss(self, sequences: Histories) -> LossFn:
+        if self.config.loss != "ce":
+            return super()._loss(sequences)
+        return softmax_over(torch.from_numpy(np.unique(sequences.items[sequences.items > 0])))
+
+    def _build(self, n_items: int) -> nn.Module:
+        net = TextSeqNet(torch.from_numpy(np.asarray(self.item_vectors, dtype=np.float32)), self.config)
+        if self.init_state is not None:
+            net.load_state_dict(self.init_state, strict=False)
+        return net
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self.item_vectors = np.asarray(state["text"])
+        super()._set_state(state)
+
+    # -- transfer ------------------------------------------------------------------------------
+    def start_from(self, pretrained: TextSeq) -> TextSeq:
+        """Start training from `pretrained`'s weights (on another catalogue): everything but its items'
+        text vectors and ID embeddings, which belong to its catalogue. Returns self."""
+        pretrained._check_fitted()
+        mine, theirs = self.config, pretrained.config
+        differ = [f for f in ARCHITECTURE if getattr(mine, f) != getattr(theirs, f)]
+        if differ:
+            raise ValueError(f"cannot start from the pretrained textseq: {', '.join(differ)} differ "
+                             f"({', '.join(f'{f}={getattr(theirs, f)}' for f in differ)} there)")
+        if theirs.encoder.model != mine.encoder.model:
+            raise ValueError(f"pretrained with text encoder {theirs.encoder.model!r}, this one uses {mine.encoder.model!r}")
+        self.init_state = {k: v.detach().clone() for k, v in pretrained.module.state_dict().items()
+                           if k != "text" and not k.startswith("ids.")}
+        return self
+
+    @classmethod
+    def zero_shot(cls, pretrained: TextSeq, item_vectors: np.ndarray, n_users: int) -> TextSeq:
+        """`pretrained`'s network on a new catalogue (its text vectors, row 0 padding), without training:
+        items are represented by their text only."""
+        model = cls(replace(pretrained.config, mode="text")).start_from(pretrained)
+        model.item_vectors = np.asarray(item_vectors, dtype=np.float32)
+        model.n_users, model.n_items = n_users, len(item_vectors) - 1
+        model.module = model._build(model.n_items)
+        model.module.eval()
+        model.history, model.training = [], {"zero_shot_from": pretrained.name}
+        return model
+
+    # -- natural-language requests ---------------------------------------------------------------
+    def query_scores(self, query: str) -> torch.Tensor:
+        """(I + 1,) cosine similarity of the query's text embedding to every item's; padding -inf."""
+        self._check_fitted()
+        if not query.strip():
+            raise ValueError("query is empty")
+        encoder = replace(self.config.encoder, cache_dir="-", progress=False)
+        q = torch.from_numpy(encode_texts([query], encoder)[0])
+        items = torch.from_numpy(np.asarray(self.item_vectors, dtype=np.float32))
+        sims = items @ q / (items.norm(dim=1) * q.norm()).clamp(min=1e-12)
+        sims[0] = -torch.inf
+        return sims
+
+    def recommend(
+        self, batch: UserBatch, k: int = 10, exclude_seen: bool = True, *, query: str | None = None,
+        query_weight: float = 0.5,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As `Recommender.recommend`; with `query`, the user's sequential scores and the query's text
+        similarity are blended, each standardized per user: (1 - query_weight) * seq + query_weight * text.
+        Users with no history get the text similarity alone (semantic search over the catalogue)."""
+        if query is None:
+            return super().recommend(batch, k, exclude_seen)
+        if not 0 <= query_weight <= 1:
+            raise ValueError(f"query_weight must be in [0, 1], got {query_weight}")
+        text = standardize(self.query_scores(query).expand(len(batch.users), -1).clone())
+        seq = standardize(self.score(batch))
+        known = torch.from_numpy(batch.lengths() > 0)[:, None]
+        scores = torch.where(known, (1 - query_weight) * seq + query_weight * text, text)
+        scores[:, 0] = -torch.inf
+        if exclude_seen:
+            mask_seen(scores, batch)
+        ids, values = top_k(scores, k, row_keys=torch.from_numpy(batch.users))
+        return ids.cpu().numpy(), values.cpu().numpy()
