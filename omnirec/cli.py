@@ -157,6 +157,20 @@ def _with_train_options(model: Recommender, checkpoint_dir: str | None, quiet: b
     return type(model)(dataclasses.replace(model.config, train=dataclasses.replace(train, **changes)))
 
 
+def _start_from_bundle(model: Recommender, path: str) -> Recommender:
+    """The model set to start training from a bundle's weights (a textseq pretrained on another catalogue)."""
+    start_from = getattr(model, "start_from", None)
+    if start_from is None:
+        raise SystemExit(f"error: --init-from: model {model.name!r} cannot start from pretrained weights (textseq can)")
+    pretrained = Bundle.load(path).model
+    if type(pretrained) is not type(model):
+        raise SystemExit(f"error: --init-from {path}: holds a {pretrained.name!r} model, this config trains {model.name!r}")
+    try:
+        return start_from(pretrained)
+    except ValueError as exc:
+        raise SystemExit(f"error: --init-from {path}: {exc}") from exc
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one model from a TOML config, evaluate it on the test split, save a bundle."""
     config = _read_train_config(args.config)
@@ -173,6 +187,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     name = config["model"]
     model = build_models([name], config.get("models", {}), dataset)[name]
     model = _with_train_options(model, args.checkpoint_dir, args.quiet)
+    if args.init_from:
+        model = _start_from_bundle(model, args.init_from)
     report = run_experiment(dataset, {name: model}, ks=ks, progress=not args.quiet)
     document = report.to_json()
     _print_summary(dataset, document)
@@ -231,6 +247,7 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="TOML: model, out, [data], [clean], [models.<name>]")
     t.add_argument("--out", help="bundle folder (overrides the config's out)")
     t.add_argument("--checkpoint-dir", help="write checkpoints here and resume from one found there")
+    t.add_argument("--init-from", help="a bundle whose weights training starts from (textseq: transfer between catalogues)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
     r = sub.add_parser("recommend", help="top-k items for a user of a saved bundle")

@@ -138,3 +138,62 @@ def test_checkpoint_dir_option_writes_a_checkpoint_there(tmp_path):
                  "--out", str(tmp_path / "elsewhere")]) == 0
     assert (checkpoints / CHECKPOINT).is_file()
     assert (tmp_path / "elsewhere" / "bundle.json").is_file() and not (tmp_path / "bundle").exists()
+
+
+def write_recbole(folder: Path, name: str, n_users: int, words: list[str], seed: int) -> None:
+    """A RecBole-style catalogue: `<name>.inter` (user, item, time) and `<name>.text` (item, text)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for u in range(n_users):
+        start = int(rng.integers(len(words)))
+        rows += [f"u{u}\t{name}{(start + j) % len(words)}\t{j}" for j in range(int(rng.integers(4, 8)))]
+    (folder / f"{name}.inter").write_text("\n".join(rows) + "\n")
+    texts = ["item_id:token\ttext:token_seq"] + [f"{name}{i}\t{w} for the {name} shop" for i, w in enumerate(words)]
+    (folder / f"{name}.text").write_text("\n".join(texts) + "\n")
+
+
+def textseq_config(tmp_path: Path, name: str, d_model: int = 16) -> str:
+    config = tmp_path / f"{name}.toml"
+    config.write_text(f"""model = "textseq"
+out = "{tmp_path / name}-bundle"
+[data]
+path = "{tmp_path / name / name}.inter"
+format = "recbole"
+[models.textseq]
+mode = "text"
+d_model = {d_model}
+max_len = 8
+[models.textseq.encoder]
+cache_dir = "-"
+progress = false
+[models.textseq.train]
+epochs = 2
+batch_size = 16
+threads = 1
+progress = false
+""")
+    return str(config)
+
+
+def test_textseq_trains_on_a_recbole_catalogue_and_transfers(tmp_path, capsys):
+    write_recbole(tmp_path / "garden", "garden", 30, ["rake", "spade", "hose", "gloves", "seeds", "pots"], seed=1)
+    write_recbole(tmp_path / "kitchen", "kitchen", 30, ["knife", "pan", "whisk", "kettle", "ladle", "grater", "sieve", "apron", "mug", "tongs"], seed=2)
+    assert main(["train", "--config", textseq_config(tmp_path, "garden"), "--quiet"]) == 0
+    pretrained = str(tmp_path / "garden-bundle")
+    assert main(["train", "--config", textseq_config(tmp_path, "kitchen"), "--quiet", "--init-from", pretrained]) == 0
+    bundle = json.loads((tmp_path / "kitchen-bundle" / "bundle.json").read_text())
+    assert bundle["model"] == "textseq" and bundle["n_items"] == 10 and "ndcg@10" in bundle["metrics"]
+    capsys.readouterr()
+    assert main(["recommend", "--bundle", str(tmp_path / "kitchen-bundle"), "--user", "u3", "-k", "3", "--json"]) == 0
+    items = [row["item"] for row in json.loads(capsys.readouterr().out)["items"]]
+    assert len(items) == 3 and all(i.startswith("kitchen") for i in items)
+    with pytest.raises(SystemExit, match="d_model differ"):
+        main(["train", "--config", textseq_config(tmp_path, "kitchen", d_model=32), "--quiet", "--init-from", pretrained])
+
+
+def test_init_from_refuses_models_without_transfer(tmp_path, trained):
+    folder, _ = trained
+    (tmp_path / "data.txt").write_text((folder / "data.txt").read_text())
+    with pytest.raises(SystemExit, match="cannot start from pretrained weights"):
+        main(["train", "--config", write_config(tmp_path), "--quiet", "--init-from", str(folder / "bundle")])

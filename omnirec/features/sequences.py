@@ -120,6 +120,21 @@ class Histories:
         """(n_users + 1, n_items + 1) sparse user x item matrix."""
         return self.batch(np.arange(self.n_users + 1)).to_csr(n_items, binary)
 
+    def only(self, items: np.ndarray) -> Histories:
+        """The same users, keeping only the entries whose item is in `items` (order kept).
+
+        >>> h = Histories(np.array([0, 0, 2, 3, 3]), np.array([5, 6, 7]))
+        >>> kept = h.only(np.array([6, 7]))
+        >>> kept.items.tolist(), kept.indptr.tolist()
+        ([6, 7], [0, 0, 1, 2, 2])
+        """
+        keep = np.isin(self.items, items)
+        rows = np.repeat(np.arange(len(self.indptr) - 1), self.lengths())  # the row of each entry
+        indptr = np.zeros_like(self.indptr)
+        np.cumsum(np.bincount(rows[keep], minlength=len(self.indptr) - 1), out=indptr[1:])
+        times = None if self.times is None else self.times[keep]
+        return Histories(indptr, self.items[keep], times)
+
     def extend(self, later: Histories) -> Histories:
         """Each user's items followed by the user's items in `later` (same users, events that came after).
 
