@@ -85,10 +85,16 @@ def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float
         "machine": machine(),
         "published": [{"model": m, "metrics": v, "source": s} for m, v, s in PUBLISHED.get(name, [])],
     }
+    previous = OUT / f"{name}.json"
+    if previous.exists():  # keep the other models' results; the rows say which code made them
+        old = json.loads(previous.read_text())
+        kept = old["results"]
+        document["results"] = {m: {"code": old["code"], **kept[m]} for m in kept if m not in models}
     for model in models:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
             document["results"][model] = child.submit(run_model, model, name, data_dir, max_minutes).result()
         row = document["results"][model]
+        row["code"] = document["code"]
         print(f"{name} {model}: ndcg@10 {row['metrics']['ndcg@10']:.4f} hr@10 {row['metrics']['hr@10']:.4f} "
               f"fit {row['fit_s']:.0f} s ({row['training']['epochs_run']} epochs, best {row['training']['best_epoch']}), "
               f"peak {row['peak_rss_mib']:.0f} MiB", flush=True)
@@ -106,18 +112,18 @@ def markdown(documents: list[dict]) -> str:
              "trained ones over about one epoch (`ema_epochs`); AdamW with weight decay 0.1.", ""]
     for doc in documents:
         lines += [f"## {doc['dataset']}", "", f"{doc['n_users']:,} users, {doc['n_items']:,} items, "
-                  f"{doc['n_interactions']:,} interactions. Code {doc['code']}; {doc['machine']['cpus']} CPUs, "
+                  f"{doc['n_interactions']:,} interactions. {doc['machine']['cpus']} CPUs, "
                   f"torch {doc['machine']['torch']}, {doc['machine']['torch_threads']} threads.", "",
-                  "| model | ndcg@10 | hr@10 | ndcg@20 | hr@20 | epochs (best) | stopped by | s/epoch | fit s | peak MiB |",
-                  "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+                  "| model | ndcg@10 | hr@10 | ndcg@20 | hr@20 | epochs (best) | stopped by | s/epoch | fit s | peak MiB | code |",
+                  "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
         for model, row in doc["results"].items():
             m, t = row["metrics"], row["training"]
             lines.append(f"| {model} | {m['ndcg@10']:.4f} | {m['hr@10']:.4f} | {m['ndcg@20']:.4f} | {m['hr@20']:.4f} | "
                          f"{t['epochs_run']} ({t['best_epoch']}) | {t['stopped']} | {row['epoch_s_median']:.1f} | {row['fit_s']:.0f} | "
-                         f"{row['peak_rss_mib']:.0f} |")
+                         f"{row['peak_rss_mib']:.0f} | {row.get('code', doc['code'])} |")
         for pub in doc["published"]:
             m = pub["metrics"]
-            lines.append(f"| *{pub['model']}* ({pub['source']}) | {m['ndcg@10']:.4f} | {m['hr@10']:.4f} | | | | | | | |")
+            lines.append(f"| *{pub['model']}* ({pub['source']}) | {m['ndcg@10']:.4f} | {m['hr@10']:.4f} | | | | | | | | |")
         lines.append("")
     return "\n".join(lines + speed_section())
 

@@ -34,7 +34,7 @@ class SASRecConfig:
     max_len: items of history read; dropout: on embeddings, attention and residual branches;
     loss: "ce" | "sampled" | "bce"; n_negatives: for "sampled"."""
 
-    d_model: int = 256
+    d_model: int = 128
     n_layers: int = 1
     n_heads: int = 1
     ffn_mult: int = 4
