@@ -115,11 +115,27 @@ class Bundle:
         meta = {k: v for k, v in document.items() if k not in ("format", "model", "config", "config_hash", "sha256")}
         return cls(model, IdMap.load(path / "users.json"), IdMap.load(path / "items.json"), histories, meta)
 
-    def recommend(self, user: str, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
-        """Top-k (item label, score) for a known user label, from the user's full history."""
-        if user not in self.users:
-            raise UnknownIdError(f"user {user!r} is not in this bundle ({len(self.users):,} users)")
-        dense = np.array(self.users.encode([user]))
-        ids, scores = self.model.recommend(self.histories.batch(dense), k=k, exclude_seen=exclude_seen)
+    def recommend(
+        self, user: str | None, k: int = 10, exclude_seen: bool = True, query: str | None = None,
+        query_weight: float = 0.5,
+    ) -> list[tuple[str, float]]:
+        """Top-k (item label, score) for a known user label, from the user's full history. With `query`
+        (models that read text: textseq), the request's words are blended in; `user=None` with a query
+        is an anonymous request: semantic search over the catalogue."""
+        if user is None:
+            if query is None:
+                raise ValueError("give a user, a query, or both")
+            batch = Histories(np.zeros(2, dtype=np.int64), np.zeros(0, dtype=np.int64)).batch(np.array([0]))
+        else:
+            if user not in self.users:
+                raise UnknownIdError(f"user {user!r} is not in this bundle ({len(self.users):,} users)")
+            batch = self.histories.batch(np.array(self.users.encode([user])))
+        if query is None:
+            ids, scores = self.model.recommend(batch, k=k, exclude_seen=exclude_seen)
+        elif not hasattr(self.model, "query_scores"):
+            raise ValueError(f"model {self.model.name!r} does not read text queries (textseq does)")
+        else:
+            ids, scores = self.model.recommend(batch, k=k, exclude_seen=exclude_seen, query=query,
+                                               query_weight=query_weight)
         keep = ids[0] != 0
         return list(zip(self.items.decode(ids[0][keep]), scores[0][keep].tolist(), strict=True))

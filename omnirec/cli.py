@@ -201,14 +201,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_recommend(args: argparse.Namespace) -> int:
     """Top-k items for a user of a saved bundle."""
+    if args.user is None and args.query is None:
+        raise SystemExit("error: give --user, --query, or both")
     bundle = Bundle.load(args.bundle)
     try:
-        rows = bundle.recommend(args.user, k=args.k)
-    except UnknownIdError as exc:
+        rows = bundle.recommend(args.user, k=args.k, query=args.query, query_weight=args.query_weight)
+    except (UnknownIdError, ValueError) as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({"user": args.user, "items": [{"item": i, "score": s} for i, s in rows]}))
+        print(json.dumps({"user": args.user, "query": args.query, "items": [{"item": i, "score": s} for i, s in rows]}))
     else:
         for rank, (item, score) in enumerate(rows, 1):
             print(f"{rank:>3}  {item}  {score:.4f}")
@@ -252,7 +254,9 @@ def make_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
     r = sub.add_parser("recommend", help="top-k items for a user of a saved bundle")
     r.add_argument("--bundle", required=True, help="a folder written by `omnirec train`")
-    r.add_argument("--user", required=True, help="the user's id as in the data")
+    r.add_argument("--user", help="the user's id as in the data (leave out, with --query, for an anonymous request)")
+    r.add_argument("--query", help="a request in words, blended with the user's history (textseq bundles)")
+    r.add_argument("--query-weight", type=float, default=0.5, help="weight of the query, 0..1 (default: %(default)s)")
     r.add_argument("-k", type=int, default=10, help="list length (default: %(default)s)")
     r.add_argument("--json", action="store_true", help="print JSON")
     r.set_defaults(func=cmd_recommend)

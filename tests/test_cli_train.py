@@ -188,8 +188,24 @@ def test_textseq_trains_on_a_recbole_catalogue_and_transfers(tmp_path, capsys):
     assert main(["recommend", "--bundle", str(tmp_path / "kitchen-bundle"), "--user", "u3", "-k", "3", "--json"]) == 0
     items = [row["item"] for row in json.loads(capsys.readouterr().out)["items"]]
     assert len(items) == 3 and all(i.startswith("kitchen") for i in items)
+    kitchen = str(tmp_path / "kitchen-bundle")
+    assert main(["recommend", "--bundle", kitchen, "--query", "a kettle to boil water", "-k", "2", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["user"] is None and answer["items"][0]["item"] == "kitchen3"  # "kettle for the kitchen shop"
+    assert main(["recommend", "--bundle", kitchen, "--user", "u3", "--query", "kettle", "--json"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="give --user, --query, or both"):
+        main(["recommend", "--bundle", kitchen])
+    assert main(["recommend", "--bundle", kitchen, "--query", "kettle", "--query-weight", "3"]) == 2
+    assert "query_weight" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="d_model differ"):
         main(["train", "--config", textseq_config(tmp_path, "kitchen", d_model=32), "--quiet", "--init-from", pretrained])
+
+
+def test_query_on_a_model_without_text_is_a_clear_error(trained, capsys):
+    folder, _ = trained
+    assert main(["recommend", "--bundle", str(folder / "bundle"), "--user", "user1", "--query", "shoes"]) == 2
+    assert "does not read text queries" in capsys.readouterr().err
 
 
 def test_init_from_refuses_models_without_transfer(tmp_path, trained):
