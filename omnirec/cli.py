@@ -17,6 +17,7 @@ from omnirec.data.dataset import Dataset
 from omnirec.data.datasets import DATASETS, FORMATS, load_dataset, load_file
 from omnirec.data.ids import UnknownIdError
 from omnirec.data.io import ColumnMap
+from omnirec.data.split import Split, split_dataset
 from omnirec.data.synthetic import SyntheticConfig, generate
 from omnirec.experiment import format_table, run_experiment, save_report
 from omnirec.models import MODELS
@@ -76,6 +77,9 @@ def _print_summary(dataset: Dataset, report_doc: dict[str, Any]) -> None:
     print(f"\n{dataset.name}: {dataset.n_users:,} users, {dataset.n_items:,} items, "
           f"{dataset.interactions.height:,} interactions; protocol {report_doc['protocol']}")
     print(format_table(report_doc))
+    for group, rows in report_doc.get("groups", {}).items():
+        print(f"\n{group} test targets only:")
+        print(format_table({**report_doc, "results": rows}))
     for note in report_doc["notes"]:
         print(f"note: {note}")
 
@@ -116,6 +120,17 @@ def _load_for_evaluate(args: argparse.Namespace, clean: CleanConfig) -> Dataset:
     return load_file(args.path, args.format, columns, clean, items_path=args.items, item_text_columns=text_cols)
 
 
+def _make_split(dataset: Dataset, args: argparse.Namespace) -> Split:
+    """The split `--split` names; cold-items by time quantile, or by a random item fraction (--cold-frac)."""
+    if args.split == "cold-items":
+        options = {"item_frac": args.cold_frac} if args.cold_frac else {"cutoff_quantile": args.cold_quantile}
+        try:
+            return split_dataset(dataset, "cold-items", **options)
+        except ValueError as exc:
+            raise SystemExit(f"error: --split cold-items: {exc}") from exc
+    return split_dataset(dataset, "loo")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Load data, fit the named models, full-ranking evaluation, table + JSON."""
     config = _read_config(args.config)
@@ -125,7 +140,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = _load_for_evaluate(args, clean)
     models = {n: _with_train_options(m, None, args.quiet) for n, m in build_models(names, config.get("models", {}), dataset).items()}
     print(f"cleaning {dataset.name}:\n{dataset.report}", file=sys.stderr)
-    report = run_experiment(dataset, models, ks=ks, progress=not args.quiet)
+    split = _make_split(dataset, args)
+    report = run_experiment(dataset, models, ks=ks, split=split, progress=not args.quiet)
     document = report.to_json()
     _print_summary(dataset, document)
     atomic_write_text(args.json, json.dumps(document, indent=2))
@@ -239,6 +255,13 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--items", help="item catalogue (CSV/TSV/Parquet) keyed by --item-col, for text models")
     e.add_argument("--text-cols", help="catalogue columns joined into the item text, comma-separated")
     e.add_argument("--models", default="pop,itemknn,als,bpr,markov", help="comma-separated (known: %s)" % ",".join(MODELS))
+    e.add_argument("--split", choices=("loo", "cold-items"), default="loo",
+                   help="loo: leave-one-out; cold-items: leave-one-out with cold items kept out of training, "
+                        "cold and warm test targets also reported apart (default: %(default)s)")
+    e.add_argument("--cold-quantile", type=float, default=0.8,
+                   help="cold-items: items first seen at or after this time quantile are cold (default: %(default)s)")
+    e.add_argument("--cold-frac", type=float, default=0.0,
+                   help="cold-items: instead, this fraction of items at random (for data without a clock)")
     e.add_argument("--k", default="10,20", help="cut-offs, comma-separated (default: %(default)s)")
     e.add_argument("--json", required=True, help="where to write the result document")
     e.add_argument("--config", help="TOML with [clean] and [models.<name>] tables")

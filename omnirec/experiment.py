@@ -44,6 +44,7 @@ class ExperimentReport:
     fit_s: dict[str, float]
     ks: tuple[int, ...]
     notes: list[str] = field(default_factory=list)
+    groups: dict[str, dict[str, EvalResult]] = field(default_factory=dict)  # e.g. cold / warm test targets
 
     def to_json(self) -> dict[str, Any]:
         """The result document (schema in the README)."""
@@ -62,6 +63,9 @@ class ExperimentReport:
                         for name, m in self.models.items()},
             "significance": self.significance(),
             "notes": self.notes,
+            **({"groups": {group: {name: {m: round(float(v), 6) for m, v in sorted(res.summary.items())}
+                                   for name, res in by_model.items()} for group, by_model in self.groups.items()}}
+               if self.groups else {}),
         }
 
     def significance(self, metric: str = "ndcg@10") -> dict[str, dict[str, float]]:
@@ -110,7 +114,14 @@ def run_experiment(
             progress=progress,
         )
     notes = list(split.notes) + _merge_notes(results)
-    return ExperimentReport(dataset, split, models, results, fit_s, ks, notes)
+    groups = {}
+    if split.cold is not None:  # the cold-items protocol: cold and warm targets reported apart too
+        warm = np.setdiff1d(np.arange(1, dataset.n_items + 1), split.cold)
+        for group, items in (("cold", split.cold), ("warm", warm)):
+            part = targets.only(items)
+            if (part.lengths() > 0).any():
+                groups[group] = {name: full_ranking_eval(model, histories, part, ks=ks) for name, model in models.items()}
+    return ExperimentReport(dataset, split, models, results, fit_s, ks, notes, groups)
 
 
 def _merge_notes(results: dict[str, EvalResult]) -> list[str]:

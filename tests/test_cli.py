@@ -117,3 +117,20 @@ def test_evaluate_with_a_csv_and_an_item_catalogue(tmp_path):
                  "--text-cols", "title,category", "--models", "pop,tfidf", "--json", str(out), "--quiet"]) == 0
     doc = json.loads(out.read_text())
     assert doc["n_items"] == 12 and set(doc["results"]) == {"pop", "tfidf"}
+
+
+def test_evaluate_cold_items_reports_cold_and_warm_targets(tmp_path, capsys):
+    data = write_seq(tmp_path / "mine.txt", n_users=120, n_items=40)
+    out = tmp_path / "out.json"
+    code = main(["evaluate", "--path", str(data), "--format", "seq", "--models", "pop,markov", "--split", "cold-items",
+                 "--cold-frac", "0.25", "--json", str(out), "--quiet"])
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["protocol"] == "cold-items-full" and set(doc["groups"]) == {"cold", "warm"}
+    # neither model can recommend an item it never saw: zero on cold targets, above zero on warm ones
+    assert doc["groups"]["cold"]["markov"]["hr@10"] == 0.0 < doc["groups"]["warm"]["markov"]["hr@10"]
+    assert any("test targets are cold" in note for note in doc["notes"])
+    assert "cold test targets only" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="cold-items"):
+        main(["evaluate", "--path", str(data), "--format", "seq", "--split", "cold-items", "--cold-frac", "1.5",
+              "--json", str(out), "--quiet"])
