@@ -49,7 +49,8 @@ MODES = ("id+text", "text")
 @dataclass(frozen=True)
 class TextSeqConfig:
     """mode: "id+text" | "text" (see the module docstring). text_dropout: dropout on the text vectors
-    before the adaptor. The other fields are SASRec's; encoder: the sentence encoder and its cache."""
+    before the adaptor. adaptor_layers: 1 = a linear map of the text vector, more = an MLP. The other
+    fields are SASRec's; encoder: the sentence encoder and its cache."""
 
     mode: str = "id+text"
     d_model: int = 128
@@ -59,13 +60,14 @@ class TextSeqConfig:
     max_len: int = 50
     dropout: float = 0.2
     text_dropout: float = 0.2
+    adaptor_layers: int = 1
     loss: str = "ce"
     n_negatives: int = 256
     encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        check_sequence_config(self, (self.ffn_mult,))
+        check_sequence_config(self, (self.ffn_mult, self.adaptor_layers))
         if self.mode not in MODES:
             raise ValueError(f"mode={self.mode!r}; expected one of {', '.join(MODES)}")
         if not 0 <= self.text_dropout < 1:
@@ -79,7 +81,11 @@ class TextSeqNet(nn.Module):
         super().__init__()
         n_rows, width = text.shape
         self.register_buffer("text", text)  # (I + 1, E) frozen sentence embeddings; row 0 = padding
-        self.adaptor = nn.Sequential(nn.Dropout(cfg.text_dropout), nn.Linear(width, cfg.d_model), nn.LayerNorm(cfg.d_model))
+        layers: list[nn.Module] = [nn.Dropout(cfg.text_dropout)]
+        for _ in range(cfg.adaptor_layers - 1):  # hidden layers of the adaptor, ffn_mult * d wide
+            layers += [nn.Linear(width, cfg.ffn_mult * cfg.d_model), nn.GELU()]
+            width = cfg.ffn_mult * cfg.d_model
+        self.adaptor = nn.Sequential(*layers, nn.Linear(width, cfg.d_model), nn.LayerNorm(cfg.d_model))
         self.ids = nn.Embedding(n_rows, cfg.d_model, padding_idx=0) if cfg.mode == "id+text" else None
         if self.ids is not None:
             nn.init.zeros_(self.ids.weight)  # an item starts as its text; its ID learns what text misses
@@ -132,7 +138,7 @@ def standardize(scores: torch.Tensor) -> torch.Tensor:
     return torch.where(finite, (scores - mean) / std, scores)
 
 
-ARCHITECTURE = ("d_model", "n_layers", "n_heads", "ffn_mult", "max_len")  # what pretrained weights fix
+ARCHITECTURE = ("d_model", "n_layers", "n_heads", "ffn_mult", "max_len", "adaptor_layers")  # what pretrained weights fix
 
 
 class TextSeq(SequentialRecommender):

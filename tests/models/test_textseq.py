@@ -140,3 +140,15 @@ def test_query_weight_zero_is_the_plain_ranking_and_bad_weight_raises(query_mode
         query_model.recommend(batch, k=2, query="goggles", query_weight=2.0)
     with pytest.raises(ValueError, match="query is empty"):
         query_model.recommend(batch, k=2, query="  ")
+
+
+def test_mlp_adaptor_trains_and_is_part_of_the_architecture(tiny_split, tiny_dataset):
+    model = TextSeq(TextSeqConfig(mode="text", adaptor_layers=2, **TINY))
+    model.item_vectors = vectors(tiny_dataset.n_items)
+    model.fit(tiny_split.train_data())
+    linears = [m for m in model.module.adaptor if isinstance(m, torch.nn.Linear)]
+    assert [tuple(m.weight.shape) for m in linears] == [(64, 12), (16, 64)]
+    with pytest.raises(ValueError, match="adaptor_layers differ"):
+        TextSeq(TextSeqConfig(mode="text", **TINY)).start_from(model)
+    with pytest.raises(ValueError, match="sizes must be >= 1"):
+        TextSeqConfig(adaptor_layers=0)
