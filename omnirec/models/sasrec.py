@@ -18,6 +18,7 @@ paper's binary cross-entropy with one negative per position.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
@@ -77,33 +78,52 @@ class Block(nn.Module):
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
-class SASRecNet(nn.Module):
-    """Item + position embeddings -> causal Transformer blocks -> final norm: (B, T) items -> (B, T, D)."""
+class CausalEncoder(nn.Module, ABC):
+    """Item representations + position embeddings -> causal Transformer blocks -> final norm: (B, T) items
+    -> (B, T, D). Subclasses say how items are represented (`embed`, `item_table`); `add_encoder` builds
+    the shared layers, called where the subclass wants them in its initialisation order."""
 
-    def __init__(self, n_items: int, cfg: SASRecConfig):
-        super().__init__()
-        self.items = nn.Embedding(n_items + 1, cfg.d_model, padding_idx=0)
+    def add_encoder(self, cfg: SASRecConfig) -> None:
         self.positions = nn.Embedding(cfg.max_len, cfg.d_model)  # position 0 = the most recent item
         self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, cfg.ffn_mult, cfg.dropout) for _ in range(cfg.n_layers))
         self.drop, self.norm = nn.Dropout(cfg.dropout), nn.LayerNorm(cfg.d_model)
-        nn.init.normal_(self.items.weight, std=0.02)
-        nn.init.normal_(self.positions.weight, std=0.02)
-        with torch.no_grad():
-            self.items.weight[0].zero_()
 
+    @abstractmethod
+    def embed(self, items: torch.Tensor) -> torch.Tensor:
+        """(B, T) item ids -> (B, T, D) item representations; padding -> 0."""
+
+    @abstractmethod
     def item_table(self) -> torch.Tensor:
         """(I + 1, D) item embeddings, shared with the output layer."""
-        return self.items.weight
 
     def forward(self, items: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
         T = items.shape[1]
         back = torch.arange(T - 1, -1, -1, device=items.device)  # (T,) distance from the newest item
-        x = self.drop(self.items(items) + self.positions(back))  # (B, T, D)
+        x = self.drop(self.embed(items) + self.positions(back))  # (B, T, D)
         pad = (items == 0).unsqueeze(-1)  # (B, T, 1)
         mask = attention_mask(items)
         for block in self.blocks:
             x = block(x.masked_fill(pad, 0.0), mask)
         return self.norm(x)  # (B, T, D)
+
+
+class SASRecNet(CausalEncoder):
+    """SASRec's network: one learned embedding per item, shared by the input and the output layer."""
+
+    def __init__(self, n_items: int, cfg: SASRecConfig):
+        super().__init__()
+        self.items = nn.Embedding(n_items + 1, cfg.d_model, padding_idx=0)
+        self.add_encoder(cfg)
+        nn.init.normal_(self.items.weight, std=0.02)
+        nn.init.normal_(self.positions.weight, std=0.02)
+        with torch.no_grad():
+            self.items.weight[0].zero_()
+
+    def embed(self, items: torch.Tensor) -> torch.Tensor:
+        return self.items(items)
+
+    def item_table(self) -> torch.Tensor:
+        return self.items.weight
 
 
 class SASRec(SequentialRecommender):

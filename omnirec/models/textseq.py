@@ -38,7 +38,7 @@ from omnirec.data.dataset import TrainData
 from omnirec.features.sequences import Histories, UserBatch
 from omnirec.features.text import TextEncoderConfig, encode_texts
 from omnirec.models.base import mask_seen, top_k
-from omnirec.models.sasrec import Block, attention_mask
+from omnirec.models.sasrec import CausalEncoder
 from omnirec.models.sequential import SequentialRecommender, check_sequence_config
 from omnirec.train import losses
 from omnirec.train.loop import LossFn, TrainConfig
@@ -74,8 +74,8 @@ class TextSeqConfig:
             raise ValueError(f"text_dropout must be in [0, 1), got {self.text_dropout}")
 
 
-class TextSeqNet(nn.Module):
-    """Items from text (and IDs) -> causal Transformer blocks -> final norm: (B, T) items -> (B, T, D)."""
+class TextSeqNet(CausalEncoder):
+    """SASRec's encoder over items represented by their text (and IDs): (B, T) items -> (B, T, D)."""
 
     def __init__(self, text: torch.Tensor, cfg: TextSeqConfig):
         super().__init__()
@@ -89,13 +89,10 @@ class TextSeqNet(nn.Module):
         self.ids = nn.Embedding(n_rows, cfg.d_model, padding_idx=0) if cfg.mode == "id+text" else None
         if self.ids is not None:
             nn.init.zeros_(self.ids.weight)  # an item starts as its text; its ID learns what text misses
-        self.positions = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.add_encoder(cfg)
         nn.init.normal_(self.positions.weight, std=0.02)
-        self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads, cfg.ffn_mult, cfg.dropout) for _ in range(cfg.n_layers))
-        self.drop, self.norm = nn.Dropout(cfg.dropout), nn.LayerNorm(cfg.d_model)
 
     def embed(self, items: torch.Tensor) -> torch.Tensor:
-        """(...,) item ids -> (..., D) item representations; padding -> 0."""
         x = self.adaptor(self.text[items])
         if self.ids is not None:
             x = x + self.ids(items)
@@ -104,16 +101,6 @@ class TextSeqNet(nn.Module):
     def item_table(self) -> torch.Tensor:
         """(I + 1, D) output item embeddings, computed from the text for every item."""
         return self.embed(torch.arange(self.text.shape[0], device=self.text.device))
-
-    def forward(self, items: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
-        T = items.shape[1]
-        back = torch.arange(T - 1, -1, -1, device=items.device)  # (T,) distance from the newest item
-        x = self.drop(self.embed(items) + self.positions(back))  # (B, T, D)
-        pad = (items == 0).unsqueeze(-1)
-        mask = attention_mask(items)
-        for block in self.blocks:
-            x = block(x.masked_fill(pad, 0.0), mask)
-        return self.norm(x)
 
 
 def softmax_over(known: torch.Tensor) -> LossFn:
