@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from baselines import code_version, machine
 
-from omnirec.data.dataset import Dataset
+from omnirec.data.dataset import Dataset, TrainData
 from omnirec.data.datasets import DATASETS, load_dataset
 from omnirec.data.split import Split, cold_items, split_dataset
 from omnirec.evaluate.ranking import full_ranking_eval
@@ -58,18 +58,32 @@ PUBLISHED = {
 
 
 class Hybrid(Recommender):
-    """An ID model and a text model, each standardized per user, averaged; on items the ID model never
-    trained on (no training interactions) the text model's score stands in for the ID model's."""
+    """An ID model and a text model, each standardized per user, averaged; on items without training
+    interactions the text model's score stands in for the ID model's. `fit` fits both parts; parts that
+    are fitted already can be combined with `Hybrid.of`."""
 
     name = "hybrid"
 
-    def __init__(self, ids: Recommender, text: Recommender, trained: np.ndarray):
+    def __init__(self, ids: Recommender, text: Recommender):
         super().__init__()
-        self.ids, self.text, self.untrained = ids, text, torch.from_numpy(~trained)
-        self.n_users, self.n_items = ids.n_users, ids.n_items
+        self.ids, self.text = ids, text
 
-    def _fit(self, data) -> None:  # the parts are fitted already
-        raise NotImplementedError("Hybrid combines fitted models")
+    @classmethod
+    def of(cls, ids: Recommender, text: Recommender, data: TrainData) -> Hybrid:
+        """The hybrid of two parts already fitted on `data`."""
+        model = cls(ids, text)
+        model.n_users, model.n_items = data.n_users, data.n_items
+        model._note_trained(data)
+        return model
+
+    def _note_trained(self, data: TrainData) -> None:
+        seen = data.sequences.items if data.valid is None else data.sequences.extend(data.valid).items
+        self.untrained = torch.from_numpy(np.bincount(seen, minlength=data.n_items + 1) == 0)
+
+    def _fit(self, data: TrainData) -> None:
+        self.ids.fit(data)
+        self.text.fit(data)
+        self._note_trained(data)  # the refit of sequence models trains on validation items too
 
     def _score(self, batch: UserBatch) -> torch.Tensor:
         text = standardize(self.text.score(batch))
@@ -77,10 +91,10 @@ class Hybrid(Recommender):
         return 0.5 * (ids + text)
 
     def _get_state(self) -> dict:
-        return {}
+        raise TypeError("Hybrid is saved as its two parts")
 
     def _set_state(self, state: dict) -> None:
-        pass
+        raise TypeError("Hybrid is saved as its two parts")
 
 
 def metrics_of(model: Recommender, split: Split, targets=None) -> dict[str, float]:
@@ -161,9 +175,7 @@ def part_cold(dataset: Dataset, vectors: np.ndarray, models: list[str], max_minu
         fitted[name], fit_s = fit_timed(make_model(name, vectors, max_minutes), split, dataset)
         out["results"][name] = {"fit_s": fit_s, **{g: metrics_of(fitted[name], split, t) for g, t in groups.items()}}
     if {"sasrec", "textseq-text"} <= fitted.keys():
-        seen = np.concatenate([split.train["item_id"].to_numpy(), split.valid["item_id"].to_numpy()])
-        trained = np.bincount(seen, minlength=dataset.n_items + 1) > 0  # the refit trains on valid items too
-        hybrid = Hybrid(fitted["sasrec"], fitted["textseq-text"], trained)
+        hybrid = Hybrid.of(fitted["sasrec"], fitted["textseq-text"], split.train_data(dataset.item_text))
         out["results"]["hybrid (sasrec + textseq-text)"] = {"fit_s": 0.0, **{g: metrics_of(hybrid, split, t)
                                                                              for g, t in groups.items()}}
     for name, row in out["results"].items():
