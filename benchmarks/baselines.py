@@ -149,7 +149,41 @@ def write_markdown(documents: list[dict], path: Path) -> None:
             parts += [f"Full-ranking evaluation time, median of {len(next(iter(doc['eval_timing'].values()))['runs_s'])} runs: {timing}.", ""]
         parts += [f"Code {doc.get('code', 'unknown')}; machine: {doc['machine']['cpus']} CPUs, "
                   f"{doc['machine']['platform']}, torch {doc['machine']['torch']}.", ""]
+    parts += text_section(HERE / "results" / "text_cold_start")
     atomic_write_text(path, "\n".join(parts))
+
+
+def _ndcg(rows: dict, name: str, group: str | None = "metrics") -> str:
+    """NDCG@10 of `rows[name][group]` (or of `rows[name]`) as a table cell; empty where not measured."""
+    row = rows.get(name, {})
+    value = (row if group is None else row.get(group, {})).get("ndcg@10")
+    return "" if value is None else f"{value:.4f}"
+
+
+def text_section(folder: Path) -> list[str]:
+    """RESULTS.md's summary of the item-text benchmark (`text_cold_start.py`; details in TEXT.md)."""
+    docs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    if not docs:
+        return []
+    lines = ["## Item text, cold items, transfer", "",
+             "From `benchmarks/text_cold_start.py`; the full tables, the protocol and the transfer curves are in",
+             "[TEXT.md](TEXT.md). NDCG@10, full ranking.", "",
+             "| dataset | sasrec | tfidf | textseq id+text | textseq text | cold targets: tfidf | cold: textseq text "
+             "| zero-shot transfer | pop |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for d in docs:
+        loo, cold, t = d.get("loo", {}), d.get("cold", {}).get("results", {}), d.get("transfer", {})
+        lines.append(f"| {d['dataset']} | {_ndcg(loo, 'sasrec')} | {_ndcg(loo, 'tfidf')} | "
+                     f"{_ndcg(loo, 'textseq-id+text')} | {_ndcg(loo, 'textseq-text')} | {_ndcg(cold, 'tfidf', 'cold')} | "
+                     f"{_ndcg(cold, 'textseq-text', 'cold')} | {_ndcg(t, 'zero_shot', None)} | "
+                     f"{_ndcg(t, 'pop', None)} |")
+    return [*lines, ""]
+
+
+def rewrite_results(folder: Path = HERE / "results") -> None:
+    """RESULTS.md from the saved JSON documents (the baselines' and the text benchmark's summary)."""
+    docs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.stem in DATASETS]
+    order = {name: i for i, name in enumerate(DATASETS)}
+    write_markdown(sorted(docs, key=lambda d: order.get(d["dataset"], 99)), HERE / "RESULTS.md")
 
 
 def main() -> int:
@@ -169,9 +203,7 @@ def main() -> int:
         atomic_write_text(Path(args.out) / f"{name}.json", json.dumps(document, indent=2))
         print(f"\n{name}\n{markdown_table(document)}\n", flush=True)
         documents.append(document)
-    all_docs = [json.loads(p.read_text()) for p in sorted(Path(args.out).glob("*.json")) if p.stem in DATASETS]
-    order = {name: i for i, name in enumerate(DATASETS)}
-    write_markdown(sorted(all_docs, key=lambda d: order.get(d["dataset"], 99)), HERE / "RESULTS.md")
+    rewrite_results(Path(args.out))
     return 0
 
 

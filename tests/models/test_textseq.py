@@ -12,6 +12,7 @@ from omnirec.data.schema import ITEM
 from omnirec.data.split import cold_items
 from omnirec.features.sequences import Histories
 from omnirec.features.text import TextEncoderConfig, encode_texts
+from omnirec.models.sasrec import CausalEncoder
 from omnirec.models.textseq import TextSeq, TextSeqConfig, softmax_over, standardize
 from omnirec.train import losses
 from omnirec.train.loop import TrainConfig
@@ -152,3 +153,22 @@ def test_mlp_adaptor_trains_and_is_part_of_the_architecture(tiny_split, tiny_dat
         TextSeq(TextSeqConfig(mode="text", **TINY)).start_from(model)
     with pytest.raises(ValueError, match="sizes must be >= 1"):
         TextSeqConfig(adaptor_layers=0)
+
+
+def test_temperature_scores_are_cosines_over_the_temperature(tiny_split, tiny_dataset):
+    model = TextSeq(TextSeqConfig(mode="id+text", temperature=0.1, **TINY))
+    model.item_vectors = vectors(tiny_dataset.n_items)
+    model.fit(tiny_split.train_data())
+    batch = tiny_split.histories("test").batch(np.arange(1, 9))
+    scores = model.score(batch)[:, 1:]
+    net = model.module
+    with torch.no_grad():
+        hidden = CausalEncoder.forward(net, torch.from_numpy(batch.padded(20)))[:, -1]  # the plain states
+        table = net.embed(torch.arange(1, tiny_dataset.n_items + 1))
+    want = torch.nn.functional.cosine_similarity(hidden[:, None], table[None], dim=-1) / 0.1
+    torch.testing.assert_close(scores, want, atol=1e-4, rtol=1e-4)
+    assert scores.abs().max() <= 10.0 + 1e-4
+    with pytest.raises(ValueError, match="temperature"):
+        TextSeqConfig(temperature=-1.0)
+    with pytest.raises(ValueError, match="temperature differ"):
+        TextSeq(TextSeqConfig(mode="text", **TINY)).start_from(model)
