@@ -162,15 +162,19 @@ def _read_train_config(path: str) -> dict[str, Any]:
 
 
 def _with_train_options(model: Recommender, checkpoint_dir: str | None, quiet: bool) -> Recommender:
-    """The model with checkpoints redirected to `checkpoint_dir` and its progress bar off when `quiet`
-    (only models that train in epochs have these options)."""
+    """The model with checkpoints redirected to `checkpoint_dir` and its progress bars (training, text
+    encoding) off when `quiet` (only models that train in epochs have these options)."""
     train = getattr(model.config, "train", None)
     if train is None:
         return model
     changes: dict[str, Any] = {"progress": False} if quiet else {}
     if checkpoint_dir is not None:
         changes["checkpoint_dir"] = checkpoint_dir
-    return type(model)(dataclasses.replace(model.config, train=dataclasses.replace(train, **changes)))
+    config = dataclasses.replace(model.config, train=dataclasses.replace(train, **changes))
+    encoder = getattr(config, "encoder", None)  # the text encoder's progress bar too
+    if quiet and encoder is not None:
+        config = dataclasses.replace(config, encoder=dataclasses.replace(encoder, progress=False))
+    return type(model)(config)
 
 
 def _start_from_bundle(model: Recommender, path: str) -> Recommender:

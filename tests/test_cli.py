@@ -134,3 +134,12 @@ def test_evaluate_cold_items_reports_cold_and_warm_targets(tmp_path, capsys):
     with pytest.raises(SystemExit, match="cold-items"):
         main(["evaluate", "--path", str(data), "--format", "seq", "--split", "cold-items", "--cold-frac", "1.5",
               "--json", str(out), "--quiet"])
+
+
+def test_quiet_turns_off_the_text_encoders_progress_bar_too():
+    from omnirec.cli import _with_train_options
+
+    model = _with_train_options(MODELS["textseq"](), None, quiet=True)
+    assert model.config.train.progress is False and model.config.encoder.progress is False
+    loud = _with_train_options(MODELS["textseq"](), None, quiet=False)
+    assert loud.config.encoder.progress is True
