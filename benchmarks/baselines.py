@@ -117,7 +117,7 @@ def published_table(document: dict) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(documents: list[dict], path: Path) -> None:
+def write_markdown(documents: list[dict], path: Path, appendix: list[str] = ()) -> None:
     parts = [
         "# Baselines: leave-one-out, full ranking",
         "",
@@ -149,8 +149,7 @@ def write_markdown(documents: list[dict], path: Path) -> None:
             parts += [f"Full-ranking evaluation time, median of {len(next(iter(doc['eval_timing'].values()))['runs_s'])} runs: {timing}.", ""]
         parts += [f"Code {doc.get('code', 'unknown')}; machine: {doc['machine']['cpus']} CPUs, "
                   f"{doc['machine']['platform']}, torch {doc['machine']['torch']}.", ""]
-    parts += text_section(HERE / "results" / "text_cold_start")
-    atomic_write_text(path, "\n".join(parts))
+    atomic_write_text(path, "\n".join([*parts, *appendix]))
 
 
 def _ndcg(rows: dict, name: str, group: str | None = "metrics") -> str:
@@ -183,7 +182,8 @@ def rewrite_results(folder: Path = HERE / "results") -> None:
     """RESULTS.md from the saved JSON documents (the baselines' and the text benchmark's summary)."""
     docs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.stem in DATASETS]
     order = {name: i for i, name in enumerate(DATASETS)}
-    write_markdown(sorted(docs, key=lambda d: order.get(d["dataset"], 99)), HERE / "RESULTS.md")
+    write_markdown(sorted(docs, key=lambda d: order.get(d["dataset"], 99)), HERE / "RESULTS.md",
+                   text_section(folder / "text_cold_start"))
 
 
 def main() -> int:
