@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from omnirec.bundle import Bundle
 from omnirec.config import ConfigError, from_dict, load_toml
 from omnirec.data.clean import CleanConfig
@@ -20,6 +22,7 @@ from omnirec.data.io import ColumnMap
 from omnirec.data.split import Split, split_dataset
 from omnirec.data.synthetic import SyntheticConfig, generate
 from omnirec.experiment import format_table, run_experiment, save_report
+from omnirec.features.sequences import Histories
 from omnirec.models import MODELS
 from omnirec.models.base import Recommender
 from omnirec.utils import atomic_write_text
@@ -219,13 +222,53 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scenario_lists(args: argparse.Namespace) -> int:
+    """The final list of a scenario (sources, ranking, re-ranking, fallback) with a reason per item."""
+    from omnirec.pipeline.scenario import PipelineData, build_pipeline, load_scenarios
+
+    if args.scenarios is None:
+        raise SystemExit("error: --scenario needs --scenarios FILE (the TOML that declares the scenarios)")
+    scenarios = load_scenarios(args.scenarios)
+    if args.scenario not in scenarios:
+        raise SystemExit(f"error: scenario {args.scenario!r} is not in {args.scenarios}; it has: {', '.join(scenarios)}")
+    if args.query is not None:
+        raise SystemExit("error: --query is not part of scenarios yet; use it without --scenario")
+    bundle = Bundle.load(args.bundle)
+    text = getattr(getattr(bundle.model, "module", None), "text", None)  # textseq keeps its items' text vectors
+    data = PipelineData(bundle.model, bundle.histories, bundle.items,
+                        text_vectors=None if text is None else text.detach().cpu().numpy())
+    pipeline = build_pipeline(scenarios[args.scenario], data)
+    if args.item is not None:  # an item page: the viewed item is the history
+        if args.item not in bundle.items:
+            print(f"error: item {args.item!r} is not in this bundle ({len(bundle.items):,} items)", file=sys.stderr)
+            return 2
+        batch = Histories(np.array([0, 0, 1]), np.array(bundle.items.encode([args.item]))).batch(np.array([1]))
+    elif args.user is None:  # an anonymous visitor: an empty history, served by the fallback chain
+        batch = Histories(np.zeros(2, dtype=np.int64), np.zeros(0, dtype=np.int64)).batch(np.array([0]))
+    elif args.user not in bundle.users:
+        print(f"error: user {args.user!r} is not in this bundle ({len(bundle.users):,} users)", file=sys.stderr)
+        return 2
+    else:
+        batch = bundle.histories.batch(np.array(bundle.users.encode([args.user])))
+    [recs] = pipeline.recommend(batch, k=args.k or scenarios[args.scenario].k)
+    rows = [{"item": data.name_of(r.item), "score": r.score, "sources": list(r.sources), "reason": r.reason} for r in recs]
+    if args.json:
+        print(json.dumps({"user": args.user, "item": args.item, "scenario": args.scenario, "items": rows}))
+    else:
+        for rank, r in enumerate(rows, 1):
+            print(f"{rank:>3}  {r['item']}  {r['score']:.4f}  [{', '.join(r['sources'])}]  {r['reason']}")
+    return 0
+
+
 def cmd_recommend(args: argparse.Namespace) -> int:
-    """Top-k items for a user of a saved bundle."""
+    """Top-k items for a user of a saved bundle (a scenario's final list with --scenario)."""
+    if args.scenario is not None:
+        return _scenario_lists(args)
     if args.user is None and args.query is None:
         raise SystemExit("error: give --user, --query, or both")
     bundle = Bundle.load(args.bundle)
     try:
-        rows = bundle.recommend(args.user, k=args.k, query=args.query, query_weight=args.query_weight)
+        rows = bundle.recommend(args.user, k=args.k or 10, query=args.query, query_weight=args.query_weight)
     except (UnknownIdError, ValueError) as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
@@ -284,7 +327,10 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--user", help="the user's id as in the data (leave out, with --query, for an anonymous request)")
     r.add_argument("--query", help="a request in words, blended with the user's history (textseq bundles)")
     r.add_argument("--query-weight", type=float, default=0.5, help="weight of the query, 0..1 (default: %(default)s)")
-    r.add_argument("-k", type=int, default=10, help="list length (default: %(default)s)")
+    r.add_argument("-k", type=int, default=None, help="list length (default: the scenario's k, else 10)")
+    r.add_argument("--scenario", help="a scenario's final list (sources, re-ranking, fallback, reasons)")
+    r.add_argument("--item", help="with --scenario: an item page, the list built around this item id")
+    r.add_argument("--scenarios", help="the TOML file declaring the scenarios ([scenarios.<name>] tables)")
     r.add_argument("--json", action="store_true", help="print JSON")
     r.set_defaults(func=cmd_recommend)
     return parser

@@ -17,6 +17,7 @@ papers that used it, and its results are labelled as such.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,13 +117,56 @@ def full_ranking_eval(
     for lo in tqdm(chunks, desc=f"eval {model.name}", unit="chunk", disable=not progress or len(chunks) < 3, leave=False):
         chunk = users[lo : lo + batch_size]
         _rank_chunk(model, histories.batch(chunk), targets.batch(chunk), k, out)
-    ids, hits = np.concatenate(out.ids), np.concatenate(out.hits)
-    n_relevant = np.concatenate(out.n_relevant)
-    per_user = metrics.accuracy_metrics(hits, n_relevant, ks)
-    summary = _beyond_accuracy(ids, ks, model.n_items, per_user, item_users, item_vectors, histories.n_users)
-    summary.update({name: float(values.mean()) for name, values in per_user.items()})
+    per_user, summary = _summarise(out, ks, model.n_items, item_users, item_vectors, histories.n_users)
     notes = [f"{out.unreachable} target(s) were in the user's history and masked"] if out.unreachable else []
     return EvalResult("full", users, per_user, summary, time.perf_counter() - start, notes)
+
+
+def list_eval(
+    recommend: Callable[[UserBatch], np.ndarray],
+    histories: Histories,
+    targets: Histories,
+    n_items: int,
+    ks: tuple[int, ...] = (10, 20),
+    batch_size: int = 1024,
+    item_users: np.ndarray | None = None,
+    item_vectors: np.ndarray | sp.spmatrix | None = None,
+    progress: bool = False,
+    label: str = "lists",
+) -> EvalResult:
+    """The metrics of `full_ranking_eval` for final lists made by anything (a pipeline with re-ranking and
+    fallback, not only a model's top-k): `recommend(batch)` returns (B, max(ks)) dense ids, 0 = empty slot.
+    Listed items that are in the history count as misses, as they would be for the user."""
+    users = np.flatnonzero(targets.lengths() > 0)
+    if len(users) == 0:
+        raise ValueError("no user has a target item to evaluate")
+    k = max(ks)
+    out = _Collected()
+    start = time.perf_counter()
+    chunks = range(0, len(users), batch_size)
+    for lo in tqdm(chunks, desc=f"eval {label}", unit="chunk", disable=not progress, leave=False):
+        chunk = users[lo : lo + batch_size]
+        ids = np.asarray(recommend(histories.batch(chunk)), dtype=np.int64)
+        if ids.shape != (len(chunk), k):
+            raise ValueError(f"recommend returned shape {ids.shape}; expected ({len(chunk)}, {k})")
+        padded, counts = _padded_targets(targets.batch(chunk), n_items)
+        out.hits.append(((ids[:, :, None] == padded[:, None, :]) & (ids[:, :, None] > 0)).any(axis=2))
+        out.ids.append(ids)
+        out.n_relevant.append(counts)
+    per_user, summary = _summarise(out, ks, n_items, item_users, item_vectors, histories.n_users)
+    return EvalResult("full-lists", users, per_user, summary, time.perf_counter() - start)
+
+
+def _summarise(
+    out: _Collected, ks: tuple[int, ...], n_items: int, item_users: np.ndarray | None,
+    item_vectors: np.ndarray | sp.spmatrix | None, n_users: int,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Per-user metric values and their summary (means, plus catalogue-level coverage and Gini)."""
+    ids, hits, n_relevant = np.concatenate(out.ids), np.concatenate(out.hits), np.concatenate(out.n_relevant)
+    per_user = metrics.accuracy_metrics(hits, n_relevant, ks)
+    summary = _beyond_accuracy(ids, ks, n_items, per_user, item_users, item_vectors, n_users)
+    summary.update({name: float(values.mean()) for name, values in per_user.items()})
+    return per_user, summary
 
 
 def _beyond_accuracy(

@@ -1,0 +1,243 @@
+"""Scenarios: one TOML file declares several named final-list recipes (sources, ranker, re-rank rules, k),
+built into `Pipeline`s over one trained model and the data it knows.
+
+```toml
+[scenarios.home]
+k = 10
+ranker = "model"                 # "model" (the bundle's model) or "fusion" (reciprocal rank fusion)
+fallback = ["popular"]
+sources = [{kind = "model", n = 200}, {kind = "cooccurrence", n = 100}, {kind = "popular", n = 50}]
+rerank = {diversity = 0.2, blocked = ["item-13"]}
+
+[scenarios.new_user]
+ranker = "fusion"
+sources = [{kind = "popular", n = 50, half_life = 604800}, {kind = "new_items", n = 20}]
+```
+
+>>> scenarios = parse_scenarios({"scenarios": {"home": {"k": 5, "sources": [{"kind": "popular"}]}}})
+>>> scenarios["home"].k, scenarios["home"].sources[0].kind
+(5, 'popular')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.preprocessing import normalize
+
+from omnirec.config import ConfigError, from_dict, load_toml
+from omnirec.data.ids import IdMap
+from omnirec.evaluate.ranking import item_vectors_from_matrix
+from omnirec.features.sequences import Histories
+from omnirec.models.base import Recommender
+from omnirec.models.itemknn import cosine_similarity, keep_top_k
+from omnirec.pipeline.ann import IndexConfig, VectorIndex
+from omnirec.pipeline.pipeline import Pipeline, Rules
+from omnirec.pipeline.rank import FusionRanker, ModelRanker
+from omnirec.pipeline.rerank import RerankConfig
+from omnirec.pipeline.sources import (
+    CooccurrenceSource, EmbeddingSource, ModelSource, NewItemSource, PopularSource, Source, decayed_counts,
+)
+
+SOURCE_KINDS = ("model", "cooccurrence", "embedding", "content", "popular", "new_items")
+RANKERS = ("model", "fusion")
+DIVERSITY_VECTORS = ("interactions", "text", "model")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """kind: one of SOURCE_KINDS; n: candidates it proposes; recent: history items it starts from;
+    half_life: popularity decay in the data's time unit (0 = plain counts); per_category: popular in the
+    user's categories; max_interactions: new_items covers items with at most this many interactions;
+    name: how lists and reasons call it (default: the kind)."""
+
+    kind: str
+    n: int = 100
+    recent: int = 5
+    half_life: float = 0.0
+    per_category: bool = False
+    max_interactions: int = 0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            raise ValueError(f"unknown source kind {self.kind!r}; known: {', '.join(SOURCE_KINDS)}")
+        if self.n < 1 or self.recent < 1 or self.half_life < 0 or self.max_interactions < 0:
+            raise ValueError("n and recent must be >= 1; half_life and max_interactions >= 0")
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """One named recipe for a final list."""
+
+    sources: tuple[SourceConfig, ...]
+    k: int = 10
+    ranker: str = "model"
+    fallback: tuple[str, ...] = ("popular",)
+    candidates: int = 200
+    diversity_vectors: str = "interactions"
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ValueError("a scenario needs at least one source")
+        if self.k < 1 or self.candidates < 1:
+            raise ValueError("k and candidates must be >= 1")
+        if self.ranker not in RANKERS:
+            raise ValueError(f"ranker={self.ranker!r}; expected one of {', '.join(RANKERS)}")
+        if self.diversity_vectors not in DIVERSITY_VECTORS:
+            raise ValueError(f"diversity_vectors={self.diversity_vectors!r}; expected one of {', '.join(DIVERSITY_VECTORS)}")
+        bad = [f for f in self.fallback if f not in ("popular", "new_items")]
+        if bad:
+            raise ValueError(f"fallback {bad[0]!r}: the fallback chain takes 'popular' and 'new_items'")
+        names = [s.name or s.kind for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two sources share a name in {names}; give one a `name`")
+
+
+def parse_scenarios(document: dict[str, Any], where: str = "scenarios") -> dict[str, ScenarioConfig]:
+    """Scenario configs from a parsed TOML document (its `[scenarios.<name>]` tables)."""
+    unknown = [k for k in document if k != "scenarios"]
+    if unknown:
+        raise ConfigError(f"{where}: unknown top-level key {unknown[0]!r}; expected [scenarios.<name>] tables")
+    tables = document.get("scenarios")
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"{where}: no [scenarios.<name>] table")
+    out = {}
+    for name, table in tables.items():
+        label = f"{where}: [scenarios.{name}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{label}: expected a table")
+        raw_sources = table.get("sources", [])
+        if not isinstance(raw_sources, list) or not all(isinstance(s, dict) for s in raw_sources):
+            raise ConfigError(f"{label}.sources: expected a list of tables like {{kind = \"model\", n = 200}}")
+        sources = tuple(from_dict(SourceConfig, s, where=f"{label}.sources[{i}]") for i, s in enumerate(raw_sources))
+        rest = {k: v for k, v in table.items() if k != "sources"}
+        out[name] = from_dict(ScenarioConfig, {**rest, "sources": sources}, where=label)
+    return out
+
+
+def load_scenarios(path: str) -> dict[str, ScenarioConfig]:
+    """Read a scenarios TOML file."""
+    return parse_scenarios(load_toml(path), where=str(path))
+
+
+@dataclass
+class PipelineData:
+    """What sources are built from: the model, every user's history (with times) and optional item data.
+
+    text_vectors: (I + 1, D) text embeddings; categories: (I + 1,) category id per item (0 = none) with
+    their names; names: what a reason calls an item (default: its external id)."""
+
+    model: Recommender
+    histories: Histories
+    items: IdMap
+    text_vectors: np.ndarray | None = None
+    categories: np.ndarray | None = None
+    category_names: list[str] | None = None
+    names: list[str] | None = None
+    index: IndexConfig = field(default_factory=IndexConfig)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def cached(self, key: str, make: Any) -> Any:  # noqa: ANN401 - whatever `make` builds
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def matrix(self) -> sp.csr_matrix:
+        return self.cached("matrix", lambda: self.histories.to_csr(self.n_items))
+
+    def similarity(self) -> sp.csr_matrix:
+        return self.cached("similarity", lambda: keep_top_k(cosine_similarity(self.matrix(), shrink=10.0), 100))
+
+    def counts(self, half_life: float) -> np.ndarray:
+        return self.cached(f"counts:{half_life}", lambda: decayed_counts(self.histories.items, self.histories.times,
+                                                                          self.n_items, half_life))
+
+    def vectors(self, what: str) -> np.ndarray:
+        """(I + 1, D) unit item vectors: "interactions" (SVD of the user x item matrix), "text", "model"."""
+        if what == "interactions":
+            return self.cached("v:interactions", lambda: item_vectors_from_matrix(self.matrix()))
+        if what == "text":
+            if self.text_vectors is None:
+                raise ValueError("this source needs item text embeddings, and none were given")
+            return self.cached("v:text", lambda: _unit(self.text_vectors))
+        table = getattr(getattr(self.model, "module", None), "item_table", None)
+        if table is None:
+            raise ValueError(f"model {self.model.name!r} has no item embeddings (sasrec, hstu and textseq have)")
+        return self.cached("v:model", lambda: _unit(table().detach().float().cpu().numpy()))
+
+    def index_over(self, what: str) -> VectorIndex:
+        vectors = self.vectors(what)
+        return self.cached(f"index:{what}", lambda: VectorIndex(vectors[1:], ids=np.arange(1, len(vectors)), config=self.index))
+
+    def name_of(self, item: int) -> str:
+        return self.names[item] if self.names is not None else self.items.labels[item - 1]
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    out = normalize(np.asarray(vectors, dtype=np.float32)).astype(np.float32)
+    out[0] = 0.0
+    return out
+
+
+def build_source(config: SourceConfig, data: PipelineData) -> Source:
+    """One source from its config."""
+    name = config.name or config.kind
+    if config.kind == "model":
+        return ModelSource(data.model, name=name)
+    if config.kind == "cooccurrence":
+        return CooccurrenceSource(data.similarity(), recent=config.recent, name=name)
+    if config.kind in ("embedding", "content"):
+        what = "model" if config.kind == "embedding" else "text"
+        return EmbeddingSource(data.vectors(what), data.index_over(what), name=name, recent=config.recent, what=what)
+    if config.kind == "popular":
+        cats = data.categories if config.per_category else None
+        if config.per_category and cats is None:
+            raise ValueError(f"source {name!r}: per_category needs item categories")
+        return PopularSource(data.counts(config.half_life), cats, data.category_names, recent=config.recent,
+                             half_life=config.half_life, name=name)
+    return NewItemSource(data.vectors("text"), data.counts(0.0), config.max_interactions, recent=config.recent, name=name)
+
+
+def resolve_rules(rerank: RerankConfig, items: IdMap) -> Rules:
+    """The rules of a re-rank config with external item ids turned into dense ids (unknown ids raise)."""
+    def dense(labels: tuple[str, ...] | list[str], what: str) -> list[int]:
+        missing = [label for label in labels if label not in items]
+        if missing:
+            raise ValueError(f"rerank.{what}: item {missing[0]!r} is not in the catalogue")
+        return [int(i) for i in items.encode(list(labels))] if labels else []
+    pins = dict(zip(dense(list(rerank.pins), "pins"), rerank.pins.values(), strict=True))
+    return Rules(frozenset(dense(rerank.blocked, "blocked") + dense(rerank.out_of_stock, "out_of_stock")),
+                 frozenset(dense(rerank.boost_items, "boost_items")), pins)
+
+
+def build_pipeline(scenario: ScenarioConfig, data: PipelineData) -> Pipeline:
+    """The pipeline a scenario describes, over `data`."""
+    sources = {s.name or s.kind: build_source(s, data) for s in scenario.sources}
+    fallback = {name: build_source(SourceConfig(kind=name, n=scenario.k), data) for name in scenario.fallback}
+    ranker = ModelRanker(data.model) if scenario.ranker == "model" else FusionRanker()
+    vectors = data.vectors(scenario.diversity_vectors) if scenario.rerank.diversity > 0 else None
+    first_seen = None
+    if scenario.rerank.freshness:
+        first_seen = _first_seen(data.histories, data.n_items)
+    now = float(data.histories.times.max()) if data.histories.times is not None and len(data.histories.times) else 0.0
+    return Pipeline(sources, data.n_items, ranker, scenario.rerank, fallback, scenario.candidates, vectors,
+                    data.categories, first_seen, now, resolve_rules(scenario.rerank, data.items), data.name_of,
+                    sizes={s.name or s.kind: s.n for s in scenario.sources})
+
+
+def _first_seen(histories: Histories, n_items: int) -> np.ndarray:
+    if histories.times is None:
+        raise ValueError("freshness needs interaction times, and these histories have none")
+    first = np.full(n_items + 1, np.inf)
+    np.minimum.at(first, histories.items, histories.times.astype(np.float64))
+    return first
+
