@@ -5,14 +5,16 @@
 
 Parts:
 - beauty: single models (sasrec, itemknn, markov, pop) against the pipeline (sources: sasrec top-200,
-  co-occurrence of recent items, neighbours in sasrec's embedding space, popular; ranked by sasrec or by
-  a logistic-regression ranker fitted on validation targets), and a sweep of the MMR diversity weight:
-  NDCG@10 against intra-list diversity and coverage (table + PNG).
+  co-occurrence of recent items, neighbours in sasrec's embedding space, popular; ranked by sasrec, by
+  rank fusion, or by a logistic-regression ranker fitted on validation targets), and, for the sasrec and
+  the learned ranker, a sweep of the MMR diversity weight: NDCG@10 against intra-list diversity and
+  coverage (tables + PNG).
 - cold: the cold-items split of `scientific` (20% of items held out of training, seeded): the fallback
   chain for new users (empty histories: popular + new items) and a content-aware scenario for new items.
 
-sasrec is trained without the refit on validation items, so validation targets stay unseen by every
-model and can train the learned ranker. Trained models are kept in --cache and reused.
+The learned ranker is fitted on validation targets with a second sasrec trained without the refit on
+validation items (so those targets are unseen), then ranks test candidates with the refitted sasrec.
+Trained models are kept in --cache and reused.
 Writes benchmarks/results/pipeline/*.json, the PNG and benchmarks/PIPELINE.md.
 """
 
@@ -49,7 +51,7 @@ from omnirec.utils import atomic_write, atomic_write_text
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "pipeline"
 METRICS = ("ndcg@10", "hr@10", "ild@10", "coverage@10", "novelty@10")
-DIVERSITY = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+DIVERSITY = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7)
 
 
 def fit_or_load(model: Recommender, train, folder: Path) -> tuple[Recommender, float]:  # noqa: ANN001
@@ -62,6 +64,11 @@ def fit_or_load(model: Recommender, train, folder: Path) -> tuple[Recommender, f
     model.save(folder)
     atomic_write_text(folder / "fit_s.json", json.dumps(fit_s))
     return model, fit_s
+
+
+def sasrec_folder(name: str, config: SASRecConfig) -> str:
+    """Cache folder of a model; sasrec's also names whether it was refitted on validation items."""
+    return name if name != "sasrec" else f"sasrec-refit-{config.train.refit}".lower()
 
 
 def row(result: EvalResult, **extra: object) -> dict:
@@ -100,68 +107,76 @@ def beauty_part(args: argparse.Namespace) -> dict:
     train = split.train_data(ds.item_text)
     histories, targets = split.histories("test"), split.targets("test")
     item_vectors = item_vectors_from_matrix(train.matrix)
-    sasrec_config = SASRecConfig(train=TrainConfig(refit=False, max_minutes=args.max_minutes, progress=False))
+    sasrec_config = SASRecConfig(train=TrainConfig(max_minutes=args.max_minutes, progress=False))
     models = {"sasrec": SASRec(sasrec_config), "itemknn": ItemKNN(), "markov": Markov(), "pop": Popularity()}
     rows, fitted = {}, {}
     for name, model in models.items():
-        fitted[name], fit_s = fit_or_load(model, train, Path(args.cache) / "beauty" / name)
+        fitted[name], fit_s = fit_or_load(model, train, Path(args.cache) / "beauty" / sasrec_folder(name, sasrec_config))
         result = full_ranking_eval(fitted[name], histories, targets, ks=(10,), item_users=train.item_users,
                                    item_vectors=item_vectors)
         rows[name] = row(result, fit_s=round(fit_s, 1))
         print(name, rows[name], flush=True)
     best = max(rows, key=lambda n: rows[n]["ndcg@10"])
     sasrec = fitted["sasrec"]
+    sasrec_valid_config = dataclasses.replace(sasrec_config, train=dataclasses.replace(sasrec_config.train, refit=False))
+    sasrec_valid, _ = fit_or_load(SASRec(sasrec_valid_config), train,
+                                  Path(args.cache) / "beauty" / sasrec_folder("sasrec", sasrec_valid_config))
+    start = time.perf_counter()
+    ranker, fitted_on = fit_learned_ranker(split, ds, sasrec_valid, sasrec, train, args)
+    ranker_s = time.perf_counter() - start
     users = np.flatnonzero(targets.lengths() > 0)
     data = PipelineData(sasrec, histories, ds.items)
-    start = time.perf_counter()
-    pipe = build_pipeline(dataclasses.replace(home_scenario(), rerank=RerankConfig(diversity=0.0)), data)
-    pipe.item_vectors = torch.from_numpy(data.vectors("interactions"))
-    reranks = {f"{w:.1f}": RerankConfig(diversity=w) for w in DIVERSITY}
-    lists = pipeline_lists(pipe, reranks, histories, users, 10)
-    sweep_s = time.perf_counter() - start
-    sweep = {}
-    for name in reranks:
-        result = list_eval(precomputed(lists[name]), histories, targets, ds.n_items, ks=(10,),
-                           item_users=train.item_users, item_vectors=item_vectors, label=f"mmr {name}")
-        sweep[name] = row(result)
-        print("diversity", name, sweep[name], flush=True)
-    rankers = {"pipeline, sasrec ranker": sweep["0.0"]}
+    pipes = {"sasrec ranker": build_pipeline(home_scenario(), data), "learned ranker": build_pipeline(home_scenario(), data)}
+    pipes["learned ranker"].ranker = ranker
+    reranks = {f"{w:.2f}": RerankConfig(diversity=w) for w in DIVERSITY}
+    sweeps, sweep_s = {}, {}
+    for ranker_name, pipe in pipes.items():
+        pipe.item_vectors = torch.from_numpy(data.vectors("interactions"))
+        start = time.perf_counter()
+        lists = pipeline_lists(pipe, reranks, histories, users, 10)
+        sweep_s[ranker_name] = round(time.perf_counter() - start, 1)
+        sweeps[ranker_name] = {}
+        for name in reranks:
+            result = list_eval(precomputed(lists[name]), histories, targets, ds.n_items, ks=(10,),
+                               item_users=train.item_users, item_vectors=item_vectors, label=f"mmr {name}")
+            sweeps[ranker_name][name] = row(result)
+            print(ranker_name, "diversity", name, sweeps[ranker_name][name], flush=True)
     fusion = build_pipeline(home_scenario("fusion"), data)
-    fusion_lists = pipeline_lists(fusion, {"0.0": RerankConfig()}, histories, users, 10)["0.0"]
-    rankers["pipeline, fusion ranker (RRF)"] = row(list_eval(precomputed(fusion_lists), histories, targets, ds.n_items,
-                                                             ks=(10,), item_users=train.item_users, item_vectors=item_vectors))
-    rankers["pipeline, learned ranker"] = learned_row(split, ds, sasrec, train, item_vectors, args)
+    fusion_lists = pipeline_lists(fusion, {"0": RerankConfig()}, histories, users, 10)["0"]
+    rankers = {
+        "pipeline, sasrec ranker": sweeps["sasrec ranker"]["0.00"],
+        "pipeline, fusion ranker (RRF)": row(list_eval(precomputed(fusion_lists), histories, targets, ds.n_items,
+                                                       ks=(10,), item_users=train.item_users, item_vectors=item_vectors)),
+        "pipeline, learned ranker": sweeps["learned ranker"]["0.00"],
+    }
     return {"dataset": "beauty", "n_users": ds.n_users, "n_items": ds.n_items, "single": rows, "best_single": best,
-            "pipelines": rankers, "sweep": sweep, "sweep_s": round(sweep_s, 1),
-            "sasrec_config": dataclasses.asdict(sasrec_config), "verdict": verdict(rows[best], sweep, best)}
+            "pipelines": rankers, "sweeps": sweeps, "sweep_s": sweep_s, "ranker_fit_s": round(ranker_s, 1),
+            "ranker_fitted_on_users": fitted_on, "sasrec_config": dataclasses.asdict(sasrec_config),
+            "verdict": {name: verdict(rows[best], sweep, best) for name, sweep in sweeps.items()}}
 
 
-def learned_row(split: Split, ds, sasrec: Recommender, train, item_vectors: np.ndarray, args: argparse.Namespace) -> dict:  # noqa: ANN001
-    """The logistic-regression ranker: fitted on validation targets (sources built from training data
-    only), evaluated on test."""
+def fit_learned_ranker(split: Split, ds, sasrec_valid: Recommender, sasrec: Recommender, train,  # noqa: ANN001
+                       args: argparse.Namespace) -> tuple[LearnedRanker, int]:
+    """The logistic-regression ranker, fitted as a deployed one would be: on validation targets, with
+    sources and features from a sasrec that never saw them (no refit); it then ranks with the features
+    of the sasrec refitted on training + validation items."""
     valid_histories, valid_targets = split.histories("valid"), split.targets("valid")
-    valid_pipe = build_pipeline(home_scenario(), PipelineData(sasrec, valid_histories, ds.items))
+    valid_pipe = build_pipeline(home_scenario(), PipelineData(sasrec_valid, valid_histories, ds.items))
     users = np.flatnonzero((valid_targets.lengths() > 0) & (valid_histories.lengths() > 0))
-    users = np.random.default_rng(0).permutation(users)[: args.ranker_users]
+    users = np.sort(np.random.default_rng(0).permutation(users)[: args.ranker_users])
     batches = []
     for lo in range(0, len(users), 512):
         batch = valid_histories.batch(users[lo : lo + 512])
         batches.append((batch, valid_pipe.candidates(batch), valid_targets))
-    ranker = LearnedRanker(train.item_counts, model=sasrec).fit(batches)
-    histories, targets = split.histories("test"), split.targets("test")
-    pipe = build_pipeline(home_scenario(), PipelineData(sasrec, histories, ds.items))
-    pipe.ranker = ranker
-    test_users = np.flatnonzero(targets.lengths() > 0)
-    lists = pipeline_lists(pipe, {"0.0": RerankConfig()}, histories, test_users, 10)["0.0"]
-    result = list_eval(precomputed(lists), histories, targets, ds.n_items, ks=(10,), item_users=train.item_users,
-                       item_vectors=item_vectors)
-    return row(result, fitted_on_users=len(users))
+    ranker = LearnedRanker(train.item_counts, model=sasrec_valid).fit(batches)
+    ranker.model = sasrec  # the same features, now from the refitted model
+    return ranker, len(users)
 
 
 def verdict(best: dict, sweep: dict, best_name: str) -> dict:
     """The two checks: NDCG at diversity 0 within 3% of the best model; the largest ILD gain with at most
     5% NDCG loss against diversity 0."""
-    base = sweep["0.0"]
+    base = sweep["0.00"]
     within = [w for w in sweep if sweep[w]["ndcg@10"] >= 0.95 * base["ndcg@10"]]
     top = max(within, key=lambda w: sweep[w]["ild@10"])
     return {"best_single": best_name, "pipeline_vs_best": round(base["ndcg@10"] / best["ndcg@10"] - 1, 4),
@@ -185,19 +200,24 @@ def cold_part(args: argparse.Namespace) -> dict:
     empty = Histories(np.zeros(histories.n_users + 2, dtype=np.int64), np.zeros(0, dtype=np.int64))
     train_only = Histories.from_frame(split.train, ds.n_users)  # what the pipeline knows: no cold item
     data = PipelineData(singles["itemknn"], train_only, ds.items, text_vectors=text)
-    new_user = ScenarioConfig(sources=(SourceConfig("popular", n=100), SourceConfig("new_items", n=20)),
-                              ranker="fusion", fallback=("popular", "new_items"))
+    new_user = {  # no time decay: this data's times are positions in each sequence, not a clock
+        "new_user: popular": ScenarioConfig(sources=(SourceConfig("popular", n=50),), ranker="fusion",
+                                            fallback=("popular", "new_items")),
+        "new_user: popular + new items": ScenarioConfig(
+            sources=(SourceConfig("popular", n=50), SourceConfig("new_items", n=50)), ranker="fusion"),
+    }
     home = ScenarioConfig(sources=(SourceConfig("cooccurrence", n=100), SourceConfig("content", n=100),
                                    SourceConfig("new_items", n=100), SourceConfig("popular", n=50)),
                           ranker="fusion", fallback=("popular", "new_items"))
-    new_user_pipe, home_pipe = build_pipeline(new_user, data), build_pipeline(home, data)
+    new_user_pipes = {name: build_pipeline(config, data) for name, config in new_user.items()}
+    home_pipe = build_pipeline(home, data)
     out["new_users"], out["known_users"] = {}, {}
     for group, part in groups.items():
         users = np.flatnonzero(part.lengths() > 0)
-        lists = pipeline_lists(new_user_pipe, {"x": RerankConfig()}, empty, users, 10)["x"]
-        out["new_users"].setdefault("pipeline new_user (popular + new items)", {})[group] = row(
-            list_eval(precomputed(lists), empty, part, ds.n_items, ks=(10,)))
-        out["new_users"].setdefault("pop", {})[group] = row(full_ranking_eval(singles["pop"], empty, part, ks=(10,)))
+        for name, pipe in new_user_pipes.items():
+            lists = pipeline_lists(pipe, {"x": RerankConfig()}, empty, users, 10)["x"]
+            out["new_users"].setdefault(name, {})[group] = row(list_eval(precomputed(lists), empty, part, ds.n_items, ks=(10,)))
+        out["new_users"].setdefault("pop (model)", {})[group] = row(full_ranking_eval(singles["pop"], empty, part, ks=(10,)))
         lists = pipeline_lists(home_pipe, {"x": RerankConfig()}, histories, users, 10)["x"]
         out["known_users"].setdefault("pipeline home (co-occurrence + content + new items + popular)", {})[group] = row(
             list_eval(precomputed(lists), histories, part, ds.n_items, ks=(10,)))
@@ -213,21 +233,22 @@ def plot(doc: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sweep = doc["sweep"]
-    weights = list(sweep)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("ild@10", "coverage@10"), strict=True):
-        xs, ys = [sweep[w][metric] for w in weights], [sweep[w]["ndcg@10"] for w in weights]
-        ax.plot(xs, ys, "o-", label="pipeline, MMR weight")
-        for w, x, y in zip(weights, xs, ys, strict=True):
-            ax.annotate(w, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ax.axhline(0.95 * sweep["0.0"]["ndcg@10"], color="grey", ls="--", lw=1, label="5% below diversity 0")
+        for ranker, sweep in doc["sweeps"].items():
+            weights = list(sweep)
+            xs, ys = [sweep[w][metric] for w in weights], [sweep[w]["ndcg@10"] for w in weights]
+            line, = ax.plot(xs, ys, "o-", ms=4, label=f"pipeline, {ranker} (MMR weight)")
+            for w, x, y in zip(weights, xs, ys, strict=True):
+                ax.annotate(w.rstrip("0").rstrip(".") or "0", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7,
+                            color=line.get_color())
+            ax.axhline(0.95 * sweep["0.00"]["ndcg@10"], color=line.get_color(), ls=":", lw=1)
         for name, r in doc["single"].items():
             ax.plot(r[metric], r["ndcg@10"], "s", label=name)
         ax.set_xlabel(metric)
         ax.set_ylabel("ndcg@10")
         ax.legend(fontsize=7)
-    fig.suptitle("beauty: accuracy against diversity and coverage (leave-one-out, full ranking)")
+    fig.suptitle("beauty: accuracy against diversity and coverage (dotted: 5% below each pipeline at weight 0)")
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
@@ -247,17 +268,20 @@ def markdown(beauty: dict | None, cold: dict | None, meta: dict) -> str:
              "re-ranking and fallback). ILD: 1 - mean pairwise cosine of 64-d SVD item vectors of the training",
              "matrix; MMR uses the same kind of vectors (SVD of the interactions the pipeline knows).", ""]
     if beauty:
-        v = beauty["verdict"]
         lines += ["## beauty: pipeline against single models", "",
-                  f"{beauty['n_users']:,} users, {beauty['n_items']:,} items. sasrec is trained without the refit "
-                  "on validation items (those train the learned ranker).", ""]
+                  f"{beauty['n_users']:,} users, {beauty['n_items']:,} items. sasrec: default config (early stopping, "
+                  "then refit on training + validation items). The learned ranker is fitted on validation targets "
+                  "with features from a sasrec trained without the refit, then applied with the refitted one.", ""]
         lines += table({**beauty["single"], **beauty["pipelines"]}, METRICS)
-        lines += ["", "## beauty: the diversity trade-off (MMR weight, sasrec ranker)", ""]
-        lines += table(beauty["sweep"], METRICS)
-        lines += ["", f"Pipeline at weight 0 against the best single model ({v['best_single']}): "
-                  f"{100 * v['pipeline_vs_best']:+.1f}% NDCG@10. Largest ILD gain within 5% NDCG@10 loss: weight "
-                  f"{v['weight_with_most_ild_at_5pct_loss']}, ILD {100 * v['ild_gain']:+.1f}%, NDCG@10 "
-                  f"{100 * v['ndcg_change']:+.1f}%.", "", "![trade-off](results/pipeline/beauty_tradeoff.png)", ""]
+        for ranker, sweep in beauty["sweeps"].items():
+            v = beauty["verdict"][ranker]
+            lines += ["", f"## beauty: the diversity trade-off (MMR weight), pipeline with the {ranker}", ""]
+            lines += table(sweep, METRICS)
+            lines += ["", f"At weight 0 against the best single model ({v['best_single']}): "
+                      f"{100 * v['pipeline_vs_best']:+.1f}% NDCG@10. Largest ILD gain within 5% NDCG@10 loss: weight "
+                      f"{v['weight_with_most_ild_at_5pct_loss']}, ILD {100 * v['ild_gain']:+.1f}%, NDCG@10 "
+                      f"{100 * v['ndcg_change']:+.1f}%."]
+        lines += ["", "![trade-off](results/pipeline/beauty_tradeoff.png)", ""]
     if cold:
         lines += ["## New users and new items: scientific, cold-items split", "",
                   f"{cold['split']}; {cold['n_cold_items']:,} cold items; test targets: "

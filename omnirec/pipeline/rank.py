@@ -65,12 +65,16 @@ class ModelRanker:
 class LearnedRanker:
     """Logistic regression over candidate features, fitted where the truth is known (validation targets).
 
-    Features per candidate: for each source, whether it proposed the item and 1 / rank; log(1 +
-    popularity); and, with a model, its score and that score standardised within the user's candidates.
+    Features per candidate: for each source, whether it proposed the item, 1 / rank and its score (the
+    similarity for co-occurrence and content sources, the decayed count for popular...); log(1 +
+    popularity); any per-item features given (for example the age of the item); and, with a model, its
+    score and that score standardised within the user's candidates.
     """
 
-    def __init__(self, popularity: np.ndarray, model=None, negatives: int = 20, seed: int = 0):  # noqa: ANN001
+    def __init__(self, popularity: np.ndarray, model=None, item_features: np.ndarray | None = None,  # noqa: ANN001
+                 negatives: int = 20, seed: int = 0):
         self.popularity = np.log1p(np.asarray(popularity, dtype=np.float64))
+        self.item_features = item_features  # (I + 1, F) or None
         self.model, self.negatives, self.seed = model, negatives, seed
         self.classifier = None
 
@@ -78,7 +82,10 @@ class LearnedRanker:
         """(B, C, F) candidate features."""
         proposed = (candidates.ranks > 0).astype(np.float32)  # (B, C, S)
         inverse_rank = np.where(candidates.ranks > 0, 1.0 / np.maximum(candidates.ranks, 1), 0.0)
-        parts = [proposed, inverse_rank, self.popularity[candidates.ids][:, :, None]]
+        source_scores = np.nan_to_num(candidates.scores, nan=0.0, neginf=0.0, posinf=0.0)
+        parts = [proposed, inverse_rank, source_scores, self.popularity[candidates.ids][:, :, None]]
+        if self.item_features is not None:
+            parts.append(self.item_features[candidates.ids])
         if self.model is not None:
             with torch.inference_mode():
                 score = self.model.score(batch, items=candidates.ids).float().cpu().numpy()  # (B, C)
