@@ -51,7 +51,7 @@ from omnirec.utils import atomic_write, atomic_write_text
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "pipeline"
 METRICS = ("ndcg@10", "hr@10", "ild@10", "coverage@10", "novelty@10")
-DIVERSITY = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.7)
+DIVERSITY = (0.0, 0.05, 0.1, 0.15, 0.2, 0.225, 0.25, 0.3, 0.4, 0.5, 0.7)
 
 
 def fit_or_load(model: Recommender, train, folder: Path) -> tuple[Recommender, float]:  # noqa: ANN001
@@ -128,7 +128,7 @@ def beauty_part(args: argparse.Namespace) -> dict:
     data = PipelineData(sasrec, histories, ds.items)
     pipes = {"sasrec ranker": build_pipeline(home_scenario(), data), "learned ranker": build_pipeline(home_scenario(), data)}
     pipes["learned ranker"].ranker = ranker
-    reranks = {f"{w:.2f}": RerankConfig(diversity=w) for w in DIVERSITY}
+    reranks = {f"{w:g}": RerankConfig(diversity=w) for w in DIVERSITY}
     sweeps, sweep_s = {}, {}
     for ranker_name, pipe in pipes.items():
         pipe.item_vectors = torch.from_numpy(data.vectors("interactions"))
@@ -144,10 +144,10 @@ def beauty_part(args: argparse.Namespace) -> dict:
     fusion = build_pipeline(home_scenario("fusion"), data)
     fusion_lists = pipeline_lists(fusion, {"0": RerankConfig()}, histories, users, 10)["0"]
     rankers = {
-        "pipeline, sasrec ranker": sweeps["sasrec ranker"]["0.00"],
+        "pipeline, sasrec ranker": sweeps["sasrec ranker"]["0"],
         "pipeline, fusion ranker (RRF)": row(list_eval(precomputed(fusion_lists), histories, targets, ds.n_items,
                                                        ks=(10,), item_users=train.item_users, item_vectors=item_vectors)),
-        "pipeline, learned ranker": sweeps["learned ranker"]["0.00"],
+        "pipeline, learned ranker": sweeps["learned ranker"]["0"],
     }
     return {"dataset": "beauty", "n_users": ds.n_users, "n_items": ds.n_items, "single": rows, "best_single": best,
             "pipelines": rankers, "sweeps": sweeps, "sweep_s": sweep_s, "ranker_fit_s": round(ranker_s, 1),
@@ -176,7 +176,7 @@ def fit_learned_ranker(split: Split, ds, sasrec_valid: Recommender, sasrec: Reco
 def verdict(best: dict, sweep: dict, best_name: str) -> dict:
     """The two checks: NDCG at diversity 0 within 3% of the best model; the largest ILD gain with at most
     5% NDCG loss against diversity 0."""
-    base = sweep["0.00"]
+    base = sweep["0"]
     within = [w for w in sweep if sweep[w]["ndcg@10"] >= 0.95 * base["ndcg@10"]]
     top = max(within, key=lambda w: sweep[w]["ild@10"])
     return {"best_single": best_name, "pipeline_vs_best": round(base["ndcg@10"] / best["ndcg@10"] - 1, 4),
@@ -240,9 +240,9 @@ def plot(doc: dict, path: Path) -> None:
             xs, ys = [sweep[w][metric] for w in weights], [sweep[w]["ndcg@10"] for w in weights]
             line, = ax.plot(xs, ys, "o-", ms=4, label=f"pipeline, {ranker} (MMR weight)")
             for w, x, y in zip(weights, xs, ys, strict=True):
-                ax.annotate(w.rstrip("0").rstrip(".") or "0", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7,
+                ax.annotate(w, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7,
                             color=line.get_color())
-            ax.axhline(0.95 * sweep["0.00"]["ndcg@10"], color=line.get_color(), ls=":", lw=1)
+            ax.axhline(0.95 * sweep["0"]["ndcg@10"], color=line.get_color(), ls=":", lw=1)
         for name, r in doc["single"].items():
             ax.plot(r[metric], r["ndcg@10"], "s", label=name)
         ax.set_xlabel(metric)

@@ -194,18 +194,28 @@ class PopularSource:
         self.name = name or self.name
         order = np.argsort(-self.counts[1:], kind="stable") + 1
         self.order = order[self.counts[order] > 0]  # items with any interaction, most popular first
+        self.by_category = {}  # category -> its items, most popular first
+        if categories is not None:
+            cats = categories[self.order]
+            self.by_category = {int(c): self.order[cats == c] for c in np.unique(cats[cats > 0])}
+
+    def _pool(self, batch: UserBatch, row: int, wanted: int) -> tuple[np.ndarray, bool]:
+        """At least `wanted` most popular items for one user (from its categories when it has some)."""
+        if self.categories is not None and batch.indptr[row + 1] > batch.indptr[row]:
+            cats = np.unique(self.categories[recent_items(batch, row, self.recent)])
+            lists = [self.by_category[int(c)][:wanted] for c in cats if int(c) in self.by_category]
+            if lists:
+                pool = np.concatenate(lists)
+                return pool[np.argsort(-self.counts[pool], kind="stable")], True
+        return self.order[:wanted], False
 
     def retrieve(self, batch: UserBatch, n: int) -> SourceHits:
         out = empty_hits(len(batch), n)
         for row in range(len(batch)):
             seen = batch.items[batch.indptr[row] : batch.indptr[row + 1]]
-            pool = self.order
-            if self.categories is not None and len(seen):
-                wanted = np.unique(self.categories[recent_items(batch, row, self.recent)])
-                in_cats = pool[np.isin(self.categories[pool], wanted[wanted > 0])]
-                pool = in_cats if len(in_cats) else pool
+            pool, by_category = self._pool(batch, row, n + len(seen))
             pool = pool[~np.isin(pool, seen)][:n]
-            cats = self.categories[pool] if self.categories is not None and len(seen) else np.zeros(len(pool), dtype=np.int64)
+            cats = self.categories[pool] if by_category else np.zeros(len(pool), dtype=np.int64)
             values = self.counts[pool].astype(np.float32)
             _fill(out, row, (pool, values, cats, values))
         return out

@@ -20,7 +20,7 @@ from omnirec.pipeline.pipeline import Pipeline, Rules, merge
 from omnirec.pipeline.rank import LearnedRanker, ModelRanker
 from omnirec.pipeline.rerank import RerankConfig, mmr
 from omnirec.pipeline.scenario import PipelineData, ScenarioConfig, SourceConfig, build_pipeline, parse_scenarios
-from omnirec.pipeline.sources import ModelSource, SourceHits
+from omnirec.pipeline.sources import ModelSource, PopularSource, SourceHits, decayed_counts
 
 
 @pytest.fixture(scope="module")
@@ -278,3 +278,17 @@ def test_the_example_scenarios_file_runs(tmp_path, tiny_dataset, tiny_split, cap
     for name in ("home", "new_user"):
         assert main([*args, "--scenario", name, "--user", tiny_dataset.users.labels[1]]) == 0
         assert len(json.loads(capsys.readouterr().out)["items"]) == 10
+
+
+def test_popular_decays_with_time_and_follows_the_users_categories():
+    items, times = np.array([1, 1, 2, 3]), np.array([0, 10, 20, 20])
+    counts = decayed_counts(items, times, n_items=3, half_life=10.0)
+    assert counts.tolist() == pytest.approx([0.0, 0.25 + 0.5, 1.0, 1.0])  # now = 20
+    assert decayed_counts(items, times, 3, half_life=0.0).tolist() == [0, 2, 1, 1]
+    categories = np.array([0, 1, 2, 2, 1])
+    source = PopularSource(np.array([0, 5.0, 4.0, 3.0, 1.0]), categories, ["", "a", "b"])
+    batch = Histories(np.array([0, 0, 1, 1]), np.array([3])).batch([1, 2])  # user 1 saw item 3 (category b)
+    hits = source.retrieve(batch, 3)
+    assert hits.ids[0].tolist() == [2, 0, 0] and hits.cited[0, 0] == 2  # only category b, item 3 seen
+    assert hits.ids[1].tolist() == [1, 2, 3] and (hits.cited[1] == 0).all()  # no history: overall
+    assert "popular in b" in source.explain(2, 4.0, 1, str)
