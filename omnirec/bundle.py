@@ -39,13 +39,15 @@ FORMAT = "omnirec.bundle/1"
 
 @dataclass
 class Bundle:
-    """model + id maps + histories (every known interaction of each user, time order) + metadata."""
+    """model + id maps + histories (every known interaction of each user, time order) + metadata, and the
+    items' text where the dataset has it (content sources of the final-list pipeline read it)."""
 
     model: Recommender
     users: IdMap
     items: IdMap
     histories: Histories
     meta: dict[str, Any] = field(default_factory=dict)
+    item_text: list[str] | None = None  # by dense id; index 0 is padding
 
     @classmethod
     def create(cls, model: Recommender, dataset: Dataset, metrics: dict[str, float] | None = None,
@@ -53,7 +55,8 @@ class Bundle:
         """Bundle a fitted model with the dataset it was trained on (all its interactions become histories)."""
         meta = {"dataset": dataset.name, "n_users": dataset.n_users, "n_items": dataset.n_items,
                 "metrics": metrics or {}, **(extra or {})}
-        return cls(model, dataset.users, dataset.items, Histories.from_frame(dataset.interactions, dataset.n_users), meta)
+        return cls(model, dataset.users, dataset.items, Histories.from_frame(dataset.interactions, dataset.n_users), meta,
+                   dataset.item_text)
 
     def save(self, path: str | Path) -> None:
         """Write the bundle folder `path`, replacing an existing one only once the new one is complete."""
@@ -86,6 +89,9 @@ class Bundle:
             arrays["times"] = self.histories.times
         atomic_savez(folder / "histories.npz", arrays)
         files = ["model/model.json", "model/state.npz", "users.json", "items.json", "histories.npz"]
+        if self.item_text is not None:
+            atomic_write_text(folder / "item_text.json", json.dumps(self.item_text))
+            files.append("item_text.json")
         document = {
             "format": FORMAT, "model": self.model.name, "config": to_dict(self.model.config),
             "config_hash": config_hash(self.model.config), **self.meta,
@@ -113,7 +119,8 @@ class Bundle:
         with np.load(path / "histories.npz", allow_pickle=False) as npz:
             histories = Histories(npz["indptr"], npz["items"], npz["times"] if "times" in npz.files else None)
         meta = {k: v for k, v in document.items() if k not in ("format", "model", "config", "config_hash", "sha256")}
-        return cls(model, IdMap.load(path / "users.json"), IdMap.load(path / "items.json"), histories, meta)
+        text = json.loads((path / "item_text.json").read_text()) if "item_text.json" in document["sha256"] else None
+        return cls(model, IdMap.load(path / "users.json"), IdMap.load(path / "items.json"), histories, meta, text)
 
     def recommend(
         self, user: str | None, k: int = 10, exclude_seen: bool = True, query: str | None = None,

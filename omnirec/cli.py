@@ -222,6 +222,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _text_vectors(bundle: Bundle, scenario: Any) -> np.ndarray | None:  # noqa: ANN401 - a ScenarioConfig
+    """Item text embeddings for scenarios that read text: a textseq bundle's own, else the bundle's item
+    text through the default sentence encoder (cached on disk after the first time)."""
+    kinds = {s.kind for s in scenario.sources} | set(scenario.fallback)
+    needs = bool(kinds & {"content", "new_items"}) or scenario.diversity_vectors == "text"
+    text = getattr(getattr(bundle.model, "module", None), "text", None)  # textseq keeps its items' vectors
+    if text is not None:
+        return text.detach().cpu().numpy()
+    if not needs:
+        return None
+    if bundle.item_text is None:
+        raise SystemExit("error: this scenario has content or new_items sources, and the bundle has no item text "
+                         "(train on data with item text)")
+    from omnirec.features.text import TextEncoderConfig, encode_texts
+
+    return encode_texts(bundle.item_text, TextEncoderConfig(progress=False))
+
+
 def _scenario_lists(args: argparse.Namespace) -> int:
     """The final list of a scenario (sources, ranking, re-ranking, fallback) with a reason per item."""
     from omnirec.pipeline.scenario import PipelineData, build_pipeline, load_scenarios
@@ -234,10 +252,9 @@ def _scenario_lists(args: argparse.Namespace) -> int:
     if args.query is not None:
         raise SystemExit("error: --query is not part of scenarios yet; use it without --scenario")
     bundle = Bundle.load(args.bundle)
-    text = getattr(getattr(bundle.model, "module", None), "text", None)  # textseq keeps its items' text vectors
-    data = PipelineData(bundle.model, bundle.histories, bundle.items,
-                        text_vectors=None if text is None else text.detach().cpu().numpy())
-    pipeline = build_pipeline(scenarios[args.scenario], data)
+    scenario = scenarios[args.scenario]
+    data = PipelineData(bundle.model, bundle.histories, bundle.items, text_vectors=_text_vectors(bundle, scenario))
+    pipeline = build_pipeline(scenario, data)
     if args.item is not None:  # an item page: the viewed item is the history
         if args.item not in bundle.items:
             print(f"error: item {args.item!r} is not in this bundle ({len(bundle.items):,} items)", file=sys.stderr)

@@ -292,3 +292,17 @@ def test_popular_decays_with_time_and_follows_the_users_categories():
     assert hits.ids[0].tolist() == [2, 0, 0] and hits.cited[0, 0] == 2  # only category b, item 3 seen
     assert hits.ids[1].tolist() == [1, 2, 3] and (hits.cited[1] == 0).all()  # no history: overall
     assert "popular in b" in source.explain(2, 4.0, 1, str)
+
+
+def test_cli_content_scenario_reads_the_bundles_item_text(tmp_path, tiny_dataset, tiny_split, capsys, monkeypatch):
+    monkeypatch.setenv("OMNIREC_CACHE", str(tmp_path / "cache"))
+    model = ItemKNN().fit(tiny_split.train_data())
+    Bundle.create(model, tiny_dataset).save(tmp_path / "bundle")
+    assert Bundle.load(tmp_path / "bundle").item_text == tiny_dataset.item_text
+    (tmp_path / "s.toml").write_text('[scenarios.similar]\nranker = "fusion"\n'
+                                     'sources = [{kind = "content", n = 20, recent = 1}]\n')
+    item = tiny_dataset.items.labels[0]
+    assert main(["recommend", "--bundle", str(tmp_path / "bundle"), "--scenarios", str(tmp_path / "s.toml"),
+                 "--scenario", "similar", "--item", item, "--json", "-k", "5"]) == 0
+    rows = json.loads(capsys.readouterr().out)["items"]
+    assert len(rows) == 5 and all(row["sources"] == ["content"] and item in row["reason"] for row in rows)
