@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -297,6 +298,24 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP API over a bundle."""
+    import os
+
+    import uvicorn
+
+    from omnirec.serve.app import ServeConfig, create_app
+
+    if not (Path(args.bundle) / "bundle.json").exists():
+        raise SystemExit(f"error: {args.bundle}: not a bundle folder (no bundle.json); write one with `omnirec train`")
+    key = os.environ.get("OMNIREC_API_KEY", "")
+    if not key:
+        print("note: OMNIREC_API_KEY is not set: feedback, deletion and reload are refused", file=sys.stderr)
+    config = ServeConfig(bundle=args.bundle, store=args.store, scenarios=args.config or "", api_key=key)
+    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of `omnirec`."""
     parser = argparse.ArgumentParser(prog="omnirec", description="omnirec: recommender systems, end to end")
@@ -350,6 +369,14 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--scenarios", help="the TOML file declaring the scenarios ([scenarios.<name>] tables)")
     r.add_argument("--json", action="store_true", help="print JSON")
     r.set_defaults(func=cmd_recommend)
+    s = sub.add_parser("serve", help="the HTTP API over a bundle (key for writes: $OMNIREC_API_KEY)")
+    s.add_argument("--bundle", required=True, help="a folder written by `omnirec train`")
+    s.add_argument("--config", help="scenarios TOML (default: built-in `home` and `similar`)")
+    s.add_argument("--store", default="omnirec-events.db", help="SQLite file or postgresql:// URL (default: %(default)s)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--quiet", action="store_true", help="log warnings only")
+    s.set_defaults(func=cmd_serve)
     return parser
 
 

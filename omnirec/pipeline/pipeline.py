@@ -95,6 +95,12 @@ class Pipeline:
     Rules name items by dense id (`resolve_rules` turns external ids into these).
     """
 
+    def with_rules(self, blocked: frozenset[int]) -> Pipeline:
+        """The same pipeline with more items blocked (a request's own exclusions)."""
+        other = copy.copy(self)
+        other.rules = Rules(self.rules.blocked | blocked, self.rules.boosted, self.rules.pins)
+        return other
+
     def with_rerank(self, rerank: RerankConfig) -> Pipeline:
         """The same pipeline with other re-rank settings (same sources, ranker and rules)."""
         other = copy.copy(self)

@@ -1,0 +1,1 @@
+"""Serving: the event store, the service over a bundle, the HTTP app."""

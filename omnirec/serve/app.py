@@ -1,0 +1,248 @@
+"""The HTTP API: `create_app(ServeConfig(...))` returns a FastAPI app whose lifespan loads the bundle (nothing
+is loaded at import). Write and admin endpoints need the API key (header `X-API-Key`, compared in
+constant time); without a configured key they are refused. Every error is a JSON body with a `detail`
+message and a 4xx status, or a 500 without internals.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from omnirec.serve.service import NotFound, Service
+from omnirec.serve.store import Event, open_store
+
+log = logging.getLogger("omnirec.serve")
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """bundle: folder written by `omnirec train`; scenarios: TOML (default: built-in `home` and `similar`);
+    store: SQLite path or PostgreSQL URL; api_key: required by writes ("" = writes refused)."""
+
+    bundle: str
+    store: str = "omnirec-events.db"
+    scenarios: str = ""
+    api_key: str = ""
+    max_k: int = 100
+    max_history: int = 500
+    max_body_bytes: int = 256 * 1024
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: Id | None = None
+    items: list[Id] | None = Field(None, max_length=500, description="an anonymous history, oldest first")
+    scenario: Annotated[str, Field(min_length=1, max_length=64)] = "home"
+    k: int = Field(10, ge=1, le=100)
+    exclude: list[Id] | None = Field(None, max_length=1000, description="items never to list in this answer")
+
+
+class Listed(BaseModel):
+    item: str
+    score: float | None
+    sources: list[str]
+    reason: str
+
+
+class RecommendResponse(BaseModel):
+    user: str | None
+    scenario: str
+    model: str
+    bundle: str
+    items: list[Listed]
+
+
+class FeedbackEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: Id
+    item: Id
+    type: Literal["view", "click", "purchase", "rating", "skip"] = "click"
+    value: float | None = Field(None, ge=-1e9, le=1e9)
+    time: int | None = Field(None, ge=0, le=2**62, description="Unix seconds; default: when stored")
+    key: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(None, description="idempotency key")
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[FeedbackEvent] = Field(min_length=1, max_length=1000)
+
+
+class FeedbackResponse(BaseModel):
+    stored: int
+    duplicates: int
+
+
+class ItemResponse(BaseModel):
+    item: str
+    interactions: int
+    text: str | None
+
+
+class DeleteResponse(BaseModel):
+    user: str
+    events_removed: int
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bundle: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+
+
+class ReloadResponse(BaseModel):
+    bundle: str
+    model: str
+    items: int
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    items: int
+    users: int
+    loaded_at: float
+
+
+def get_service(request: Request) -> Service:
+    """The app's service (a dependency of every endpoint)."""
+    return request.app.state.service
+
+
+Svc = Annotated[Service, Depends(get_service)]
+
+
+def _metrics(registry: CollectorRegistry) -> dict:
+    return {
+        "requests": Counter("omnirec_requests", "HTTP requests", ["path", "status"], registry=registry),
+        "latency": Histogram("omnirec_request_seconds", "request latency", ["path"], registry=registry,
+                             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)),
+        "events": Counter("omnirec_feedback_events", "feedback events stored", registry=registry),
+        "reloads": Counter("omnirec_reloads", "bundle swaps", registry=registry),
+        "items": Gauge("omnirec_catalogue_items", "items in the loaded bundle", registry=registry),
+    }
+
+
+def create_app(config: ServeConfig) -> FastAPI:
+    """The app; the bundle is loaded when the server starts (lifespan), not here."""
+    registry = CollectorRegistry()
+    metrics = _metrics(registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # noqa: ANN202
+        store = open_store(config.store)
+        app.state.service = Service(config.bundle, store, config.scenarios or None, config.max_k, config.max_history)
+        metrics["items"].set(len(app.state.service.current.bundle.items))
+        yield
+        store.close()
+
+    app = FastAPI(title="omnirec", version="0.1.0", lifespan=lifespan,
+                  description="Recommendations with reasons, feedback, deletion and model swap.")
+
+    def require_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
+        if not config.api_key:
+            raise HTTPException(403, "writes are disabled: the server was started without an API key")
+        if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), config.api_key.encode()):
+            raise HTTPException(401, "missing or wrong X-API-Key")
+
+    _add_middleware(app, config, metrics)
+    _add_error_handlers(app)
+
+    @app.post("/recommend", response_model=RecommendResponse)
+    def recommend(body: RecommendRequest, svc: Svc) -> dict:
+        # an anonymous visitor without history is answered by the scenario's fallback chain
+        return svc.recommend(body.user, body.items, body.scenario, min(body.k, config.max_k), body.exclude)
+
+    @app.get("/items/{item_id}", response_model=ItemResponse)
+    def item(item_id: Id, svc: Svc) -> dict:
+        return svc.item(item_id)
+
+    @app.get("/items/{item_id}/similar", response_model=RecommendResponse)
+    def similar(item_id: Id, svc: Svc, k: Annotated[int, Query(ge=1, le=100)] = 10) -> dict:
+        return svc.similar(item_id, k)
+
+    @app.post("/feedback", response_model=FeedbackResponse, dependencies=[Depends(require_key)])
+    def feedback(body: FeedbackRequest, svc: Svc,
+                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> dict:
+        events = [Event(e.user, e.item, e.type, e.value, e.time or 0,
+                        e.key or (f"{idempotency_key}:{i}" if idempotency_key else None))
+                  for i, e in enumerate(body.events)]
+        result = svc.feedback(events)
+        metrics["events"].inc(result["stored"])
+        return result
+
+    @app.delete("/users/{user_id}", response_model=DeleteResponse, dependencies=[Depends(require_key)])
+    def delete_user(user_id: Id, svc: Svc) -> dict:
+        return svc.delete_user(user_id)
+
+    @app.post("/admin/reload", response_model=ReloadResponse, dependencies=[Depends(require_key)])
+    def reload(svc: Svc, body: ReloadRequest | None = None) -> dict:
+        path = body.bundle if body is not None else None
+        if path is not None and not (Path(path) / "bundle.json").exists():
+            raise HTTPException(400, f"{path}: not a bundle folder (no bundle.json)")
+        result = svc.reload(path)
+        metrics["reloads"].inc()
+        metrics["items"].set(result["items"])
+        return result
+
+    @app.get("/health", response_model=Health)
+    def health(svc: Svc) -> dict:
+        b = svc.current.bundle
+        return {"status": "ok", "model": b.model.name, "items": len(b.items), "users": len(b.users),
+                "loaded_at": svc.current.loaded_at}
+
+    @app.get("/metrics", response_class=Response)
+    def prometheus() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse((Path(__file__).parent / "page.html").read_text(encoding="utf-8"))
+
+    return app
+
+
+def _add_middleware(app: FastAPI, config: ServeConfig, metrics: dict) -> None:
+    @app.middleware("http")
+    async def bounded_and_measured(request: Request, call_next):  # noqa: ANN001, ANN202
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > config.max_body_bytes):
+            return JSONResponse({"detail": f"request body over {config.max_body_bytes} bytes"}, status_code=413)
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics["requests"].labels(path, str(response.status_code)).inc()
+        metrics["latency"].labels(path).observe(time.perf_counter() - start)
+        return response
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> JSONResponse:  # noqa: ARG001
+        return JSONResponse({"detail": str(exc.args[0])}, status_code=404)
+
+    @app.exception_handler(ValueError)
+    async def bad_value(request: Request, exc: ValueError) -> JSONResponse:  # noqa: ARG001
+        return JSONResponse({"detail": str(exc.args[0]) if exc.args else "bad request"}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:  # noqa: ARG001
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)

@@ -1,0 +1,161 @@
+"""What the HTTP layer calls: a loaded bundle with its scenario pipelines, the event store, and an atomic
+swap to a new bundle. Histories are read fresh on every request (the bundle's, plus the user's stored
+events), so feedback counts from the next request on.
+
+>>> import tempfile
+>>> from omnirec.data.synthetic import SyntheticConfig, generate
+>>> from omnirec.data.dataset import Dataset
+>>> from omnirec.data.split import split_dataset
+>>> from omnirec.bundle import Bundle
+>>> from omnirec.models import ItemKNN
+>>> ds = Dataset.from_frames(*generate(SyntheticConfig(n_users=40, n_items=200)))
+>>> folder = tempfile.mkdtemp() + "/b"
+>>> Bundle.create(ItemKNN().fit(split_dataset(ds).train_data()), ds).save(folder)
+>>> service = Service(folder, store=open_store(":memory:"))
+>>> len(service.recommend(user=ds.users.labels[0], k=5)["items"])
+5
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omnirec.bundle import Bundle
+from omnirec.features.sequences import UserBatch
+from omnirec.pipeline.pipeline import Pipeline
+from omnirec.pipeline.scenario import PipelineData, ScenarioConfig, SourceConfig, build_pipeline, load_scenarios
+from omnirec.serve.store import POSITIVE, Event, EventStore, open_store
+
+DEFAULT_SCENARIOS = {
+    "home": ScenarioConfig(sources=(SourceConfig("model", n=200), SourceConfig("cooccurrence", n=100),
+                                    SourceConfig("popular", n=50)), ranker="model", fallback=("popular",)),
+    "similar": ScenarioConfig(sources=(SourceConfig("cooccurrence", n=50, recent=1),), ranker="fusion",
+                              fallback=("popular",)),
+}
+
+
+class NotFound(LookupError):
+    """An id the service does not know (a 404)."""
+
+
+@dataclass
+class Loaded:
+    """One bundle and everything built from it; replaced as a whole on reload."""
+
+    bundle: Bundle
+    pipelines: dict[str, Pipeline]
+    data: PipelineData
+    path: str
+    loaded_at: float
+
+
+def load(path: str | Path, scenarios: dict[str, ScenarioConfig]) -> Loaded:
+    """Read a bundle and build every scenario's pipeline over it."""
+    bundle = Bundle.load(path)
+    text = getattr(getattr(bundle.model, "module", None), "text", None)
+    vectors = None if text is None else text.detach().cpu().numpy()
+    if vectors is None and bundle.item_text is not None and _reads_text(scenarios):
+        from omnirec.features.text import TextEncoderConfig, encode_texts
+
+        vectors = encode_texts(bundle.item_text, TextEncoderConfig(progress=False))
+    data = PipelineData(bundle.model, bundle.histories, bundle.items, text_vectors=vectors)
+    return Loaded(bundle, {name: build_pipeline(s, data) for name, s in scenarios.items()}, data, str(path), time.time())
+
+
+def _reads_text(scenarios: dict[str, ScenarioConfig]) -> bool:
+    return any({s.kind for s in sc.sources} & {"content", "new_items"} or "new_items" in sc.fallback
+               for sc in scenarios.values())
+
+
+class Service:
+    """Recommendations, item look-ups, feedback and deletion over a swappable bundle."""
+
+    def __init__(self, bundle: str | Path, store: EventStore, scenarios: str | Path | None = None,
+                 max_k: int = 100, max_history: int = 500):
+        self.scenarios = load_scenarios(str(scenarios)) if scenarios else dict(DEFAULT_SCENARIOS)
+        self.store, self.max_k, self.max_history = store, max_k, max_history
+        self.current = load(bundle, self.scenarios)
+        self._forgotten = store.deleted_users()
+        self._reload_lock = threading.Lock()
+
+    # -- reads ----------------------------------------------------------------------------------------
+    def history(self, loaded: Loaded, user: str | None, items: list[str] | None) -> np.ndarray:
+        """Dense ids of the request's history: the user's bundle history and stored events (newest last),
+        or the anonymous items given; unknown items are ignored, only the latest `max_history` kept."""
+        dense: list[int] = []
+        if user is not None and user not in self._forgotten and user in loaded.bundle.users:
+            u = loaded.bundle.users.encode([user])[0]
+            h = loaded.bundle.histories
+            dense += h.items[h.indptr[u] : h.indptr[u + 1]].tolist()
+        labels = [e.item for e in self.store.events_of(user) if e.type in POSITIVE] if user is not None else []
+        labels += items or []
+        known = [label for label in labels if label in loaded.bundle.items]
+        dense += [int(i) for i in loaded.bundle.items.encode(known)] if known else []
+        return np.asarray(dense[-self.max_history :], dtype=np.int64)
+
+    def recommend(self, user: str | None = None, items: list[str] | None = None, scenario: str = "home",
+                  k: int = 10, exclude: list[str] | None = None) -> dict[str, Any]:
+        """The scenario's final list for a user (by id) or an anonymous history, with reasons."""
+        loaded = self.current  # one reference for the whole request: a reload cannot change it midway
+        if scenario not in loaded.pipelines:
+            raise NotFound(f"scenario {scenario!r} is not configured; known: {', '.join(loaded.pipelines)}")
+        if not 1 <= k <= self.max_k:
+            raise ValueError(f"k must lie in 1..{self.max_k}, got {k}")
+        history = self.history(loaded, user, items)
+        batch = UserBatch(np.array([0]), np.array([0, len(history)]), history)
+        pipeline = loaded.pipelines[scenario]
+        blocked = [e for e in (exclude or []) if e in loaded.bundle.items]
+        if blocked:
+            pipeline = pipeline.with_rules(frozenset(int(i) for i in loaded.bundle.items.encode(blocked)))
+        [recs] = pipeline.recommend(batch, k=k)
+        name_of = loaded.data.name_of
+        return {"user": user, "scenario": scenario, "model": loaded.bundle.model.name, "bundle": loaded.path,
+                "items": [{"item": name_of(r.item), "score": _finite(r.score), "sources": list(r.sources),
+                           "reason": r.reason} for r in recs]}
+
+    def item(self, item: str) -> dict[str, Any]:
+        """What the service knows of an item."""
+        loaded = self.current
+        if item not in loaded.bundle.items:
+            raise NotFound(f"item {item!r} is not in the catalogue")
+        dense = int(loaded.bundle.items.encode([item])[0])
+        counts = loaded.data.counts(0.0)
+        text = loaded.bundle.item_text[dense] if loaded.bundle.item_text is not None else None
+        return {"item": item, "interactions": int(counts[dense]), "text": text}
+
+    def similar(self, item: str, k: int = 10) -> dict[str, Any]:
+        """Items like `item` (the `similar` scenario, the item as the history)."""
+        if item not in self.current.bundle.items:
+            raise NotFound(f"item {item!r} is not in the catalogue")
+        scenario = "similar" if "similar" in self.current.pipelines else next(iter(self.current.pipelines))
+        return self.recommend(items=[item], scenario=scenario, k=k)
+
+    # -- writes ---------------------------------------------------------------------------------------
+    def feedback(self, events: list[Event]) -> dict[str, int]:
+        """Store events (acknowledged once committed); a user who sends feedback after deletion is back."""
+        stored = self.store.add(events)
+        return {"stored": sum(stored), "duplicates": len(stored) - sum(stored)}
+
+    def delete_user(self, user: str) -> dict[str, Any]:
+        """Forget a user: stored events removed, bundle history ignored now and left out of retraining."""
+        removed = self.store.delete_user(user)
+        self._forgotten = self._forgotten | {user}
+        return {"user": user, "events_removed": removed}
+
+    def reload(self, path: str | Path | None = None) -> dict[str, Any]:
+        """Load a bundle (default: the current path again) and swap it in atomically."""
+        with self._reload_lock:
+            fresh = load(path or self.current.path, self.scenarios)
+            self.current = fresh  # a single reference assignment: requests see the old or the new, whole
+        return {"bundle": fresh.path, "model": fresh.bundle.model.name, "items": len(fresh.bundle.items)}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
