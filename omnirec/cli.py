@@ -195,8 +195,8 @@ def _start_from_bundle(model: Recommender, path: str) -> Recommender:
         raise SystemExit(f"error: --init-from {path}: {exc}") from exc
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train one model from a TOML config, evaluate it on the test split, save a bundle."""
+def _train_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], str, tuple[int, ...], Dataset, CleanConfig]:
+    """The parsed training config, the bundle folder, the cut-offs, the dataset and its cleaning."""
     config = _read_train_config(args.config)
     out = args.out or config.get("out")
     if not out:
@@ -208,18 +208,51 @@ def cmd_train(args: argparse.Namespace) -> int:
     source = from_dict(DataConfig, config.get("data", {}), where="[data]")
     clean = from_dict(CleanConfig, config.get("clean", {}), where="[clean]")
     dataset = _load_for_evaluate(argparse.Namespace(**{k: v or None for k, v in dataclasses.asdict(source).items()}), clean)
+    return config, out, ks, dataset, clean
+
+
+def _train_and_save(config: dict[str, Any], dataset: Dataset, out: str, ks: tuple[int, ...], args: argparse.Namespace,
+                    extra: dict[str, Any] | None = None, split: Split | None = None) -> None:
     name = config["model"]
     model = build_models([name], config.get("models", {}), dataset)[name]
     model = _with_train_options(model, args.checkpoint_dir, args.quiet)
-    if args.init_from:
+    if getattr(args, "init_from", None):
         model = _start_from_bundle(model, args.init_from)
-    report = run_experiment(dataset, {name: model}, ks=ks, progress=not args.quiet)
+    report = run_experiment(dataset, {name: model}, ks=ks, split=split, progress=not args.quiet)
     document = report.to_json()
     _print_summary(dataset, document)
-    extra = {"protocol": document["protocol"], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "training": getattr(model, "training", {}), "history": getattr(model, "history", [])}
-    Bundle.create(model, dataset, document["results"][name], extra).save(out)
+    meta = {"protocol": document["protocol"], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "training": getattr(model, "training", {}), "history": getattr(model, "history", []), **(extra or {})}
+    Bundle.create(model, dataset, document["results"][name], meta).save(out)
     print(f"saved bundle to {out}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one model from a TOML config, evaluate it on the test split, save a bundle."""
+    config, out, ks, dataset, _ = _train_inputs(args)
+    _train_and_save(config, dataset, out, ks, args)
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    """Train again on the base data plus the stored feedback (deleted users left out), then optionally
+    tell a running server to swap to the new bundle."""
+    from omnirec.serve.retrain import request_reload, with_feedback
+    from omnirec.serve.store import open_store
+
+    config, out, ks, dataset, clean = _train_inputs(args)
+    store = open_store(args.store)
+    try:
+        dataset, summary = with_feedback(dataset, store, clean)
+    finally:
+        store.close()
+    print(f"retraining on {summary['base']:,} base interactions (minus {summary['dropped']:,} of "
+          f"{summary['deleted_users']:,} deleted users) and {summary['events']:,} stored events", file=sys.stderr)
+    # users known only from a little feedback are trained on, not evaluated
+    split = split_dataset(dataset, "loo", short_users="train")
+    _train_and_save(config, dataset, out, ks, args, {"retrain": summary}, split)
+    if args.reload:
+        print(json.dumps(request_reload(args.reload, out)))
     return 0
 
 
@@ -369,6 +402,14 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--scenarios", help="the TOML file declaring the scenarios ([scenarios.<name>] tables)")
     r.add_argument("--json", action="store_true", help="print JSON")
     r.set_defaults(func=cmd_recommend)
+    rt = sub.add_parser("retrain", help="train again on the base data plus the stored feedback; swap it into a server")
+    rt.add_argument("--config", required=True, help="the training TOML (model, [data], [models.<name>])")
+    rt.add_argument("--store", required=True, help="the server's event store: SQLite file or postgresql:// URL")
+    rt.add_argument("--out", help="the new bundle folder (overrides the config's out)")
+    rt.add_argument("--reload", help="a running server's base URL: ask it to swap to the new bundle ($OMNIREC_API_KEY)")
+    rt.add_argument("--checkpoint-dir", help="write checkpoints here and resume from one found there")
+    rt.add_argument("--quiet", action="store_true", help="no progress bars")
+    rt.set_defaults(func=cmd_retrain)
     s = sub.add_parser("serve", help="the HTTP API over a bundle (key for writes: $OMNIREC_API_KEY)")
     s.add_argument("--bundle", required=True, help="a folder written by `omnirec train`")
     s.add_argument("--config", help="scenarios TOML (default: built-in `home` and `similar`)")

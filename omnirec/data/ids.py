@@ -49,14 +49,19 @@ class IdMap:
 
     def encode(self, values: Iterable[str] | pl.Series, unknown: str = "raise") -> np.ndarray:
         """Dense ids of `values`; `unknown='raise'` names the first unseen id, `'zero'` maps it to 0."""
+        if unknown not in ("raise", "zero"):
+            raise ValueError(f"unknown={unknown!r}; expected 'raise' or 'zero'")
+        if isinstance(values, list | tuple) and len(values) < 1024:  # a request's few ids: dict look-ups
+            out = np.array([self._index.get(str(v), 0) for v in values], dtype=np.int64)
+            if unknown == "raise" and (out == 0).any():
+                raise UnknownIdError(f"unknown id {values[int(np.flatnonzero(out == 0)[0])]!r} (the map holds {len(self)} ids)")
+            return out
         series = values if isinstance(values, pl.Series) else pl.Series(list(values), dtype=pl.String)
         mapped = series.cast(pl.String).replace_strict(self._index, default=0, return_dtype=pl.Int64)
         out = mapped.to_numpy()
         if unknown == "raise" and (out == 0).any():
             bad = series[int(np.flatnonzero(out == 0)[0])]
             raise UnknownIdError(f"unknown id {bad!r} (the map holds {len(self)} ids)")
-        if unknown not in ("raise", "zero"):
-            raise ValueError(f"unknown={unknown!r}; expected 'raise' or 'zero'")
         return out
 
     def decode(self, ids: Iterable[int]) -> list[str]:

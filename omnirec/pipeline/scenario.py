@@ -39,7 +39,7 @@ from omnirec.pipeline.pipeline import Pipeline, Rules
 from omnirec.pipeline.rank import FusionRanker, ModelRanker
 from omnirec.pipeline.rerank import RerankConfig
 from omnirec.pipeline.sources import (
-    CooccurrenceSource, EmbeddingSource, ModelSource, NewItemSource, PopularSource, Source, decayed_counts,
+    CooccurrenceSource, EmbeddingSource, ModelSource, NewItemSource, PopularSource, ScoreCache, Source, decayed_counts,
 )
 
 SOURCE_KINDS = ("model", "cooccurrence", "embedding", "content", "popular", "new_items")
@@ -178,8 +178,12 @@ class PipelineData:
         vectors = self.vectors(what)
         return self.cached(f"index:{what}", lambda: VectorIndex(vectors[1:], ids=np.arange(1, len(vectors)), config=self.index))
 
+    def scorer(self) -> ScoreCache:
+        """The model behind a score cache shared by the sources and rankers built from this data."""
+        return self.cached("scorer", lambda: ScoreCache(self.model))
+
     def name_of(self, item: int) -> str:
-        return self.names[item] if self.names is not None else self.items.labels[item - 1]
+        return self.names[item] if self.names is not None else self.items.decode([item])[0]
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -192,7 +196,7 @@ def build_source(config: SourceConfig, data: PipelineData) -> Source:
     """One source from its config."""
     name = config.name or config.kind
     if config.kind == "model":
-        return ModelSource(data.model, name=name)
+        return ModelSource(data.scorer(), name=name)
     if config.kind == "cooccurrence":
         return CooccurrenceSource(data.similarity(), recent=config.recent, name=name)
     if config.kind in ("embedding", "content"):
@@ -223,7 +227,7 @@ def build_pipeline(scenario: ScenarioConfig, data: PipelineData) -> Pipeline:
     """The pipeline a scenario describes, over `data`."""
     sources = {s.name or s.kind: build_source(s, data) for s in scenario.sources}
     fallback = {name: build_source(SourceConfig(kind=name, n=scenario.k), data) for name in scenario.fallback}
-    ranker = ModelRanker(data.model) if scenario.ranker == "model" else FusionRanker()
+    ranker = ModelRanker(data.scorer()) if scenario.ranker == "model" else FusionRanker()
     vectors = data.vectors(scenario.diversity_vectors) if scenario.rerank.diversity > 0 else None
     first_seen = None
     if scenario.rerank.freshness:

@@ -13,6 +13,7 @@ words, so a reason always restates what the source actually computed.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
@@ -86,11 +87,30 @@ def _fill(out: SourceHits, row: int, found: tuple[np.ndarray, ...]) -> None:
     out.ids[row, :m], out.scores[row, :m], out.cited[row, :m], out.strength[row, :m] = ids, scores, cited, strength
 
 
+class ScoreCache:
+    """A model whose full score matrix for the last batch is kept (per thread), so the `model` source and
+    the model ranker of one request run the model once. Scores are returned as copies."""
+
+    def __init__(self, model: Recommender):
+        self.model, self.name, self.n_items = model, model.name, model.n_items
+        self._last = threading.local()
+
+    def score(self, batch: UserBatch, items: np.ndarray | None = None) -> torch.Tensor:
+        key = (batch.users.tobytes(), batch.indptr.tobytes(), batch.items.tobytes())
+        if getattr(self._last, "key", None) != key:
+            with torch.inference_mode():
+                self._last.scores, self._last.key = self.model.score(batch), key
+        scores = self._last.scores
+        if items is None:
+            return scores.clone()
+        return scores.gather(1, torch.as_tensor(items, dtype=torch.int64, device=scores.device))
+
+
 class ModelSource:
     """A trained model's top-N over the whole catalogue (history masked). Users without history get
     nothing from it: a model's list for them carries no signal, the fallback chain serves them."""
 
-    def __init__(self, model: Recommender, name: str | None = None):
+    def __init__(self, model: Recommender | ScoreCache, name: str | None = None):
         self.model, self.name = model, name or model.name
 
     def retrieve(self, batch: UserBatch, n: int) -> SourceHits:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
+import torch
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -39,6 +40,7 @@ class ServeConfig:
     max_k: int = 100
     max_history: int = 500
     max_body_bytes: int = 256 * 1024
+    threads: int = 1  # torch threads; one request at a time per process is fastest on small CPUs (0 = leave)
 
 
 class RecommendRequest(BaseModel):
@@ -141,6 +143,8 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
+        if config.threads:
+            torch.set_num_threads(config.threads)
         store = open_store(config.store)
         app.state.service = Service(config.bundle, store, config.scenarios or None, config.max_k, config.max_history)
         metrics["items"].set(len(app.state.service.current.bundle.items))
@@ -159,17 +163,19 @@ def create_app(config: ServeConfig) -> FastAPI:
     _add_middleware(app, config, metrics)
     _add_error_handlers(app)
 
+    # Reads are short and CPU-bound: they run on the event loop one at a time (threads would only fight
+    # over the GIL and the CPU); writes wait on the disk and run in the thread pool.
     @app.post("/recommend", response_model=RecommendResponse)
-    def recommend(body: RecommendRequest, svc: Svc) -> dict:
+    async def recommend(body: RecommendRequest, svc: Svc) -> dict:
         # an anonymous visitor without history is answered by the scenario's fallback chain
         return svc.recommend(body.user, body.items, body.scenario, min(body.k, config.max_k), body.exclude)
 
     @app.get("/items/{item_id}", response_model=ItemResponse)
-    def item(item_id: Id, svc: Svc) -> dict:
+    async def item(item_id: Id, svc: Svc) -> dict:
         return svc.item(item_id)
 
     @app.get("/items/{item_id}/similar", response_model=RecommendResponse)
-    def similar(item_id: Id, svc: Svc, k: Annotated[int, Query(ge=1, le=100)] = 10) -> dict:
+    async def similar(item_id: Id, svc: Svc, k: Annotated[int, Query(ge=1, le=100)] = 10) -> dict:
         return svc.similar(item_id, k)
 
     @app.post("/feedback", response_model=FeedbackResponse, dependencies=[Depends(require_key)])
