@@ -226,9 +226,12 @@ class Pipeline:
         return [pinned[i] if i in self.rules.pins else by_item[i] for i in order.tolist()]
 
     def _describe(self, cands: Candidates, row: int, pos: int, score: float, names: list[str], explain: bool) -> Recommendation:
-        """The item at candidate position `pos`: its sources, and the reason of the source that ranked it best."""
+        """The item at candidate position `pos`: its sources, and the reason of the source that ranked it best
+        among those citing evidence from the user's own history (else among all that proposed it)."""
         proposed = np.flatnonzero(cands.ranks[row, pos] > 0)
-        best = proposed[np.argmin(cands.ranks[row, pos, proposed])]
+        citing = proposed[cands.cited[row, pos, proposed] > 0]
+        pool = citing if len(citing) else proposed
+        best = pool[np.argmin(cands.ranks[row, pos, pool])]
         cited, strength, rank = int(cands.cited[row, pos, best]), float(cands.strength[row, pos, best]), int(cands.ranks[row, pos, best])
         item = int(cands.ids[row, pos])
         reason = self.sources[names[best]].explain(cited, strength, rank, self.name_of) if explain else ""

@@ -73,7 +73,7 @@ class FeedbackEvent(BaseModel):
     item: Id
     type: Literal["view", "click", "purchase", "rating", "skip"] = "click"
     value: float | None = Field(None, ge=-1e9, le=1e9)
-    time: int | None = Field(None, ge=0, le=2**62, description="Unix seconds; default: when stored")
+    time: int | None = Field(None, ge=0, le=10**12, description="Unix seconds; default: when stored")
     key: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(None, description="idempotency key")
 
 
@@ -107,6 +107,19 @@ class ReloadResponse(BaseModel):
     bundle: str
     model: str
     items: int
+
+
+class ErrorBody(BaseModel):
+    detail: str | list[dict]
+
+
+def _errors(*codes: int) -> dict[int, dict]:
+    """OpenAPI entries for the error statuses a route can answer."""
+    return {code: {"model": ErrorBody} for code in codes}
+
+
+READ_ERRORS = _errors(400, 404, 413, 422)
+WRITE_ERRORS = _errors(400, 401, 403, 404, 413, 422)
 
 
 class Health(BaseModel):
@@ -165,20 +178,20 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     # Reads are short and CPU-bound: they run on the event loop one at a time (threads would only fight
     # over the GIL and the CPU); writes wait on the disk and run in the thread pool.
-    @app.post("/recommend", response_model=RecommendResponse)
+    @app.post("/recommend", response_model=RecommendResponse, responses=READ_ERRORS)
     async def recommend(body: RecommendRequest, svc: Svc) -> dict:
         # an anonymous visitor without history is answered by the scenario's fallback chain
         return svc.recommend(body.user, body.items, body.scenario, min(body.k, config.max_k), body.exclude)
 
-    @app.get("/items/{item_id}", response_model=ItemResponse)
+    @app.get("/items/{item_id}", response_model=ItemResponse, responses=READ_ERRORS)
     async def item(item_id: Id, svc: Svc) -> dict:
         return svc.item(item_id)
 
-    @app.get("/items/{item_id}/similar", response_model=RecommendResponse)
+    @app.get("/items/{item_id}/similar", response_model=RecommendResponse, responses=READ_ERRORS)
     async def similar(item_id: Id, svc: Svc, k: Annotated[int, Query(ge=1, le=100)] = 10) -> dict:
         return svc.similar(item_id, k)
 
-    @app.post("/feedback", response_model=FeedbackResponse, dependencies=[Depends(require_key)])
+    @app.post("/feedback", response_model=FeedbackResponse, dependencies=[Depends(require_key)], responses=WRITE_ERRORS)
     def feedback(body: FeedbackRequest, svc: Svc,
                  idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> dict:
         events = [Event(e.user, e.item, e.type, e.value, e.time or 0,
@@ -188,15 +201,15 @@ def create_app(config: ServeConfig) -> FastAPI:
         metrics["events"].inc(result["stored"])
         return result
 
-    @app.delete("/users/{user_id}", response_model=DeleteResponse, dependencies=[Depends(require_key)])
+    @app.delete("/users/{user_id}", response_model=DeleteResponse, dependencies=[Depends(require_key)], responses=WRITE_ERRORS)
     def delete_user(user_id: Id, svc: Svc) -> dict:
         return svc.delete_user(user_id)
 
-    @app.post("/admin/reload", response_model=ReloadResponse, dependencies=[Depends(require_key)])
+    @app.post("/admin/reload", response_model=ReloadResponse, dependencies=[Depends(require_key)], responses=WRITE_ERRORS)
     def reload(svc: Svc, body: ReloadRequest | None = None) -> dict:
         path = body.bundle if body is not None else None
         if path is not None and not (Path(path) / "bundle.json").exists():
-            raise HTTPException(400, f"{path}: not a bundle folder (no bundle.json)")
+            raise HTTPException(404, f"{path}: no bundle there (no bundle.json)")
         result = svc.reload(path)
         metrics["reloads"].inc()
         metrics["items"].set(result["items"])
@@ -208,7 +221,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         return {"status": "ok", "model": b.model.name, "items": len(b.items), "users": len(b.users),
                 "loaded_at": svc.current.loaded_at}
 
-    @app.get("/metrics", response_class=Response)
+    @app.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
     def prometheus() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

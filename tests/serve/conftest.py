@@ -8,8 +8,11 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 
+import httpx
 import pytest
 
 
@@ -50,3 +53,21 @@ def postgres_url():
     finally:
         subprocess.run([*prefix, pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def start_server(bundle, store, port: int, api_key: str) -> subprocess.Popen:
+    """`omnirec serve` in a process of its own, once /health answers."""
+    env = {**os.environ, "OMNIREC_API_KEY": api_key}
+    proc = subprocess.Popen([sys.executable, "-m", "omnirec.cli", "serve", "--bundle", str(bundle), "--store", str(store),
+                             "--port", str(port), "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not start within 120 s")

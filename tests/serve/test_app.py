@@ -64,7 +64,8 @@ def test_a_new_user_is_served_from_fresh_feedback(client, tiny_dataset):
     client.post("/feedback", json={"events": [{"user": "brand-new", "item": item}]}, headers=WRITE)
     body = client.post("/recommend", json={"user": "brand-new", "k": 5}).json()
     assert item not in [row["item"] for row in body["items"]]
-    assert any("model" in row["sources"] and row["reason"].startswith("markov") for row in body["items"])
+    assert all("model" in row["sources"] for row in body["items"])  # the model read the one fresh event
+    assert any(item in row["reason"] for row in body["items"])  # and reasons cite it
 
 
 def test_writes_need_the_key(client, tiny_dataset):
@@ -135,7 +136,7 @@ def test_reload_swaps_the_model_with_no_failed_request(client, bundles, tiny_dat
     assert failures == [] and len(answers) > 0
     assert client.post("/recommend", json={"user": user}).json()["model"] == "itemknn"
     bad = client.post("/admin/reload", json={"bundle": "/no/such/folder"}, headers=WRITE)
-    assert bad.status_code == 400 and client.get("/health").json()["model"] == "itemknn"
+    assert bad.status_code == 404 and client.get("/health").json()["model"] == "itemknn"
 
 
 def test_writes_refused_without_a_configured_key(bundles, tmp_path, tiny_dataset):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -15,26 +14,9 @@ import pytest
 from omnirec.bundle import Bundle
 from omnirec.models import Markov
 from omnirec.serve.store import open_store
-from tests.serve.conftest import free_port
+from tests.serve.conftest import free_port, start_server
 
 KEY = "durability-key"
-
-
-def start_server(bundle, store, port):
-    env = {**os.environ, "OMNIREC_API_KEY": KEY}
-    proc = subprocess.Popen([sys.executable, "-m", "omnirec.cli", "serve", "--bundle", str(bundle), "--store", str(store),
-                             "--port", str(port), "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not start within 120 s")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
@@ -42,7 +24,7 @@ def test_sigkill_during_writes_loses_no_acknowledged_event(tmp_path, tiny_datase
     bundle, store = tmp_path / "bundle", tmp_path / "events.db"
     Bundle.create(Markov().fit(tiny_split.train_data()), tiny_dataset).save(bundle)
     port = free_port()
-    server = start_server(bundle, store, port)
+    server = start_server(bundle, store, port, KEY)
     acked: list[str] = []
     items = tiny_dataset.items.labels
 
@@ -69,7 +51,7 @@ def test_sigkill_during_writes_loses_no_acknowledged_event(tmp_path, tiny_datase
     stored = {e.key for e in open_store(str(store)).all_events()}
     assert len(acked) >= 200
     assert set(acked) <= stored, f"{len(set(acked) - stored)} acknowledged events lost"
-    restarted = start_server(bundle, store, port)  # and the server comes back on the same store
+    restarted = start_server(bundle, store, port, KEY)  # and the server comes back on the same store
     try:
         body = httpx.post(f"http://127.0.0.1:{port}/recommend", json={"user": "u1", "k": 3}, timeout=10).json()
         assert len(body["items"]) == 3
