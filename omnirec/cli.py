@@ -344,8 +344,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     key = os.environ.get("OMNIREC_API_KEY", "")
     if not key:
         print("note: OMNIREC_API_KEY is not set: feedback, deletion and reload are refused", file=sys.stderr)
-    config = ServeConfig(bundle=args.bundle, store=args.store, scenarios=args.config or "", api_key=key)
-    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    config = ServeConfig(bundle=str(Path(args.bundle).resolve()), store=args.store, scenarios=args.config or "", api_key=key)
+    level = "warning" if args.quiet else "info"
+    if args.workers > 1:  # each worker process builds its app from the environment; they share the store
+        os.environ["OMNIREC_SERVE_CONFIG"] = json.dumps(dataclasses.asdict(config))
+        uvicorn.run("omnirec.serve.app:app_from_env", factory=True, workers=args.workers, host=args.host,
+                    port=args.port, log_level=level)
+    else:
+        uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=level)
     return 0
 
 
@@ -416,6 +422,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--store", default="omnirec-events.db", help="SQLite file or postgresql:// URL (default: %(default)s)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1, help="server processes; they share the event store and "
+                   "follow each other's reloads (default: %(default)s)")
     s.add_argument("--quiet", action="store_true", help="log warnings only")
     s.set_defaults(func=cmd_serve)
     return parser

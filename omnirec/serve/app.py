@@ -7,7 +7,9 @@ message and a 4xx status, or a 500 without internals.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -230,6 +232,12 @@ def create_app(config: ServeConfig) -> FastAPI:
         return HTMLResponse((Path(__file__).parent / "page.html").read_text(encoding="utf-8"))
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app configured by $OMNIREC_SERVE_CONFIG (a JSON ServeConfig): what each uvicorn worker process
+    builds when `omnirec serve --workers N` runs several."""
+    return create_app(ServeConfig(**json.loads(os.environ["OMNIREC_SERVE_CONFIG"])))
 
 
 def _add_middleware(app: FastAPI, config: ServeConfig, metrics: dict) -> None:

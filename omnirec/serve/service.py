@@ -77,19 +77,39 @@ class Service:
     """Recommendations, item look-ups, feedback and deletion over a swappable bundle."""
 
     def __init__(self, bundle: str | Path, store: EventStore, scenarios: str | Path | None = None,
-                 max_k: int = 100, max_history: int = 500):
+                 max_k: int = 100, max_history: int = 500, follow_every: float = 2.0):
         self.scenarios = load_scenarios(str(scenarios)) if scenarios else dict(DEFAULT_SCENARIOS)
         self.store, self.max_k, self.max_history = store, max_k, max_history
-        self.current = load(bundle, self.scenarios)
-        self._forgotten = store.deleted_users()
+        self.current = load(store.get_setting("bundle") or bundle, self.scenarios)
         self._reload_lock = threading.Lock()
+        self.follow_every, self._checked, self._follower = follow_every, time.monotonic(), None
+
+    def follow(self) -> threading.Thread | None:
+        """Every `follow_every` seconds, look up the bundle the store says to serve (another server process
+        may have reloaded); if it differs, load it in the background and swap. Returns the loading thread."""
+        now = time.monotonic()
+        if now - self._checked < self.follow_every or (self._follower is not None and self._follower.is_alive()):
+            return None
+        self._checked = now
+        wanted = self.store.get_setting("bundle")
+        if wanted is None or wanted == self.current.path:
+            return None
+        self._follower = threading.Thread(target=self._swap_to, args=(wanted,), daemon=True)
+        self._follower.start()
+        return self._follower
+
+    def _swap_to(self, path: str) -> None:
+        with self._reload_lock:
+            if path != self.current.path:
+                self.current = load(path, self.scenarios)
 
     # -- reads ----------------------------------------------------------------------------------------
     def history(self, loaded: Loaded, user: str | None, items: list[str] | None) -> np.ndarray:
         """Dense ids of the request's history: the user's bundle history and stored events (newest last),
         or the anonymous items given; unknown items are ignored, only the latest `max_history` kept."""
         dense: list[int] = []
-        if user is not None and user not in self._forgotten and user in loaded.bundle.users:
+        forgotten = user is not None and self.store.is_deleted(user)
+        if user is not None and not forgotten and user in loaded.bundle.users:
             u = loaded.bundle.users.encode([user])[0]
             h = loaded.bundle.histories
             dense += h.items[h.indptr[u] : h.indptr[u + 1]].tolist()
@@ -102,6 +122,7 @@ class Service:
     def recommend(self, user: str | None = None, items: list[str] | None = None, scenario: str = "home",
                   k: int = 10, exclude: list[str] | None = None) -> dict[str, Any]:
         """The scenario's final list for a user (by id) or an anonymous history, with reasons."""
+        self.follow()
         loaded = self.current  # one reference for the whole request: a reload cannot change it midway
         if scenario not in loaded.pipelines:
             raise NotFound(f"scenario {scenario!r} is not configured; known: {', '.join(loaded.pipelines)}")
@@ -145,14 +166,14 @@ class Service:
     def delete_user(self, user: str) -> dict[str, Any]:
         """Forget a user: stored events removed, bundle history ignored now and left out of retraining."""
         removed = self.store.delete_user(user)
-        self._forgotten = self._forgotten | {user}
         return {"user": user, "events_removed": removed}
 
     def reload(self, path: str | Path | None = None) -> dict[str, Any]:
         """Load a bundle (default: the current path again) and swap it in atomically."""
         with self._reload_lock:
-            fresh = load(path or self.current.path, self.scenarios)
+            fresh = load(str(Path(path).resolve()) if path else self.current.path, self.scenarios)
             self.current = fresh  # a single reference assignment: requests see the old or the new, whole
+        self.store.set_setting("bundle", fresh.path)  # the other server processes follow
         return {"bundle": fresh.path, "model": fresh.bundle.model.name, "items": len(fresh.bundle.items)}
 
 

@@ -56,8 +56,16 @@ class EventStore(Protocol):
     def deleted_users(self) -> set[str]:
         """Users deleted so far (kept out of the next training)."""
 
+    def is_deleted(self, user: str) -> bool:
+        """Whether the user was deleted (checked on every request, so every server process honours it)."""
+
     def all_events(self) -> Iterator[Event]:
         """Every stored event, in storage order."""
+
+    def get_setting(self, key: str) -> str | None:
+        """A shared setting (the bundle every server process should serve)."""
+
+    def set_setting(self, key: str, value: str) -> None: ...
 
     def close(self) -> None: ...
 
@@ -67,7 +75,9 @@ SCHEMA = (
     "item_id TEXT NOT NULL, type TEXT NOT NULL, value DOUBLE PRECISION, ts BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, seq)",
     "CREATE TABLE IF NOT EXISTS deleted_users (user_id TEXT PRIMARY KEY, ts BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
+UPSERT_SETTING = "INSERT INTO settings (key, value) VALUES ({p}, {p}) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 INSERT = "INSERT INTO events (key, user_id, item_id, type, value, ts) VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (key) DO NOTHING"
 SELECT = "SELECT user_id, item_id, type, value, ts, key FROM events"
 
@@ -125,6 +135,19 @@ class SQLiteStore:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT user_id FROM deleted_users")}
 
+    def is_deleted(self, user: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM deleted_users WHERE user_id = ?", (user,)).fetchone() is not None
+
+    def get_setting(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute(UPSERT_SETTING.format(p="?"), (key, value))
+
     def all_events(self) -> Iterator[Event]:
         with self._lock:
             rows = self._db.execute(f"{SELECT} ORDER BY seq").fetchall()
@@ -168,6 +191,19 @@ class PostgresStore:
     def deleted_users(self) -> set[str]:
         with self._lock, self._db.transaction():
             return {r[0] for r in self._db.execute("SELECT user_id FROM deleted_users").fetchall()}
+
+    def is_deleted(self, user: str) -> bool:
+        with self._lock, self._db.transaction():
+            return self._db.execute("SELECT 1 FROM deleted_users WHERE user_id = %s", (user,)).fetchone() is not None
+
+    def get_setting(self, key: str) -> str | None:
+        with self._lock, self._db.transaction():
+            row = self._db.execute("SELECT value FROM settings WHERE key = %s", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._lock, self._db.transaction():
+            self._db.execute(UPSERT_SETTING.format(p="%s"), (key, value))
 
     def all_events(self) -> Iterator[Event]:
         with self._lock, self._db.transaction():

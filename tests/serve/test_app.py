@@ -168,3 +168,21 @@ def test_store_keeps_order_keys_and_deletions(store_url):
     again.close()
     with pytest.raises(ValueError, match="event type"):
         Event("a", "1", type="stare")
+
+
+def test_server_processes_sharing_a_store_follow_reloads_and_deletions(bundles, tmp_path, tiny_dataset):
+    from omnirec.serve.service import Service
+
+    url = str(tmp_path / "shared.db")
+    a = Service(bundles / "markov", open_store(url), follow_every=0.0)
+    b = Service(bundles / "markov", open_store(url), follow_every=0.0)
+    user = tiny_dataset.users.labels[4]
+    assert b.recommend(user, k=3)["items"][0]["sources"] != ["popular"]
+    a.delete_user(user)  # deleted through one process: the other forgets the user at once
+    assert all(row["sources"] == ["popular"] for row in b.recommend(user, k=3)["items"])
+    a.reload(bundles / "itemknn")
+    loading = b.follow()  # b sees the new bundle in the store and loads it in the background
+    loading.join()
+    assert b.recommend(user, k=3)["model"] == "itemknn"
+    c = Service(bundles / "markov", open_store(url))  # a process started later serves what the others serve
+    assert c.current.bundle.model.name == "itemknn"
