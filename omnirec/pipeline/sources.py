@@ -95,6 +95,10 @@ class ScoreCache:
         self.model, self.name, self.n_items = model, model.name, model.n_items
         self._last = threading.local()
 
+    def forget(self) -> None:
+        """Drop every thread's kept scores (after a user is deleted, nothing derived from them stays)."""
+        self._last = threading.local()
+
     def score(self, batch: UserBatch, items: np.ndarray | None = None) -> torch.Tensor:
         key = (batch.users.tobytes(), batch.indptr.tobytes(), batch.items.tobytes())
         if getattr(self._last, "key", None) != key:

@@ -164,8 +164,10 @@ class Service:
         return {"stored": sum(stored), "duplicates": len(stored) - sum(stored)}
 
     def delete_user(self, user: str) -> dict[str, Any]:
-        """Forget a user: stored events removed, bundle history ignored now and left out of retraining."""
+        """Forget a user: stored events removed, bundle history ignored from now on (by every process sharing
+        the store), kept scores dropped, and the user left out of the next retraining."""
         removed = self.store.delete_user(user)
+        self.current.data.scorer().forget()  # the last scores computed may be this user's
         return {"user": user, "events_removed": removed}
 
     def reload(self, path: str | Path | None = None) -> dict[str, Any]:
