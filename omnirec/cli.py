@@ -26,6 +26,7 @@ from omnirec.experiment import format_table, run_experiment, save_report
 from omnirec.features.sequences import Histories
 from omnirec.models import MODELS
 from omnirec.models.base import Recommender
+from omnirec.train import distributed
 from omnirec.utils import atomic_write_text
 
 QUICKSTART_MODELS = ("pop", "itemknn", "als", "bpr", "markov", "tfidf")
@@ -219,6 +220,8 @@ def _train_and_save(config: dict[str, Any], dataset: Dataset, out: str, ks: tupl
     if getattr(args, "init_from", None):
         model = _start_from_bundle(model, args.init_from)
     report = run_experiment(dataset, {name: model}, ks=ks, split=split, progress=not args.quiet)
+    if not distributed.is_main():  # under torchrun, rank 0 reports and writes the bundle
+        return
     document = report.to_json()
     _print_summary(dataset, document)
     meta = {"protocol": document["protocol"], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -22,6 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from omnirec.features.sequences import Histories
+from omnirec.train import distributed
 from omnirec.utils import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
@@ -75,6 +76,7 @@ class TrainBatch(NamedTuple):
     items: torch.Tensor  # (B, T) input items
     times: torch.Tensor | None  # (B, T) their times, where the data has times
     targets: torch.Tensor  # (B, T) the next item at each position; 0 = not supervised
+    scale: float = 1.0  # loss weight: this process's share of the global batch's supervised positions x world size
 
 
 @dataclass
@@ -112,12 +114,15 @@ def windows(sequences: Histories, max_len: int) -> Histories:
 
 
 def training_batches(
-    sequences: Histories, max_len: int, batch_size: int, rng: np.random.Generator
+    sequences: Histories, max_len: int, batch_size: int, rng: np.random.Generator, shard: tuple[int, int] = (0, 1)
 ) -> Iterator[TrainBatch]:
     """Every window of every user (see `windows`), in random batches of similar lengths (less padding).
 
     Each position predicts the next item from the (at most `max_len`) items before it: every item but a
     user's first is a target once, the same supervision as training on all prefixes separately.
+    With `shard` = (rank, world size), every process draws the same global batches and keeps its rows
+    rank::world of each, weighted so that gradients averaged over the processes equal those of the
+    global batch in one process.
     """
     rows = windows(sequences, max_len)
     lengths = rows.lengths()
@@ -128,8 +133,17 @@ def training_batches(
         part = order[start : start + chunk]
         part = part[np.argsort(lengths[part], kind="stable")]
         batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rank, world = shard
+    supervised = np.minimum(lengths, max_len + 1) - 1  # targets per window
     for at in rng.permutation(len(batches)):
-        yield make_batch(rows, batches[at], max_len)
+        if world == 1:
+            yield make_batch(rows, batches[at], max_len)
+            continue
+        mine = batches[at][rank::world]
+        share = supervised[mine].sum() / supervised[batches[at]].sum() * world
+        if len(mine) == 0:  # fewer rows than processes: take part in the step with a zero weight
+            mine, share = batches[at][:1], 0.0
+        yield make_batch(rows, mine, max_len)._replace(scale=float(share))
 
 
 def batches_per_epoch(sequences: Histories, max_len: int, batch_size: int) -> int:
@@ -209,11 +223,12 @@ def train_step(
     items, targets = batch.items.to(device), batch.targets.to(device)
     times = None if batch.times is None else batch.times.to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        hidden = module(items, times)  # (B, T, D)
+        hidden = module(items, times)  # (B, T, D); through DistributedDataParallel when several processes
         supervised = targets != 0
-        loss = loss_fn(hidden[supervised], targets[supervised], module.item_table())
+        network = getattr(module, "module", module)  # the network inside a DistributedDataParallel wrapper
+        loss = loss_fn(hidden[supervised], targets[supervised], network.item_table())
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * batch.scale if batch.scale != 1.0 else loss).backward()
     optimizer.step()
     return float(loss.detach())
 
@@ -226,11 +241,12 @@ def fit(
 
     Without `validate` it trains for `config.epochs` (or the time budget) and keeps the last weights.
     """
-    device = pick_device(config.device)
+    group = distributed.setup(config.device)  # None unless launched by torchrun with several processes
+    device = pick_device(config.device) if group is None else group.device
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(config.seed)  # the same on every rank: all draw the same global batches
     module.to(device)
     optimizer = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     averaged = None
@@ -238,7 +254,8 @@ def fit(
         steps = batches_per_epoch(sequences, max_len, config.batch_size)
         averaged = AveragedModel(module, multi_avg_fn=ema_update(ema_decay(config.ema_epochs, steps)))
     kept = module if averaged is None else averaged.module  # the weights validated and returned
-    step_module = torch.compile(module) if config.compile and device.type == "cuda" else module
+    step_module = _wrap(module, config, device, group)
+    shard = (0, 1) if group is None else (group.rank, group.size)
     amp = config.amp and bf16_is_fast(device)
     result, best_state, start_epoch = TrainResult(), None, 1
     checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
@@ -247,21 +264,23 @@ def fit(
     began, bad_evals = time.perf_counter(), _bad_evals(result)
     if result.stopped == "patience":  # the run this checkpoint comes from had already finished
         start_epoch = config.epochs + 1
-    bar = tqdm(range(start_epoch, config.epochs + 1), desc="train", unit="epoch", disable=not config.progress)
+    main = group is None or group.main
+    bar = tqdm(range(start_epoch, config.epochs + 1), desc="train", unit="epoch", disable=not config.progress or not main)
     for epoch in bar:
         module.train()
         with _timed() as t:
             losses = []
-            for batch in training_batches(sequences, max_len, config.batch_size, rng):
+            for batch in training_batches(sequences, max_len, config.batch_size, rng, shard):
                 losses.append(train_step(step_module, batch, loss_fn, optimizer, device, amp))
                 if averaged is not None:
                     averaged.update_parameters(module)
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "train_s": round(t["s"], 3)}
-        out_of_time = config.max_minutes and time.perf_counter() - began > 60 * config.max_minutes
+        out_of_time = bool(distributed.from_main(
+            float(bool(config.max_minutes) and time.perf_counter() - began > 60 * config.max_minutes), group))
         last = epoch == config.epochs or out_of_time
         checkpoint_now = epoch % config.eval_every == 0 or last
         if validate is not None and checkpoint_now:
-            if _validate_epoch(kept, validate, row, result):
+            if _validate_epoch(kept, validate, row, result, group):
                 best_state, bad_evals = _copy_state(kept), 0
             else:
                 bad_evals += 1
@@ -273,7 +292,9 @@ def fit(
         if bad_evals >= config.patience or out_of_time:
             result.stopped = "patience" if bad_evals >= config.patience else "time budget"
         if checkpoint is not None and (checkpoint_now or result.stopped != "epochs"):
-            _save_checkpoint(checkpoint, fingerprint, epoch, module, optimizer, averaged, rng, result, best_state)
+            if main:  # one writer; the others wait, so a resume finds the file complete
+                _save_checkpoint(checkpoint, fingerprint, epoch, module, optimizer, averaged, rng, result, best_state)
+            distributed.barrier(group)
         if result.stopped != "epochs":
             break
     if best_state is None and averaged is not None:
@@ -284,13 +305,24 @@ def fit(
     return result
 
 
+def _wrap(module: torch.nn.Module, config: TrainConfig, device: torch.device,
+          group: distributed.Group | None) -> torch.nn.Module:
+    """What the training steps call: DistributedDataParallel across processes, torch.compile on CUDA."""
+    if group is not None:
+        return torch.nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(module) if config.compile and device.type == "cuda" else module
+
+
 def _validate_epoch(
-    module: torch.nn.Module, validate: Callable[[torch.nn.Module], float], row: dict, result: TrainResult
+    module: torch.nn.Module, validate: Callable[[torch.nn.Module], float], row: dict, result: TrainResult,
+    group: distributed.Group | None = None,
 ) -> bool:
-    """Validate, record the metric and its time in `row`; True (and `result` updated) on a new best."""
+    """Validate (on rank 0 only; the others receive its metric), record the metric and its time in
+    `row`; True (and `result` updated) on a new best."""
     module.eval()
     with _timed() as t, torch.no_grad():
-        row["valid_ndcg@10"] = validate(module)
+        metric = validate(module) if group is None or group.main else 0.0
+        row["valid_ndcg@10"] = distributed.from_main(metric, group)
     row["eval_s"] = round(t["s"], 3)
     if row["valid_ndcg@10"] > result.best_metric:
         result.best_metric, result.best_epoch = row["valid_ndcg@10"], row["epoch"]

@@ -305,3 +305,16 @@ def test_resuming_after_the_time_budget_continues_training(toy, tmp_path):
 def test_train_config_rejects_bad_values(changes):
     with pytest.raises(ValueError):
         TrainConfig(**changes)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_shards_split_every_global_batch_and_weigh_their_share(batch_size):
+    histories, _ = ragged(random_lengths(30, 9, seed=3))
+    whole = one_epoch(histories, batch_size)
+    parts = [list(training_batches(histories, MAX_LEN, batch_size, np.random.default_rng(0), shard=(r, 2))) for r in (0, 1)]
+    assert len(parts[0]) == len(parts[1]) == len(whole)  # every process takes part in every step
+    for full, a, b in zip(whole, *parts, strict=True):
+        assert a.scale + b.scale == pytest.approx(2.0)  # shares of the global batch's targets, times 2
+        got = sorted(supervised([a]) * (a.scale > 0) + supervised([b]) * (b.scale > 0), key=lambda s: (s[0], s[1]))
+        want = sorted(supervised([full]), key=lambda s: (s[0], s[1]))
+        assert [(t, p) for t, p, _ in got] == [(t, p) for t, p, _ in want]  # the same targets, none twice
