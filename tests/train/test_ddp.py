@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests.test_cli import write_seq
+
 CONFIG = """model = "sasrec"
 [data]
 path = "{data}"
@@ -31,18 +33,9 @@ refit = false
 """
 
 
-def write_data(path, n_users=60, n_items=25, seed=0):
-    rng = np.random.default_rng(seed)
-    lines = []
-    for u in range(n_users):
-        start = int(rng.integers(n_items))
-        lines.append(" ".join([f"user{u}"] + [f"it{(start + j) % n_items}" for j in range(int(rng.integers(5, 12)))]))
-    path.write_text("\n".join(lines) + "\n")
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo process groups on POSIX only here")
 def test_two_process_training_equals_one_process(tmp_path):
-    write_data(tmp_path / "data.txt")
+    write_seq(tmp_path / "data.txt")
     (tmp_path / "train.toml").write_text(CONFIG.format(data=tmp_path / "data.txt"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     train = ["-m", "omnirec.cli", "train", "--config", str(tmp_path / "train.toml"), "--quiet"]
