@@ -358,6 +358,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compress(args: argparse.Namespace) -> int:
+    """A smaller copy of a bundle (int8 or fp16 weights, int32 histories, compressed files)."""
+    from omnirec.compress import compress_bundle
+
+    sizes = compress_bundle(args.bundle, args.out, args.weights)
+    print(f"{args.out}: {sizes['after'] / 2**20:.2f} MiB (was {sizes['before'] / 2**20:.2f} MiB, "
+          f"{sizes['before'] / max(sizes['after'], 1):.1f}x smaller)")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of `omnirec`."""
     parser = argparse.ArgumentParser(prog="omnirec", description="omnirec: recommender systems, end to end")
@@ -419,6 +429,11 @@ def make_parser() -> argparse.ArgumentParser:
     rt.add_argument("--checkpoint-dir", help="write checkpoints here and resume from one found there")
     rt.add_argument("--quiet", action="store_true", help="no progress bars")
     rt.set_defaults(func=cmd_retrain)
+    c = sub.add_parser("compress", help="a smaller copy of a bundle: int8 (or fp16) weights, compressed files")
+    c.add_argument("--bundle", required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--weights", choices=("int8", "fp16"), default="int8")
+    c.set_defaults(func=cmd_compress)
     s = sub.add_parser("serve", help="the HTTP API over a bundle (key for writes: $OMNIREC_API_KEY)")
     s.add_argument("--bundle", required=True, help="a folder written by `omnirec train`")
     s.add_argument("--config", help="scenarios TOML (default: built-in `home` and `similar`)")

@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from omnirec.compress import decompress_state
 from omnirec.config import config_hash, from_dict, to_dict
 from omnirec.data.dataset import TrainData
 from omnirec.features.sequences import UserBatch
@@ -238,7 +239,7 @@ class Recommender(ABC):
         model = cls(config)
         model.n_users, model.n_items = meta["n_users"], meta["n_items"]
         with np.load(path / "state.npz", allow_pickle=False) as npz:
-            model._set_state({k: npz[k] for k in npz.files})
+            model._set_state(decompress_state({k: npz[k] for k in npz.files}))  # a no-op unless compressed
         return model
 
 
