@@ -53,6 +53,13 @@ def measure(index: VectorIndex, queries: np.ndarray, truth: np.ndarray, k: int) 
             "p99_ms": round(float(np.percentile(ms, 99)), 3), "mean_ms": round(float(ms.mean()), 3)}
 
 
+def index_bytes(index: VectorIndex) -> int:
+    """Size of the faiss index when serialised (vectors, graph or lists, codes)."""
+    import faiss
+
+    return int(faiss.serialize_index(index._faiss).size)
+
+
 def set_search_width(index: VectorIndex, value: int) -> None:
     if index.kind == "hnsw":
         index._faiss.hnsw.efSearch = value
@@ -69,16 +76,19 @@ def run(args: argparse.Namespace) -> dict:
     truth, _ = exact_search(torch.from_numpy(vectors), torch.from_numpy(queries), args.k)
     exact_s = time.perf_counter() - start
     exact = VectorIndex(vectors, config=IndexConfig(kind="exact"))
-    rows = [{"index": "exact (torch matmul)", "build_s": 0.0, "width": "-",
+    rows = [{"index": "exact (torch matmul)", "build_s": 0.0, "width": "-", "mib": round(vectors.nbytes / 2**20, 1),
              **measure(exact, queries[: args.exact_queries], truth[: args.exact_queries], args.k)}]
-    for kind, widths in (("hnsw", (16, 32, 64, 128, 256)), ("ivf", (16, 32, 64, 128))):
+    for kind, widths in (("hnsw", (16, 32, 64, 128, 256)), ("ivf", (16, 32, 64, 128)), ("hnsw_sq8", (64, 128)),
+                         ("ivf_sq8", (16, 32))):
         start = time.perf_counter()
         index = VectorIndex(vectors, config=IndexConfig(kind=kind, hnsw_m=args.hnsw_m))
         build_s = time.perf_counter() - start
-        print(f"{kind}: built in {build_s:.1f} s", flush=True)
+        memory = index_bytes(index)
+        print(f"{kind}: built in {build_s:.1f} s, {memory / 2**20:.0f} MiB", flush=True)
         for width in widths:
             set_search_width(index, width)
-            row = {"index": kind, "build_s": round(build_s, 1), "width": width, **measure(index, queries, truth, args.k)}
+            row = {"index": kind, "build_s": round(build_s, 1), "width": width, "mib": round(memory / 2**20, 1),
+                   **measure(index, queries, truth, args.k)}
             print(row, flush=True)
             rows.append(row)
         del index
@@ -110,12 +120,14 @@ def markdown(doc: dict) -> str:
         f"{doc['items']:,} synthetic unit vectors of {doc['dim']} dimensions ({doc['clusters']:,} Gaussian clusters, "
         f"noise {doc['noise']} per dimension around centres of unit variance per dimension); "
         f"{doc['queries']:,} queries from the same clusters; recall@{doc['k']} against exact inner-product search. "
-        "Latency: one query per call, after a warm-up. `width` is efSearch (HNSW) or nprobe (IVF). "
+        "Latency: one query per call, after a warm-up. `width` is efSearch (HNSW) or nprobe (IVF); `_sq8` indexes store "
+        "each dimension in 8 bits. MiB: the serialised index. "
         "The exact row is timed on the first queries only.", "",
-        "| index | width | recall@10 | p50 ms | p99 ms | build s |", "|---|---:|---:|---:|---:|---:|",
+        "| index | width | recall@10 | p50 ms | p99 ms | build s | MiB |", "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in doc["rows"]:
-        lines.append(f"| {r['index']} | {r['width']} | {r['recall@10']:.4f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['build_s']:.1f} |")
+        lines.append(f"| {r['index']} | {r['width']} | {r['recall@10']:.4f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                     f"{r['build_s']:.1f} | {r.get('mib', float('nan')):.0f} |")
     lines += ["", f"Command: `{doc['command']}`", "", f"Code {doc['code']}; machine: {doc['machine']}.", ""]
     return "\n".join(lines)
 
