@@ -61,7 +61,7 @@ def index_bytes(index: VectorIndex) -> int:
 
 
 def set_search_width(index: VectorIndex, value: int) -> None:
-    if index.kind == "hnsw":
+    if index.kind.startswith("hnsw"):
         index._faiss.hnsw.efSearch = value
     else:
         index._faiss.nprobe = value

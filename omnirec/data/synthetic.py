@@ -160,3 +160,44 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> tuple[pl.DataFrame, pl
             times.append(t)
     inter = pl.DataFrame({USER: users, ITEM: seq_items, TIME: times}, schema={USER: pl.String, ITEM: pl.String, TIME: pl.Int64})
     return inter, items
+
+
+def write_large(path: str, n_users: int, n_items: int, n_interactions: int, seed: int = 0,
+                users_per_chunk: int = 100_000, p_follow: float = 0.5) -> int:
+    """A large synthetic interaction log written to Parquet chunk by chunk (memory independent of its
+    size), for scale tests: Zipf item popularity, each item with one likely successor (followed with
+    probability `p_follow`), geometric sequence lengths averaging n_interactions / n_users. Ids are the
+    strings "u<n>" and "i<n>". Returns the number of interactions written (close to n_interactions).
+
+    Vectorised over the users of a chunk, one sequence position at a time.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    popularity = 1.0 / np.arange(1, n_items + 1) ** 1.0
+    cdf = np.cumsum(popularity[rng.permutation(n_items)])
+    cdf /= cdf[-1]
+    successor = (np.arange(n_items) + rng.integers(1, 50, n_items)) % n_items
+    mean = n_interactions / n_users
+    schema = pa.schema([(USER, pa.string()), (ITEM, pa.string()), (TIME, pa.int64())])
+    written = 0
+    with pq.ParquetWriter(path, schema) as writer:
+        for lo in range(0, n_users, users_per_chunk):
+            users = np.arange(lo, min(n_users, lo + users_per_chunk))
+            lengths = np.clip(rng.geometric(1 / max(mean - 2, 1), len(users)) + 2, 3, 2000)
+            items = np.empty((len(users), int(lengths.max())), dtype=np.int64)
+            items[:, 0] = np.searchsorted(cdf, rng.random(len(users)))
+            for t in range(1, items.shape[1]):
+                follow = rng.random(len(users)) < p_follow
+                items[:, t] = np.where(follow, successor[items[:, t - 1]], np.searchsorted(cdf, rng.random(len(users))))
+            keep = np.arange(items.shape[1])[None, :] < lengths[:, None]
+            rows = np.repeat(users, lengths)
+            table = pa.table({
+                USER: pa.array(np.char.add("u", rows.astype(str))),
+                ITEM: pa.array(np.char.add("i", items[keep].astype(str))),
+                TIME: pa.array(1_600_000_000 + np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)),
+            }, schema=schema)
+            writer.write_table(table)
+            written += len(rows)
+    return written

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from omnirec.evaluate import metrics
 from omnirec.features.sequences import Histories, UserBatch
-from omnirec.models.base import Recommender, mask_seen, tie_keys, top_k
+from omnirec.models.base import Recommender, mask_seen, rows_per_block, tie_keys, top_k
 
 
 @dataclass
@@ -113,6 +113,7 @@ def full_ranking_eval(
     k = max(ks)
     out = _Collected()
     start = time.perf_counter()
+    batch_size = rows_per_block(model.n_items, batch_size)  # the score block stays bounded on large catalogues
     chunks = range(0, len(users), batch_size)
     for lo in tqdm(chunks, desc=f"eval {model.name}", unit="chunk", disable=not progress or len(chunks) < 3, leave=False):
         chunk = users[lo : lo + batch_size]
@@ -247,6 +248,7 @@ def sampled_ranking_eval(
     negatives = sample_negatives(histories, users, target_items, model.n_items, n_negatives, probabilities,
                                  np.random.default_rng(seed))
     ranks = np.zeros(len(users), dtype=np.int64)
+    batch_size = rows_per_block(model.n_items, batch_size)
     with torch.inference_mode():
         for lo in range(0, len(users), batch_size):
             sl = slice(lo, lo + batch_size)

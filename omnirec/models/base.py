@@ -49,6 +49,19 @@ def mask_seen(scores: torch.Tensor, batch: UserBatch) -> torch.Tensor:
     return scores
 
 
+SCORE_BUDGET_BYTES = 512 * 2**20  # the most a (users x items) float32 score block may take
+
+
+def rows_per_block(n_items: int, most: int = 2048, budget: int = SCORE_BUDGET_BYTES) -> int:
+    """How many users to score at once so that their (B, I + 1) float32 scores fit in `budget`: the full
+    `most` on small catalogues, fewer on large ones (1,000,000 items: 134 users per 512 MiB).
+
+    >>> rows_per_block(12_000), rows_per_block(1_000_000)
+    (2048, 134)
+    """
+    return int(max(1, min(most, budget // (4 * (n_items + 1)))))
+
+
 _PRIME = 2_147_483_647  # 2**31 - 1
 
 

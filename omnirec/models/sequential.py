@@ -17,7 +17,7 @@ import torch
 from omnirec.config import config_hash
 from omnirec.data.dataset import TrainData
 from omnirec.features.sequences import Histories, UserBatch
-from omnirec.models.base import Recommender, mask_seen
+from omnirec.models.base import Recommender, mask_seen, rows_per_block
 from omnirec.train import losses
 from omnirec.train.loop import LossFn, TrainResult, fit
 
@@ -73,6 +73,7 @@ def validation_ndcg(
 ) -> float:
     """Mean NDCG@k of each user's first validation target, ranked against all unseen items."""
     users = np.flatnonzero((targets.lengths() > 0) & (histories.lengths() > 0))
+    batch_size = rows_per_block(module.item_table().shape[0] - 1, batch_size)
     gains = []
     for start in range(0, len(users), batch_size):
         batch = histories.batch(users[start : start + batch_size])
