@@ -33,7 +33,8 @@ from omnirec.train.loop import TrainConfig
 class SASRecConfig:
     """d_model: embedding size; ffn_mult: width of the feed-forward layer in multiples of d_model;
     max_len: items of history read; dropout: on embeddings, attention and residual branches;
-    loss: "ce" | "sampled" | "bce"; n_negatives: for "sampled"."""
+    loss: "ce" | "sampled" | "inbatch" (the batch's targets as negatives, log-Q corrected) | "bce";
+    n_negatives: for "sampled"."""
 
     d_model: int = 128
     n_layers: int = 1

@@ -34,12 +34,17 @@ def check_sequence_config(config: Any, sizes: tuple[int, ...]) -> None:
         raise ValueError(f"loss={config.loss!r}; expected one of {', '.join(losses.LOSSES)}")
 
 
-def make_loss(name: str, n_negatives: int) -> LossFn:
-    """The training loss by name: "ce" (full softmax), "sampled" (sampled softmax), "bce"."""
+def make_loss(name: str, n_negatives: int, log_q: torch.Tensor | None = None) -> LossFn:
+    """The training loss by name: "ce" (full softmax), "sampled" (sampled softmax), "inbatch" (the batch's
+    targets as negatives, log-Q corrected: needs `log_q`), "bce"."""
     if name == "ce":
         return losses.full_softmax
     if name == "sampled":
         return lambda h, t, table: losses.sampled_softmax(h, t, table, n_negatives)
+    if name == "inbatch":
+        if log_q is None:
+            raise ValueError("the in-batch loss needs log_q, the log share of each item among training targets")
+        return lambda h, t, table: losses.in_batch_softmax(h, t, table, log_q.to(h.device))
     if name == "bce":
         return losses.binary_cross_entropy
     raise ValueError(f"loss={name!r}; expected one of {', '.join(losses.LOSSES)}")
@@ -109,7 +114,12 @@ class SequentialRecommender(Recommender):
 
     def _loss(self, sequences: Histories) -> LossFn:
         """The training loss for these training sequences (a model may restrict it to their items)."""
-        return make_loss(self.config.loss, self.config.n_negatives)
+        log_q = None
+        if self.config.loss == "inbatch":  # targets: every item of a sequence but its first
+            first = np.zeros(len(sequences.items), dtype=bool)
+            first[sequences.indptr[:-1][sequences.lengths() > 0]] = True
+            log_q = losses.log_target_share(torch.from_numpy(sequences.items[~first]), self.n_items)
+        return make_loss(self.config.loss, self.config.n_negatives, log_q)
 
     def _refit(self, data: TrainData, epochs: int) -> None:
         """Train a fresh network on train + validation items for `epochs` epochs, without validation."""

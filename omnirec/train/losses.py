@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("ce", "sampled", "bce")
+LOSSES = ("ce", "sampled", "inbatch", "bce")
 
 
 def full_softmax(hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -49,6 +49,27 @@ def sampled_softmax(
     negative = negative.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), -torch.inf)
     logits = torch.cat([positive, negative], dim=1).float()  # (N, 1 + M); the target is column 0
     return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=logits.device))
+
+
+def in_batch_softmax(hidden: torch.Tensor, targets: torch.Tensor, table: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each target against the batch's distinct targets (the in-batch negatives), each
+    logit corrected by - log q (the item's share of training targets), since popular items are drawn as
+    negatives more often (Yi et al., RecSys 2019). Memory: (N, distinct targets), whatever the catalogue.
+
+    >>> h, t = torch.tensor([[4.0, 0.0], [0.0, 4.0]]), torch.tensor([1, 2])
+    >>> table = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # when the batch holds every item: full softmax
+    >>> float(in_batch_softmax(h, t, table, torch.zeros(3))) == float(full_softmax(h, t, table))
+    True
+    """
+    candidates, column = torch.unique(targets, return_inverse=True)  # (M,), (N,)
+    logits = hidden @ table[candidates].T - log_q[candidates].unsqueeze(0)  # (N, M)
+    return F.cross_entropy(logits.float(), column)
+
+
+def log_target_share(targets: torch.Tensor, n_items: int) -> torch.Tensor:
+    """(I + 1,) log of each item's share of the training targets (items never a target: log of a tiny share)."""
+    counts = torch.bincount(targets, minlength=n_items + 1).double()
+    return torch.log((counts + 1e-3) / counts.sum()).float()
 
 
 def other_items(targets: torch.Tensor, n_items: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -140,7 +140,7 @@ def train(**changes) -> TrainConfig:
     return TrainConfig(**{"batch_size": 32, "lr": 1e-2, "progress": False, "threads": 1, **changes})
 
 
-@pytest.mark.parametrize("loss", ["ce", "sampled", "bce"])
+@pytest.mark.parametrize("loss", ["ce", "sampled", "inbatch", "bce"])
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_every_loss_learns_a_cyclic_pattern(kind, loss):
     model_cls, config_cls, _ = KINDS[kind]

@@ -163,3 +163,15 @@ def test_gradients_are_finite_and_nonzero(loss, n_items, request):
     assert torch.isfinite(hidden.grad).all() and torch.isfinite(table.grad).all()
     if n_items > 1:
         assert hidden.grad.abs().sum() > 0
+
+
+def test_in_batch_softmax_equals_naive_over_the_batch_targets_with_log_q():
+    hidden, targets, table = draw(n_rows=8, n_items=6, seed=4)  # repeated targets share a column
+    log_q = torch.log(torch.rand(table.shape[0], generator=torch.Generator().manual_seed(2), dtype=torch.float64) + 0.1)
+    expected = naive_softmax_ce(hidden, targets, table, sorted(set(targets.tolist())), log_q=log_q)
+    assert float(losses.in_batch_softmax(hidden, targets, table, log_q)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_log_target_share_sums_to_one_over_targets():
+    share = losses.log_target_share(torch.tensor([1, 1, 2, 3]), n_items=4).exp()
+    assert share[1] == pytest.approx(0.5, abs=1e-3) and share[4] < 1e-3 and float(share.sum()) == pytest.approx(1.0, abs=1e-2)
