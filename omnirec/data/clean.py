@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from omnirec.data.schema import ITEM, REQUIRED, TIME, USER
@@ -66,6 +67,29 @@ def k_core(frame: pl.DataFrame, min_user: int, min_item: int) -> pl.DataFrame:
         frame = kept
 
 
+def duplicate_rows(frame: pl.DataFrame) -> np.ndarray:
+    """(rows,) True for a row whose (user, item, time) equals an earlier row's.
+
+    Ids become integer codes and the rows are sorted by (user, time, item, position): a fraction of the
+    memory a hash-based `unique` over string columns takes (on 20M rows, 1 GiB instead of 3.7 GiB more
+    than the frame).
+
+    >>> f = pl.DataFrame({"user_id": ["a", "a", "b", "a"], "item_id": ["x", "y", "x", "x"], "timestamp": [1, 1, 1, 1]})
+    >>> duplicate_rows(f).tolist()
+    [False, False, False, True]
+    """
+    codes = frame.select(pl.col(USER).cast(pl.Categorical).to_physical(), pl.col(ITEM).cast(pl.Categorical).to_physical())
+    users, items = codes[USER].to_numpy(), codes[ITEM].to_numpy()
+    times = frame[TIME].to_numpy()
+    order = np.lexsort((np.arange(len(users)), items, times, users))  # equal rows adjacent, first one first
+    same = np.zeros(len(order), dtype=bool)
+    u, t, i = users[order], times[order], items[order]
+    same[1:] = (u[1:] == u[:-1]) & (t[1:] == t[:-1]) & (i[1:] == i[:-1])
+    duplicate = np.zeros(len(order), dtype=bool)
+    duplicate[order] = same
+    return duplicate
+
+
 def stable_order(frame: pl.DataFrame) -> pl.DataFrame:
     """Users in order of first appearance, each user's rows by time; ties keep the file order."""
     frame = frame.with_row_index("_row")
@@ -92,7 +116,7 @@ def clean(frame: pl.DataFrame, config: CleanConfig = CleanConfig()) -> tuple[pl.
     blank = (pl.col(USER).str.strip_chars() == "") | (pl.col(ITEM).str.strip_chars() == "")
     frame = _step(frame, frame.filter(~blank), "empty user or item id", report)
     frame = stable_order(frame)
-    frame = _step(frame, frame.unique(maintain_order=True), "exact duplicate rows", report)
+    frame = _step(frame, frame.filter(~pl.Series(duplicate_rows(frame))), "exact duplicate rows", report)
     if config.repeats != "keep":
         deduped = frame.unique([USER, ITEM], keep=config.repeats, maintain_order=True)
         frame = _step(frame, deduped, f"repeated (user, item): kept the {config.repeats}", report)
