@@ -169,15 +169,15 @@ def create_app(config: ServeConfig) -> FastAPI:
     app = FastAPI(title="omnirec", version="0.1.0", lifespan=lifespan,
                   description="Recommendations with reasons, feedback, deletion and model swap.")
 
-    def require_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
-        if not config.api_key:
-            raise HTTPException(403, "writes are disabled: the server was started without an API key")
-        if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), config.api_key.encode()):
-            raise HTTPException(401, "missing or wrong X-API-Key")
-
     _add_middleware(app, config, metrics)
     _add_error_handlers(app)
+    _read_routes(app, config)
+    _write_routes(app, config, metrics)
+    _operations_routes(app, registry)
+    return app
 
+
+def _read_routes(app: FastAPI, config: ServeConfig) -> None:
     # Reads are short and CPU-bound: they run on the event loop one at a time (threads would only fight
     # over the GIL and the CPU); writes wait on the disk and run in the thread pool.
     @app.post("/recommend", response_model=RecommendResponse, responses=READ_ERRORS)
@@ -193,7 +193,17 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def similar(item_id: Id, svc: Svc, k: Annotated[int, Query(ge=1, le=100)] = 10) -> dict:
         return svc.similar(item_id, k)
 
-    @app.post("/feedback", response_model=FeedbackResponse, dependencies=[Depends(require_key)], responses=WRITE_ERRORS)
+
+def _write_routes(app: FastAPI, config: ServeConfig, metrics: dict) -> None:
+    def require_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
+        if not config.api_key:
+            raise HTTPException(403, "writes are disabled: the server was started without an API key")
+        if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), config.api_key.encode()):
+            raise HTTPException(401, "missing or wrong X-API-Key")
+
+    keyed = [Depends(require_key)]
+
+    @app.post("/feedback", response_model=FeedbackResponse, dependencies=keyed, responses=WRITE_ERRORS)
     def feedback(body: FeedbackRequest, svc: Svc,
                  idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> dict:
         events = [Event(e.user, e.item, e.type, e.value, e.time or 0,
@@ -203,11 +213,11 @@ def create_app(config: ServeConfig) -> FastAPI:
         metrics["events"].inc(result["stored"])
         return result
 
-    @app.delete("/users/{user_id}", response_model=DeleteResponse, dependencies=[Depends(require_key)], responses=WRITE_ERRORS)
+    @app.delete("/users/{user_id}", response_model=DeleteResponse, dependencies=keyed, responses=WRITE_ERRORS)
     def delete_user(user_id: Id, svc: Svc) -> dict:
         return svc.delete_user(user_id)
 
-    @app.post("/admin/reload", response_model=ReloadResponse, dependencies=[Depends(require_key)], responses=WRITE_ERRORS)
+    @app.post("/admin/reload", response_model=ReloadResponse, dependencies=keyed, responses=WRITE_ERRORS)
     def reload(svc: Svc, body: ReloadRequest | None = None) -> dict:
         path = body.bundle if body is not None else None
         if path is not None and not (Path(path) / "bundle.json").exists():
@@ -217,6 +227,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         metrics["items"].set(result["items"])
         return result
 
+
+def _operations_routes(app: FastAPI, registry: CollectorRegistry) -> None:
     @app.get("/health", response_model=Health)
     def health(svc: Svc) -> dict:
         b = svc.current.bundle
@@ -230,8 +242,6 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
         return HTMLResponse((Path(__file__).parent / "page.html").read_text(encoding="utf-8"))
-
-    return app
 
 
 def app_from_env() -> FastAPI:
