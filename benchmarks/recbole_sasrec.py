@@ -144,7 +144,8 @@ def run(data_dir: Path, epochs: int) -> dict:
         "torch_threads": torch.get_num_threads(),
         "versions": {"recbole": recbole.__version__, "torch": torch.__version__, "numpy": np.__version__,
                      "pandas": pd.__version__, "scipy": scipy.__version__, "python": platform.python_version()},
-        "config": {key: config.final_config_dict[key] for key in sorted(config.final_config_dict)},
+        "config": {key: config.final_config_dict[key] if key != "data_path" else "(a temporary folder)"
+                   for key in sorted(config.final_config_dict)},  # no machine paths in the saved result
     }
 
 
