@@ -80,7 +80,8 @@ class Service:
                  max_k: int = 100, max_history: int = 500, follow_every: float = 2.0):
         self.scenarios = load_scenarios(str(scenarios)) if scenarios else dict(DEFAULT_SCENARIOS)
         self.store, self.max_k, self.max_history = store, max_k, max_history
-        self.current = load(store.get_setting("bundle") or bundle, self.scenarios)
+        shared = store.get_setting("bundle")  # what the other processes on this store serve, if it still exists
+        self.current = load(shared if shared and (Path(shared) / "bundle.json").exists() else bundle, self.scenarios)
         self._reload_lock = threading.Lock()
         self.follow_every, self._checked, self._follower = follow_every, time.monotonic(), None
 

@@ -186,3 +186,11 @@ def test_server_processes_sharing_a_store_follow_reloads_and_deletions(bundles, 
     assert b.recommend(user, k=3)["model"] == "itemknn"
     c = Service(bundles / "markov", open_store(url))  # a process started later serves what the others serve
     assert c.current.bundle.model.name == "itemknn"
+
+
+def test_a_vanished_shared_bundle_falls_back_to_the_given_one(bundles, tmp_path):
+    from omnirec.serve.service import Service
+
+    store = open_store(str(tmp_path / "s.db"))
+    store.set_setting("bundle", str(tmp_path / "removed-since"))
+    assert Service(bundles / "markov", store).current.bundle.model.name == "markov"
