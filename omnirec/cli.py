@@ -259,27 +259,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _text_vectors(bundle: Bundle, scenario: Any) -> np.ndarray | None:  # noqa: ANN401 - a ScenarioConfig
-    """Item text embeddings for scenarios that read text: a textseq bundle's own, else the bundle's item
-    text through the default sentence encoder (cached on disk after the first time)."""
-    kinds = {s.kind for s in scenario.sources} | set(scenario.fallback)
-    needs = bool(kinds & {"content", "new_items"}) or scenario.diversity_vectors == "text"
-    text = getattr(getattr(bundle.model, "module", None), "text", None)  # textseq keeps its items' vectors
-    if text is not None:
-        return text.detach().cpu().numpy()
-    if not needs:
-        return None
-    if bundle.item_text is None:
-        raise SystemExit("error: this scenario has content or new_items sources, and the bundle has no item text "
-                         "(train on data with item text)")
-    from omnirec.features.text import TextEncoderConfig, encode_texts
-
-    return encode_texts(bundle.item_text, TextEncoderConfig(progress=False))
-
-
 def _scenario_lists(args: argparse.Namespace) -> int:
     """The final list of a scenario (sources, ranking, re-ranking, fallback) with a reason per item."""
-    from omnirec.pipeline.scenario import PipelineData, build_pipeline, load_scenarios
+    from omnirec.pipeline.scenario import PipelineData, build_pipeline, bundle_text_vectors, load_scenarios
 
     if args.scenarios is None:
         raise SystemExit("error: --scenario needs --scenarios FILE (the TOML that declares the scenarios)")
@@ -290,7 +272,11 @@ def _scenario_lists(args: argparse.Namespace) -> int:
         raise SystemExit("error: --query is not part of scenarios yet; use it without --scenario")
     bundle = Bundle.load(args.bundle)
     scenario = scenarios[args.scenario]
-    data = PipelineData(bundle.model, bundle.histories, bundle.items, text_vectors=_text_vectors(bundle, scenario))
+    try:
+        vectors = bundle_text_vectors(bundle, [scenario])
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    data = PipelineData(bundle.model, bundle.histories, bundle.items, text_vectors=vectors)
     pipeline = build_pipeline(scenario, data)
     if args.item is not None:  # an item page: the viewed item is the history
         if args.item not in bundle.items:

@@ -238,6 +238,29 @@ def build_pipeline(scenario: ScenarioConfig, data: PipelineData) -> Pipeline:
                     sizes={s.name or s.kind: s.n for s in scenario.sources})
 
 
+def reads_text(scenario: ScenarioConfig) -> bool:
+    """Whether the scenario needs item text vectors (content or new-item sources, text diversity)."""
+    kinds = {s.kind for s in scenario.sources} | set(scenario.fallback)
+    return bool(kinds & {"content", "new_items"}) or scenario.diversity_vectors == "text"
+
+
+def bundle_text_vectors(bundle: Any, scenarios: list[ScenarioConfig]) -> np.ndarray | None:  # noqa: ANN401 - a Bundle
+    """Item text vectors for pipelines over `bundle`: a textseq model's own, else the bundle's item text
+    through the default sentence encoder (cached on disk after the first time) when a scenario reads text;
+    None when none does."""
+    text = getattr(getattr(bundle.model, "module", None), "text", None)  # textseq keeps its items' vectors
+    if text is not None:
+        return text.detach().cpu().numpy()
+    if not any(reads_text(s) for s in scenarios):
+        return None
+    if bundle.item_text is None:
+        raise ValueError("a scenario has content or new_items sources, and the bundle has no item text "
+                         "(train on data with item text)")
+    from omnirec.features.text import TextEncoderConfig, encode_texts
+
+    return encode_texts(bundle.item_text, TextEncoderConfig(progress=False))
+
+
 def _first_seen(histories: Histories, n_items: int) -> np.ndarray:
     if histories.times is None:
         raise ValueError("freshness needs interaction times, and these histories have none")

@@ -29,7 +29,9 @@ import numpy as np
 from omnirec.bundle import Bundle
 from omnirec.features.sequences import UserBatch
 from omnirec.pipeline.pipeline import Pipeline
-from omnirec.pipeline.scenario import PipelineData, ScenarioConfig, SourceConfig, build_pipeline, load_scenarios
+from omnirec.pipeline.scenario import (
+    PipelineData, ScenarioConfig, SourceConfig, build_pipeline, bundle_text_vectors, load_scenarios,
+)
 from omnirec.serve.store import POSITIVE, Event, EventStore, open_store
 
 DEFAULT_SCENARIOS = {
@@ -58,19 +60,9 @@ class Loaded:
 def load(path: str | Path, scenarios: dict[str, ScenarioConfig]) -> Loaded:
     """Read a bundle and build every scenario's pipeline over it."""
     bundle = Bundle.load(path)
-    text = getattr(getattr(bundle.model, "module", None), "text", None)
-    vectors = None if text is None else text.detach().cpu().numpy()
-    if vectors is None and bundle.item_text is not None and _reads_text(scenarios):
-        from omnirec.features.text import TextEncoderConfig, encode_texts
-
-        vectors = encode_texts(bundle.item_text, TextEncoderConfig(progress=False))
-    data = PipelineData(bundle.model, bundle.histories, bundle.items, text_vectors=vectors)
+    data = PipelineData(bundle.model, bundle.histories, bundle.items,
+                        text_vectors=bundle_text_vectors(bundle, list(scenarios.values())))
     return Loaded(bundle, {name: build_pipeline(s, data) for name, s in scenarios.items()}, data, str(path), time.time())
-
-
-def _reads_text(scenarios: dict[str, ScenarioConfig]) -> bool:
-    return any({s.kind for s in sc.sources} & {"content", "new_items"} or "new_items" in sc.fallback
-               for sc in scenarios.values())
 
 
 class Service:
