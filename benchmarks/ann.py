@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from baselines import code_version
 from omnirec.pipeline.ann import IndexConfig, VectorIndex, exact_search, recall_at_k
 from omnirec.utils import atomic_write_text
 
@@ -93,18 +93,8 @@ def run(args: argparse.Namespace) -> dict:
             rows.append(row)
         del index
     return {"items": args.items, "dim": args.dim, "clusters": args.clusters, "noise": args.noise, "queries": args.queries, "k": args.k,
-            "exact_batch_s": round(exact_s, 2), "rows": rows, "code": _commit(), "machine": _machine(),
+            "exact_batch_s": round(exact_s, 2), "rows": rows, "code": code_version("benchmarks/ann.py"), "machine": _machine(),
             "command": "python benchmarks/ann.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out")}
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=HERE, check=True).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _machine() -> str:

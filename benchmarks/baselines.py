@@ -53,12 +53,12 @@ NO_PUBLISHED = {
 }
 
 
-def code_version() -> str:
-    """The commit the benchmark ran on, with '+dirty' when the work tree had changes."""
+def code_version(script: str = "benchmarks/baselines.py") -> str:
+    """The commit the benchmark ran on, with '+dirty' when the library or the benchmark `script` had changes."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "omnirec", "benchmarks/baselines.py"], cwd=HERE.parent,
+        dirty = subprocess.run(["git", "status", "--porcelain", "omnirec", script], cwd=HERE.parent,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

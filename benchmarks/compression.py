@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from baselines import code_version  # noqa: E402
 from pipeline import fit_or_load, sasrec_folder  # noqa: E402 - the pipeline benchmark's cached sasrec
 
 from omnirec.bundle import Bundle  # noqa: E402
@@ -87,9 +87,7 @@ def main() -> None:
         compress_bundle(folder / "full", folder / weights, weights)
         rows[f"{weights} weights"] = measure(folder / weights, split, users)
         print(weights, rows[f"{weights} weights"], flush=True)
-    code = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    doc = {"rows": rows, "code": code + ("+dirty" if dirty else ""), "command": "python benchmarks/compression.py --data-dir ../shared/data",
+    doc = {"rows": rows, "code": code_version("benchmarks/compression.py"), "command": "python benchmarks/compression.py --data-dir ../shared/data",
            "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, torch {torch.__version__}"}
     atomic_write_text(HERE / "results" / "compression.json", json.dumps(doc, indent=2))
     atomic_write_text(HERE / "COMPRESSION.md", markdown(doc))

@@ -25,7 +25,6 @@ import dataclasses
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from baselines import code_version
 from omnirec.data.datasets import load_dataset
 from omnirec.data.split import Split, split_dataset
 from omnirec.evaluate.ranking import EvalResult, full_ranking_eval, item_vectors_from_matrix, list_eval
@@ -310,12 +310,7 @@ def _group_table(rows: dict) -> list[str]:
 
 
 def _meta(argv: list[str]) -> dict:
-    try:
-        code = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=HERE, check=True).stdout.strip()
-        code += "+dirty" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        code = "unknown"
+    code = code_version("benchmarks/pipeline.py")
     return {"command": "python benchmarks/pipeline.py " + " ".join(a for a in argv if not a.startswith("/")),
             "code": code, "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"}
 

@@ -146,8 +146,9 @@ def main() -> None:
         print(json.dumps(stage(args.stage, args.folder, args.users, args.items, args.interactions)))
         return
     rows = [run_size(*(int(x) for x in size.split(":"))) for size in args.sizes.split(",")]
-    code = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    doc = {"rows": rows, "code": code, "command": "python benchmarks/scale.py " + f"--sizes {args.sizes}",
+    from baselines import code_version
+
+    doc = {"rows": rows, "code": code_version("benchmarks/scale.py"), "command": "python benchmarks/scale.py " + f"--sizes {args.sizes}",
            "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"}
     sys.path.insert(0, str(HERE.parent))
     from omnirec.utils import atomic_write_text

@@ -31,6 +31,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from baselines import code_version  # noqa: E402
 from pipeline import fit_or_load, sasrec_folder  # noqa: E402 - the pipeline benchmark's cached sasrec
 
 from omnirec.bundle import Bundle  # noqa: E402
@@ -163,9 +164,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
-    code = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    doc = {"runs": runs, "items": 12101, "users": len(users), "code": code + ("+dirty" if dirty else ""),
+    doc = {"runs": runs, "items": 12101, "users": len(users), "code": code_version("benchmarks/serve_load.py"),
            "workers": args.workers,
            "command": "python benchmarks/serve_load.py --data-dir ../shared/data" + (f" --workers {args.workers}" if args.workers > 1 else ""),
            "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"}
