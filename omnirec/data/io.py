@@ -227,13 +227,52 @@ def read_interactions(
     path = Path(path)
     suffix = _base_suffix(path)
     if suffix in (".parquet", ".pq"):
-        return _to_interactions(_read_parquet(path), columns, path)
+        fast = _scan_interactions(path, columns, None, encoding)
+        return fast if fast is not None else _to_interactions(_read_parquet(path), columns, path)
     if sep is None:
         sep = _separator(path, encoding)
+    fast = _scan_interactions(path, columns, sep, encoding)
+    if fast is not None:
+        return fast
     frame = read_delimited(path, sep, encoding=encoding)
     if frame.height == 0:
         raise DataFormatError(path, "a header but no records", expected="at least one record")
     return _to_interactions(frame, columns, path)
+
+
+def _is_gzip(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(2) == _GZIP_MAGIC
+
+
+def _scan_interactions(path: Path, columns: ColumnMap, sep: str | None, encoding: str) -> pl.DataFrame | None:
+    """The interactions read lazily, only the mapped columns, without a copy of the file in memory.
+
+    This is the fast path for large, well-formed, uncompressed UTF-8 files (Parquet when `sep` is None).
+    It returns None whenever the file is not that, or anything looks wrong: the strict reader then reads
+    the file again and raises the error that names the line, so errors are the same either way.
+    """
+    if not path.is_file() or _is_gzip(path) or (sep is not None and encoding.lower().replace("-", "") != "utf8"):
+        return None
+    try:
+        if sep is None:
+            frame = pl.scan_parquet(path)
+        else:  # every column as a string, as the strict reader does; ragged rows raise or leave nulls
+            frame = pl.scan_csv(path, separator=sep, has_header=True, infer_schema=False, quote_char='"',
+                                encoding="utf8")
+        names = frame.collect_schema().names()
+        if any(src not in names for src, _ in columns.pairs()):
+            return None
+        if sep is not None:  # a short row leaves nulls; blank lines are skipped by the scanner
+            frame = frame.filter(~pl.all_horizontal(pl.all().is_null()))
+            if frame.select(pl.any_horizontal(pl.all().is_null()).any()).collect().item():
+                return None
+        frame = frame.select([src for src, _ in columns.pairs()]).collect()
+        if frame.height == 0 or frame.select(pl.any_horizontal(pl.all().is_null()).any()).item():
+            return None
+        return _to_interactions(frame, columns, path)
+    except (pl.exceptions.PolarsError, DataFormatError, OSError, ValueError):
+        return None
 
 
 def _read_parquet(path: Path) -> pl.DataFrame:

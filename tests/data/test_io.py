@@ -171,6 +171,30 @@ def test_read_interactions_parquet_equals_csv_and_casts_ids_to_strings(tmp_path)
     assert rows(out) == [("3", "10", 1), ("1", "20", 2)]
 
 
+@pytest.mark.parametrize("name", ["wide.csv", "wide.parquet", "wide.tsv"])
+def test_large_file_path_reads_only_mapped_columns_without_the_strict_reader(tmp_path, monkeypatch, name):
+    """Well-formed uncompressed files are scanned lazily; the result equals the strict reader's."""
+    import omnirec.data.io as io_module
+
+    frame = pl.DataFrame({"page": ["/p/a", "/p/0", "/p/b"], U: ["u1", "u2", "u1"], I: ["a", "007", "b"],
+                          "when": ["30", "10", "20"], R: ["4.5", "3", "1"], "note": ["x, y", "", "z"]})
+    path = tmp_path / name
+    if name.endswith(".parquet"):
+        frame.write_parquet(path)
+    else:
+        frame.write_csv(path, separator="\t" if name.endswith(".tsv") else ",")
+    columns = ColumnMap(timestamp="when", rating=R)
+    with monkeypatch.context() as patch:  # the strict reader is what the lazy path avoids
+        patch.setattr(io_module, "read_delimited", lambda *a, **k: pytest.fail("strict CSV reader used"))
+        patch.setattr(io_module, "_read_parquet", lambda *a, **k: pytest.fail("strict Parquet reader used"))
+        lazy = read_interactions(path, columns)
+    with monkeypatch.context() as patch:
+        patch.setattr(io_module, "_scan_interactions", lambda *a, **k: None)
+        strict = read_interactions(path, columns)
+    assert_frame_equal(lazy, strict)
+    assert rows(lazy) == [("u1", "a", 30, 4.5), ("u2", "007", 10, 3.0), ("u1", "b", 20, 1.0)]
+
+
 def test_read_interactions_parquet_datetime_and_date_columns_become_unix_seconds(tmp_path):
     path = tmp_path / "dates.parquet"
     naive = [dt.datetime(2020, 1, 1, 0, 0, 10), dt.datetime(2021, 6, 1)]
