@@ -101,7 +101,7 @@ def run_experiment(
     Test histories include the validation item; validation targets are only for early stopping.
     """
     split = split or split_dataset(dataset, "loo")
-    train = split.train_data(dataset.item_text)
+    train = split.train_data(dataset.item_text, dataset.user_attributes)
     histories, targets = split.histories("test"), split.targets("test")
     item_vectors = item_vectors_from_matrix(train.matrix)
     results, fit_s = {}, {}
@@ -114,13 +114,16 @@ def run_experiment(
             progress=progress,
         )
     notes = list(split.notes) + _merge_notes(results)
-    groups = {}
+    groups, parts = {}, {}
     if split.cold is not None:  # the cold-items protocol: cold and warm targets reported apart too
         warm = np.setdiff1d(np.arange(1, dataset.n_items + 1), split.cold)
-        for group, items in (("cold", split.cold), ("warm", warm)):
-            part = targets.only(items)
-            if (part.lengths() > 0).any():
-                groups[group] = {name: full_ranking_eval(model, histories, part, ks=ks) for name, model in models.items()}
+        parts = {"cold": targets.only(split.cold), "warm": targets.only(warm)}
+    if split.cold_users is not None:  # the cold-users protocol: users without training data apart
+        warm_users = np.setdiff1d(np.arange(1, dataset.n_users + 1), split.cold_users)
+        parts = {"cold users": targets.only_users(split.cold_users), "warm users": targets.only_users(warm_users)}
+    for group, part in parts.items():
+        if (part.lengths() > 0).any():
+            groups[group] = {name: full_ranking_eval(model, histories, part, ks=ks) for name, model in models.items()}
     return ExperimentReport(dataset, split, models, results, fit_s, ks, notes, groups)
 
 

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from omnirec.data.clean import CleanConfig, CleanReport, clean
 from omnirec.data.ids import IdMap
 from omnirec.data.schema import ITEM, TEXT, TIME, USER
+from omnirec.features.attributes import Attributes
 from omnirec.features.matrix import interaction_matrix
 from omnirec.features.sequences import Histories
 
@@ -32,6 +33,7 @@ class Dataset:
     items: IdMap
     item_text: list[str] | None
     report: CleanReport
+    user_attributes: Attributes | None = None  # categorical user traits by dense id (age, gender...)
 
     @property
     def n_users(self) -> int:
@@ -50,16 +52,20 @@ class Dataset:
         items: pl.DataFrame | None = None,
         name: str = "data",
         config: CleanConfig = CleanConfig(),
+        users: pl.DataFrame | None = None,
     ) -> Dataset:
-        """Clean `interactions`, map ids (0 = padding) and line item text up with dense item ids."""
+        """Clean `interactions`, map ids (0 = padding) and line item text up with dense item ids.
+
+        `users` (a `user_id` column and any attribute columns) becomes `user_attributes`."""
         cleaned, report = clean(interactions, config)
-        users = IdMap.from_values(cleaned[USER])
+        user_map = IdMap.from_values(cleaned[USER])
         item_map = IdMap.from_values(cleaned[ITEM])
         extra = [c for c in cleaned.columns if c not in (USER, ITEM, TIME)]
         dense = pl.DataFrame(
-            {USER: users.encode(cleaned[USER]), ITEM: item_map.encode(cleaned[ITEM]), TIME: cleaned[TIME]}
+            {USER: user_map.encode(cleaned[USER]), ITEM: item_map.encode(cleaned[ITEM]), TIME: cleaned[TIME]}
         ).with_columns(cleaned.select(extra))
-        return cls(name, dense, users, item_map, _align_text(items, item_map), report)
+        attributes = None if users is None else Attributes.from_frame(users, USER, user_map)
+        return cls(name, dense, user_map, item_map, _align_text(items, item_map), report, attributes)
 
 
 def _align_text(items: pl.DataFrame | None, item_map: IdMap) -> list[str] | None:
@@ -79,6 +85,7 @@ class TrainData:
     n_items: int
     item_text: list[str] | None = None
     valid: Histories | None = None  # validation targets, for models that stop early
+    user_attributes: Attributes | None = None  # for every user of the dataset, also those without training data
 
     @cached_property
     def matrix(self) -> sp.csr_matrix:

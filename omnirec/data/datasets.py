@@ -15,34 +15,38 @@ from omnirec.data import io
 from omnirec.data.clean import CleanConfig
 from omnirec.data.dataset import Dataset
 
-Reader = Callable[[Path], tuple[pl.DataFrame, pl.DataFrame | None]]
+Frames = tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None]  # interactions, items, users
+Reader = Callable[[Path], Frames]
 
 
-def _movielens(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+def _movielens(folder: Path) -> Frames:
     ml = io.read_movielens(folder)
-    return ml.interactions, ml.items
+    users = ml.users.select(pl.col("user_id"), pl.col("age"), pl.col("gender"), pl.col("occupation"),
+                            pl.col("zip").str.slice(0, 1).alias("zip_region"))  # first digit: a US region
+    return ml.interactions, ml.items, users
 
 
-def _s3rec_beauty(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+def _s3rec_beauty(folder: Path) -> Frames:
     interactions = io.read_seq(io.find_file(folder, "Beauty.txt"))
     try:
         items = io.read_item_attributes(io.find_file(folder, "Beauty_item2attributes.json"))
     except FileNotFoundError:
         items = None
-    return interactions, items
+    return interactions, items, None
 
 
-def _bert4rec_beauty(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    return io.read_pairs(io.find_file(folder, "beauty.txt")), None
+def _bert4rec_beauty(folder: Path) -> Frames:
+    return io.read_pairs(io.find_file(folder, "beauty.txt")), None, None
 
 
-def _scientific(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    return io.read_recbole(folder, "Scientific")
+def _scientific(folder: Path) -> Frames:
+    return *io.read_recbole(folder, "Scientific"), None
 
 
 # name -> (sub-folder of the data folder, reader, description)
 DATASETS: dict[str, tuple[str, Reader, str]] = {
-    "ml-100k": ("ml-100k", _movielens, "MovieLens-100K ratings as implicit feedback; text: title + genres"),
+    "ml-100k": ("ml-100k", _movielens, "MovieLens-100K ratings as implicit feedback; text: title + genres; "
+                "user attributes: age, gender, occupation, zip region"),
     "beauty": ("s3rec", _s3rec_beauty, "Amazon Beauty 5-core (S3-Rec); text: attribute-id tokens"),
     "beauty-bert4rec": ("bert4rec", _bert4rec_beauty, "Amazon Beauty as preprocessed for BERT4Rec; no text"),
     "scientific": ("amazon-scientific", _scientific, "Amazon Industrial & Scientific (UniSRec); item text"),
@@ -71,8 +75,8 @@ def load_dataset(name: str, data_dir: str | Path, config: CleanConfig = CleanCon
     ValueError: unknown dataset 'nope'; known: ml-100k, beauty, beauty-bert4rec, scientific
     """
     folder = dataset_folder(name, data_dir)
-    interactions, items = DATASETS[name][1](folder)
-    return Dataset.from_frames(interactions, items, name=name, config=config)
+    interactions, items, users = DATASETS[name][1](folder)
+    return Dataset.from_frames(interactions, items, name=name, config=config, users=users)
 
 
 FORMATS = ("seq", "pairs", "csv", "movielens", "recbole")
@@ -91,7 +95,7 @@ def load_file(
     `items_path` with `item_text_columns` adds item text from a CSV/TSV/Parquet catalogue.
     """
     path = Path(path)
-    items = None
+    items = users = None
     if fmt == "seq":
         interactions = io.read_seq(path)
     elif fmt == "pairs":
@@ -99,7 +103,7 @@ def load_file(
     elif fmt == "csv":
         interactions = io.read_interactions(path, columns)
     elif fmt == "movielens":
-        interactions, items = _movielens(path)
+        interactions, items, users = _movielens(path)
     elif fmt == "recbole":
         name = path.name.split(".")[0]
         interactions, items = io.read_recbole(path.parent, name)
@@ -109,4 +113,4 @@ def load_file(
         if not item_text_columns:
             raise ValueError("items_path needs item_text_columns (which columns hold the text)")
         items = io.read_item_text(items_path, columns.item, list(item_text_columns))
-    return Dataset.from_frames(interactions, items, name=path.name, config=config)
+    return Dataset.from_frames(interactions, items, name=path.name, config=config, users=users)

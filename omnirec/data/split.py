@@ -19,6 +19,7 @@ import polars as pl
 
 from omnirec.data.dataset import Dataset, TrainData
 from omnirec.data.schema import ITEM, TIME, USER
+from omnirec.features.attributes import Attributes
 from omnirec.features.sequences import Histories
 
 
@@ -38,6 +39,7 @@ class Split:
     protocol: str
     notes: tuple[str, ...] = field(default=())
     cold: np.ndarray | None = field(default=None, compare=False)  # cold items (the cold-items protocol)
+    cold_users: np.ndarray | None = field(default=None, compare=False)  # users held out of training (cold-users)
 
     def __post_init__(self) -> None:
         for name, part in (("valid", self.valid), ("test", self.test)):
@@ -45,9 +47,10 @@ class Split:
             if leaked:
                 raise SplitError(f"{leaked} {name} interactions also appear in train (same user, item, time)")
 
-    def train_data(self, item_text: list[str] | None = None) -> TrainData:
+    def train_data(self, item_text: list[str] | None = None, user_attributes: Attributes | None = None) -> TrainData:
         """The view models fit on; validation targets ride along for early stopping."""
-        return TrainData(self.train, self.n_users, self.n_items, item_text, valid=self.targets("valid"))
+        return TrainData(self.train, self.n_users, self.n_items, item_text, valid=self.targets("valid"),
+                         user_attributes=user_attributes)
 
     def histories(self, phase: str) -> Histories:
         """Model input and mask when evaluating `phase`: train for 'valid'; train + valid for 'test'."""
@@ -227,16 +230,38 @@ def cold_items(
     return Split(train, valid, test, n_users, n_items, "cold-items", notes, cold=cold)
 
 
+def cold_users(frame: pl.DataFrame, n_users: int, n_items: int, user_frac: float = 0.1, seed: int = 0) -> Split:
+    """Leave-one-out for most users; a seeded `user_frac` of users is held out entirely: none of their
+    interactions is in train or valid, all of them are test targets, and their test history is empty.
+    Only what is known of them besides interactions (user attributes) can personalise their lists.
+    `Split.cold_users` lists them so evaluation can report cold and warm users apart.
+    """
+    if not 0 < user_frac < 1:
+        raise ValueError(f"user_frac={user_frac}; expected a fraction in (0, 1)")
+    users = frame[USER].unique().sort().to_numpy()
+    rng = np.random.default_rng(seed)
+    held = np.sort(rng.choice(users, size=max(1, int(round(user_frac * len(users)))), replace=False))
+    if len(held) == len(users):
+        raise SplitError(f"cold-users split: all {len(users)} users would be held out; lower user_frac")
+    cold = pl.col(USER).is_in(pl.Series(held).implode())
+    base = leave_one_out(frame.filter(~cold), n_users, n_items, short_users="train")
+    test = pl.concat([base.test, frame.filter(cold).select(base.test.columns)]).sort(USER, TIME, maintain_order=True)
+    notes = (f"cold-users: {len(held)} users held out of training; their {frame.filter(cold).height} "
+             "interactions are all test targets",)
+    return Split(base.train, base.valid, test, n_users, n_items, "cold-users", notes, cold_users=held)
+
+
 def _check_fracs(valid_frac: float, test_frac: float) -> None:
     if not (0 <= valid_frac < 1 and 0 < test_frac < 1 and valid_frac + test_frac < 1):
         raise ValueError(f"valid_frac={valid_frac}, test_frac={test_frac}; need 0 <= valid, 0 < test, sum < 1")
 
 
-SPLITS = {"loo": leave_one_out, "temporal": temporal, "random": random_split, "cold-items": cold_items}
+SPLITS = {"loo": leave_one_out, "temporal": temporal, "random": random_split, "cold-items": cold_items,
+          "cold-users": cold_users}
 
 
 def split_dataset(dataset: Dataset, method: str = "loo", **options: object) -> Split:
-    """Split a `Dataset` by name: 'loo', 'temporal', 'random' or 'cold-items'."""
+    """Split a `Dataset` by name: 'loo', 'temporal', 'random', 'cold-items' or 'cold-users'."""
     if method not in SPLITS:
         raise ValueError(f"unknown split {method!r}; expected one of {sorted(SPLITS)}")
     return SPLITS[method](dataset.interactions, dataset.n_users, dataset.n_items, **options)

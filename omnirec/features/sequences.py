@@ -135,6 +135,20 @@ class Histories:
         times = None if self.times is None else self.times[keep]
         return Histories(indptr, self.items[keep], times)
 
+    def only_users(self, users: np.ndarray) -> Histories:
+        """The same rows, emptied for every user not in `users`.
+
+        >>> h = Histories(np.array([0, 0, 2, 3]), np.array([5, 6, 7]))
+        >>> kept = h.only_users(np.array([2]))
+        >>> kept.items.tolist(), kept.indptr.tolist()
+        ([7], [0, 0, 0, 1])
+        """
+        rows = np.repeat(np.arange(len(self.indptr) - 1), self.lengths())
+        keep = np.isin(rows, users)
+        indptr = np.zeros_like(self.indptr)
+        np.cumsum(np.bincount(rows[keep], minlength=len(self.indptr) - 1), out=indptr[1:])
+        return Histories(indptr, self.items[keep], None if self.times is None else self.times[keep])
+
     def extend(self, later: Histories) -> Histories:
         """Each user's items followed by the user's items in `later` (same users, events that came after).
 

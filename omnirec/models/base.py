@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -30,7 +31,7 @@ import torch
 from omnirec.compress import decompress_state
 from omnirec.config import config_hash, from_dict, to_dict
 from omnirec.data.dataset import TrainData
-from omnirec.features.sequences import UserBatch
+from omnirec.features.sequences import Histories, UserBatch
 from omnirec.utils import atomic_savez, atomic_write_text, file_sha256
 
 FORMAT = "omnirec.model/1"
@@ -60,6 +61,22 @@ def rows_per_block(n_items: int, most: int = 2048, budget: int = SCORE_BUDGET_BY
     (2048, 134)
     """
     return int(max(1, min(most, budget // (4 * (n_items + 1)))))
+
+
+def first_target_ndcg(
+    score: Callable[[UserBatch], torch.Tensor], histories: Histories, targets: Histories, users: np.ndarray,
+    n_items: int, k: int = 10, batch_size: int = 1024,
+) -> float:
+    """Mean NDCG@k of each of `users`' first target, ranked by `score` against every item not in the history."""
+    batch_size = rows_per_block(n_items, batch_size)
+    gains = []
+    for start in range(0, len(users), batch_size):
+        batch = histories.batch(users[start : start + batch_size])
+        scores = mask_seen(score(batch).float().cpu(), batch)  # (B, I + 1)
+        wanted = torch.from_numpy(targets.items[targets.indptr[batch.users]])  # (B,)
+        rank = (scores > scores.gather(1, wanted[:, None])).sum(1)  # (B,) items strictly better
+        gains.append(torch.where(rank < k, 1.0 / torch.log2(rank.double() + 2.0), 0.0))
+    return float(torch.cat(gains).mean()) if gains else 0.0
 
 
 _PRIME = 2_147_483_647  # 2**31 - 1

@@ -17,9 +17,9 @@ import torch
 from omnirec.config import config_hash
 from omnirec.data.dataset import TrainData
 from omnirec.features.sequences import Histories, UserBatch
-from omnirec.models.base import Recommender, mask_seen, rows_per_block
+from omnirec.models.base import Recommender, first_target_ndcg
 from omnirec.train import losses
-from omnirec.train.loop import LossFn, TrainResult, fit
+from omnirec.train.loop import LossFn, TrainResult, fit, training_summary
 
 
 def check_sequence_config(config: Any, sizes: tuple[int, ...]) -> None:
@@ -78,16 +78,9 @@ def validation_ndcg(
 ) -> float:
     """Mean NDCG@k of each user's first validation target, ranked against all unseen items."""
     users = np.flatnonzero((targets.lengths() > 0) & (histories.lengths() > 0))
-    batch_size = rows_per_block(module.item_table().shape[0] - 1, batch_size)
-    gains = []
-    for start in range(0, len(users), batch_size):
-        batch = histories.batch(users[start : start + batch_size])
-        scores = (encode_last(module, batch, max_len) @ module.item_table().T).float().cpu()  # (B, I + 1)
-        mask_seen(scores, batch)
-        wanted = torch.from_numpy(targets.items[targets.indptr[batch.users]])  # (B,)
-        rank = (scores > scores.gather(1, wanted[:, None])).sum(1)  # (B,) items strictly better
-        gains.append(torch.where(rank < k, 1.0 / torch.log2(rank.double() + 2.0), 0.0))
-    return float(torch.cat(gains).mean()) if gains else 0.0
+    table = module.item_table()
+    score = lambda batch: encode_last(module, batch, max_len) @ table.T  # noqa: E731
+    return first_target_ndcg(score, histories, targets, users, table.shape[0] - 1, k, batch_size)
 
 
 class SequentialRecommender(Recommender):
@@ -144,10 +137,7 @@ class SequentialRecommender(Recommender):
 
     def _record(self, result: TrainResult) -> None:
         self.history = result.history
-        best = result.best_metric if np.isfinite(result.best_metric) else None  # None: never validated
-        self.training = {"best_epoch": result.best_epoch, "best_valid_ndcg@10": best,
-                         "epochs_run": len(result.history), "stopped": result.stopped,
-                         "threads": torch.get_num_threads(), "seed": self.config.train.seed}
+        self.training = training_summary(result, self.config.train.seed)
 
     @torch.no_grad()
     def _score(self, batch: UserBatch) -> torch.Tensor:

@@ -89,6 +89,13 @@ class TrainResult:
     stopped: str = "epochs"
 
 
+def training_summary(result: TrainResult, seed: int) -> dict[str, object]:
+    """What a model records of its training (`model.training`): best epoch and metric, epochs, why it stopped."""
+    best = result.best_metric if np.isfinite(result.best_metric) else None  # None: never validated
+    return {"best_epoch": result.best_epoch, "best_valid_ndcg@10": best, "epochs_run": len(result.history),
+            "stopped": result.stopped, "threads": torch.get_num_threads(), "seed": seed}
+
+
 def windows(sequences: Histories, max_len: int) -> Histories:
     """Each user's sequence cut, from its end, into windows of at most max_len + 1 items that overlap by
     one item: every item but a user's first is a target in exactly one window, read with up to max_len

@@ -19,6 +19,9 @@ FAST = {
     "sasrec": {"d_model": 16, "max_len": 20, "train": TINY_TRAIN},
     "hstu": {"d_model": 16, "d_attention": 8, "max_len": 20, "train": TINY_TRAIN},
     "textseq": {"d_model": 16, "max_len": 20, "encoder": {"cache_dir": "-", "progress": False}, "train": TINY_TRAIN},
+    "twotower": {"d_model": 16, "hidden": 32, "encoder": {"cache_dir": "-", "progress": False}, "train": TINY_TRAIN},
+    "neumf": {"d_gmf": 8, "d_mlp": 8, "layers": [16, 8], "train": TINY_TRAIN},
+    "lightgcn": {"d_model": 16, "train": TINY_TRAIN},
 }
 
 

@@ -16,7 +16,7 @@ from omnirec.evaluate.ranking import full_ranking_eval, list_eval
 from omnirec.features.sequences import Histories
 from omnirec.models import ItemKNN, Markov
 from omnirec.pipeline.ann import IndexConfig, VectorIndex, exact_search, recall_at_k
-from omnirec.pipeline.pipeline import Pipeline, Rules, merge
+from omnirec.pipeline.pipeline import Pipeline, merge
 from omnirec.pipeline.rank import LearnedRanker, ModelRanker
 from omnirec.pipeline.rerank import RerankConfig, mmr
 from omnirec.pipeline.scenario import PipelineData, ScenarioConfig, SourceConfig, build_pipeline, parse_scenarios
