@@ -28,8 +28,12 @@ class ConfigError(ValueError):
     """A config key that does not exist, or a value of the wrong type."""
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build the dataclass `cls` from `data`; nested dataclasses are filled recursively."""
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "", base: T | None = None) -> T:
+    """Build the dataclass `cls` from `data`; nested dataclasses are filled recursively.
+
+    Keys not in `data` keep their values in `base` (default: the class defaults). A nested table starts
+    from the field's own default, so a model's defaults for its training loop survive a table that
+    sets only some of their keys."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a table of keys, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -42,7 +46,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     for key, value in data.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            value = from_dict(hint, value, f"{label}.{key}")
+            value = from_dict(hint, value, f"{label}.{key}", _field_default(fields[key], base))
         elif hint is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         elif hint in (int, float, str, bool) and not isinstance(value, hint):
@@ -51,9 +55,18 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
             value = tuple(value)
         values[key] = value
     try:
-        return cls(**values)
+        return dataclasses.replace(base, **values) if base is not None else cls(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{label}: {exc}") from exc
+
+
+def _field_default(field: dataclasses.Field, base: object | None) -> Any:
+    """The value a nested config field starts from: the base's, else the field's default, else None."""
+    if base is not None:
+        return getattr(base, field.name)
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

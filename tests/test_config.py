@@ -49,3 +49,12 @@ def test_toml_syntax_error_names_the_file(tmp_path):
     bad.write_text("[models\n")
     with pytest.raises(ConfigError, match="bad.toml"):
         load_toml(bad)
+
+
+def test_nested_table_keeps_the_models_own_defaults_for_keys_it_does_not_set():
+    from omnirec.models.neumf import NeuMFConfig
+
+    default = NeuMFConfig().train
+    assert default.eval_every == 2  # NeuMF validates every other epoch, unlike the loop's default of 1
+    config = from_dict(NeuMFConfig, {"train": {"lr": 0.01}})
+    assert config.train.lr == 0.01 and config.train.eval_every == 2 and config.train.batch_size == default.batch_size
