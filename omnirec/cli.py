@@ -48,6 +48,7 @@ class DataConfig:
     rating_col: str = ""
     items: str = ""
     text_cols: str = ""
+    user_attributes: str = ""
 
 
 def build_models(names: list[str], settings: dict[str, Any], dataset: Dataset) -> dict[str, Recommender]:
@@ -122,11 +123,18 @@ def _load_for_evaluate(args: argparse.Namespace, clean: CleanConfig) -> Dataset:
     text_cols = tuple(c.strip() for c in args.text_cols.split(",") if c.strip()) if args.text_cols else ()
     if args.items and not text_cols:
         raise SystemExit("error: --items needs --text-cols (the catalogue columns that hold the text)")
-    return load_file(args.path, args.format, columns, clean, items_path=args.items, item_text_columns=text_cols)
+    return load_file(args.path, args.format, columns, clean, items_path=args.items, item_text_columns=text_cols,
+                     users_path=args.user_attributes)
 
 
 def _make_split(dataset: Dataset, args: argparse.Namespace) -> Split:
-    """The split `--split` names; cold-items by time quantile, or by a random item fraction (--cold-frac)."""
+    """The split `--split` names; cold-items by time quantile, or by a random item fraction (--cold-frac);
+    cold-users holds out --cold-frac of the users (10% by default)."""
+    if args.split == "cold-users":
+        try:
+            return split_dataset(dataset, "cold-users", user_frac=args.cold_frac or 0.1)
+        except ValueError as exc:
+            raise SystemExit(f"error: --split cold-users: {exc}") from exc
     if args.split == "cold-items":
         options = {"item_frac": args.cold_frac} if args.cold_frac else {"cutoff_quantile": args.cold_quantile}
         try:
@@ -174,6 +182,9 @@ def _with_train_options(model: Recommender, checkpoint_dir: str | None, quiet: b
         return model
     changes: dict[str, Any] = {"progress": False} if quiet else {}
     if checkpoint_dir is not None:
+        if not hasattr(train, "checkpoint_dir"):
+            raise SystemExit(f"error: --checkpoint-dir: model {model.name!r} does not write checkpoints (the sequence "
+                             "models do)")
         changes["checkpoint_dir"] = checkpoint_dir
     config = dataclasses.replace(model.config, train=dataclasses.replace(train, **changes))
     encoder = getattr(config, "encoder", None)  # the text encoder's progress bar too
@@ -375,14 +386,18 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--rating-col", default=None, help="csv: rating column (optional)")
     e.add_argument("--items", help="item catalogue (CSV/TSV/Parquet) keyed by --item-col, for text models")
     e.add_argument("--text-cols", help="catalogue columns joined into the item text, comma-separated")
+    e.add_argument("--user-attributes", help="user table (CSV/TSV/Parquet) keyed by --user-col; its other columns "
+                   "are attributes (for twotower)")
     e.add_argument("--models", default="pop,itemknn,als,bpr,markov", help="comma-separated (known: %s)" % ",".join(MODELS))
-    e.add_argument("--split", choices=("loo", "cold-items"), default="loo",
+    e.add_argument("--split", choices=("loo", "cold-items", "cold-users"), default="loo",
                    help="loo: leave-one-out; cold-items: leave-one-out with cold items kept out of training, "
-                        "cold and warm test targets also reported apart (default: %(default)s)")
+                        "cold and warm test targets also reported apart; cold-users: a fraction of users held "
+                        "out of training entirely, reported apart (default: %(default)s)")
     e.add_argument("--cold-quantile", type=float, default=0.8,
                    help="cold-items: items first seen at or after this time quantile are cold (default: %(default)s)")
     e.add_argument("--cold-frac", type=float, default=0.0,
-                   help="cold-items: instead, this fraction of items at random (for data without a clock)")
+                   help="cold-items: instead, this fraction of items at random (for data without a clock); "
+                        "cold-users: the fraction of users held out (default 0.1)")
     e.add_argument("--k", default="10,20", help="cut-offs, comma-separated (default: %(default)s)")
     e.add_argument("--json", required=True, help="where to write the result document")
     e.add_argument("--config", help="TOML with [clean] and [models.<name>] tables")

@@ -143,3 +143,32 @@ def test_quiet_turns_off_the_text_encoders_progress_bar_too():
     assert model.config.train.progress is False and model.config.encoder.progress is False
     loud = _with_train_options(MODELS["textseq"](), None, quiet=False)
     assert loud.config.encoder.progress is True
+
+
+def test_evaluate_deep_models_with_user_attributes_and_cold_users(tmp_path):
+    """A CSV log plus a user table: the neural models run from the CLI, and cold users are reported apart."""
+    rng = np.random.default_rng(0)
+    log, users = ["user,item,time"], ["user,club,age"]
+    for u in range(200):
+        club = "red" if u % 2 else "blue"
+        users.append(f"u{u},{club},{20 + u % 50}")
+        own = range(0, 10) if club == "red" else range(10, 20)
+        for t, i in enumerate(rng.choice(list(own), 6, replace=False)):
+            log.append(f"u{u},i{i},{t}")
+    (tmp_path / "log.csv").write_text("\n".join(log) + "\n")
+    (tmp_path / "users.csv").write_text("\n".join(users) + "\n")
+    out = tmp_path / "out.json"
+    models = {"twotower": {"item_text": False, "train": {"epochs": 3}}, "neumf": {"train": {"epochs": 2}},
+              "lightgcn": {"train": {"epochs": 2}}}
+    cfg = tmp_path / "models.toml"
+    cfg.write_text("".join(f"[models.{n}]\n" + "".join(f"{k} = {str(v).lower()}\n" for k, v in m.items() if k != "train")
+                           + f"[models.{n}.train]\n" + "".join(f"{k} = {v}\n" for k, v in m["train"].items())
+                           for n, m in models.items()))
+    code = main(["evaluate", "--path", str(tmp_path / "log.csv"), "--format", "csv", "--user-col", "user",
+                 "--item-col", "item", "--time-col", "time", "--user-attributes", str(tmp_path / "users.csv"),
+                 "--models", "pop,twotower,neumf,lightgcn", "--split", "cold-users", "--cold-frac", "0.2",
+                 "--config", str(cfg), "--json", str(out), "--quiet"])
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert set(doc["groups"]) == {"cold users", "warm users"}
+    assert set(doc["groups"]["cold users"]) == {"pop", "twotower", "neumf", "lightgcn"}

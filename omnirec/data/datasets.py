@@ -84,7 +84,7 @@ FORMATS = ("seq", "pairs", "csv", "movielens", "recbole")
 
 def load_file(
     path: str | Path, fmt: str, columns: io.ColumnMap = io.ColumnMap(), config: CleanConfig = CleanConfig(),
-    items_path: str | Path | None = None, item_text_columns: tuple[str, ...] = (),
+    items_path: str | Path | None = None, item_text_columns: tuple[str, ...] = (), users_path: str | Path | None = None,
 ) -> Dataset:
     """Read and clean one file (or folder, for `movielens` and `recbole`) in format `fmt`.
 
@@ -92,7 +92,8 @@ def load_file(
     - `csv`: CSV/TSV/Parquet with a header, mapped by `columns`;
     - `movielens`: a folder with `u.data`/`u.item`; `recbole`: `<folder>/<name>.inter`, given as the
       path to the `.inter` file (or to the `.test.inter` file of the UniSRec layout).
-    `items_path` with `item_text_columns` adds item text from a CSV/TSV/Parquet catalogue.
+    `items_path` with `item_text_columns` adds item text from a CSV/TSV/Parquet catalogue; `users_path`
+    adds user attributes from a CSV/TSV/Parquet table keyed by the user column.
     """
     path = Path(path)
     items = users = None
@@ -113,4 +114,6 @@ def load_file(
         if not item_text_columns:
             raise ValueError("items_path needs item_text_columns (which columns hold the text)")
         items = io.read_item_text(items_path, columns.item, list(item_text_columns))
+    if users_path is not None:
+        users = io.read_user_attributes(users_path, columns.user)
     return Dataset.from_frames(interactions, items, name=path.name, config=config, users=users)

@@ -311,6 +311,23 @@ def read_item_text(
     return frame.select(pl.col(id_col).cast(pl.String).alias(ITEM), join_text(text_cols).alias(TEXT))
 
 
+def read_user_attributes(path: str | Path, id_col: str, sep: str | None = None, encoding: str = "utf-8") -> pl.DataFrame:
+    """A user table (CSV/TSV/Parquet with a header): `id_col` renamed to `user_id`, every other column an
+    attribute (as strings; see `features.attributes` for how they become codes)."""
+    path = Path(path)
+    if _base_suffix(path) in (".parquet", ".pq"):
+        frame = _read_parquet(path)
+    else:
+        frame = read_delimited(path, sep or _separator(path, encoding), encoding=encoding).drop("_line")
+    if id_col not in frame.columns:
+        raise DataFormatError(path, f"no column {id_col!r} (columns: {', '.join(frame.columns)})",
+                              expected="the user id column")
+    if frame.width < 2:
+        raise DataFormatError(path, "no attribute columns besides the user id", expected="at least one attribute column")
+    attrs = [pl.col(c).cast(pl.String) for c in frame.columns if c != id_col]
+    return frame.select(pl.col(id_col).cast(pl.String).alias(USER), *attrs)
+
+
 def join_text(columns: list[str]) -> pl.Expr:
     """The non-empty text fields of `columns`, each without trailing dots, joined with '. '."""
     parts = [pl.col(c).cast(pl.String).str.strip_chars().str.strip_chars_end(".") for c in columns]

@@ -147,6 +147,11 @@ class LightGCN(PairRecommender):
         rows = torch.from_numpy(np.asarray(batch.users, dtype=np.int64)).clamp(max=self.user_table.shape[0] - 1)
         return self.user_table[rows] @ self.item_table.T
 
+    def item_embeddings(self) -> np.ndarray:
+        """(I + 1, D) the propagated item embeddings (row 0 is padding): what ANN retrieval indexes."""
+        self._check_fitted()
+        return self.item_table.numpy()
+
     def _get_state(self) -> dict[str, np.ndarray]:
         return {"user_table": self.user_table.numpy(), "item_table": self.item_table.numpy()}
 

@@ -169,10 +169,13 @@ class PipelineData:
             if self.text_vectors is None:
                 raise ValueError("this source needs item text embeddings, and none were given")
             return self.cached("v:text", lambda: _unit(self.text_vectors))
-        table = getattr(getattr(self.model, "module", None), "item_table", None)
-        if table is None:
-            raise ValueError(f"model {self.model.name!r} has no item embeddings (sasrec, hstu and textseq have)")
-        return self.cached("v:model", lambda: _unit(table().detach().float().cpu().numpy()))
+        own = getattr(self.model, "item_embeddings", None)  # two-tower's item tower, LightGCN's item table
+        table = getattr(getattr(self.model, "module", None), "item_table", None)  # the sequence models
+        if own is None and table is None:
+            raise ValueError(f"model {self.model.name!r} has no item embeddings (sasrec, hstu, textseq, twotower "
+                             "and lightgcn have)")
+        vectors = own if own is not None else lambda: table().detach().float().cpu().numpy()
+        return self.cached("v:model", lambda: _unit(np.asarray(vectors(), dtype=np.float32)))
 
     def index_over(self, what: str) -> VectorIndex:
         vectors = self.vectors(what)

@@ -306,3 +306,22 @@ def test_cli_content_scenario_reads_the_bundles_item_text(tmp_path, tiny_dataset
                  "--scenario", "similar", "--item", item, "--json", "-k", "5"]) == 0
     rows = json.loads(capsys.readouterr().out)["items"]
     assert len(rows) == 5 and all(row["sources"] == ["content"] and item in row["reason"] for row in rows)
+
+
+def test_embedding_source_retrieves_with_the_two_tower_item_tower(tiny_dataset, tiny_split):
+    """The item tower's vectors feed the `embedding` source: its neighbours are the tower's nearest items."""
+    from omnirec.models import TwoTower
+    from omnirec.models.twotower import TwoTowerConfig
+    from omnirec.train.pairs import PairTrainConfig
+
+    model = TwoTower(TwoTowerConfig(d_model=16, hidden=32, item_text=False,
+                                    train=PairTrainConfig(epochs=2, progress=False))).fit(tiny_split.train_data())
+    data = PipelineData(model, tiny_split.histories("test"), tiny_dataset.items)
+    vectors = data.vectors("model")
+    np.testing.assert_allclose(vectors[1:], model.item_embeddings()[1:], rtol=1e-5, atol=1e-6)
+    pipe = build_pipeline(ScenarioConfig(sources=(SourceConfig("embedding", n=10),), ranker="fusion"), data)
+    batch = tiny_split.histories("test").batch(np.array([3]))
+    ids = pipe.recommend_ids(batch, 5)[0]
+    last = int(batch.items[-1])
+    similarity = vectors[1:] @ vectors[last]
+    assert similarity[ids[0] - 1] >= np.sort(similarity)[-12]  # among the last item's nearest (history masked)
