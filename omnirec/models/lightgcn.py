@@ -41,7 +41,8 @@ class LightGCNConfig:
     d_model: int = 64
     n_layers: int = 3
     reg: float = 1e-4
-    train: PairTrainConfig = field(default_factory=lambda: PairTrainConfig(batch_size=2048, lr=5e-3))
+    # BPR with one negative converges slowly and validation is noisy: validate every 3 epochs, patience 5
+    train: PairTrainConfig = field(default_factory=lambda: PairTrainConfig(batch_size=2048, lr=5e-3, eval_every=3))
 
     def __post_init__(self) -> None:
         if self.d_model < 1 or self.n_layers < 0 or self.reg < 0:

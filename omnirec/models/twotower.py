@@ -48,12 +48,16 @@ LOSSES = ("inbatch", "bpr")
 class TwoTowerConfig:
     """d_model: output size of both towers (and of every input embedding); hidden: width of the towers'
     hidden layer; history: how many of the user's most recent items the user tower averages (0 = none);
-    user_ids: whether the user tower has ID embeddings; item_text: whether the item tower reads item
+    causal: a training pair's history is the items before it (as at test time, where the history is
+    everything before the target), else every other item of the user; last_item: the most recent
+    item of the history also enters on its own (a Markov-like signal); user_ids: whether the user tower has ID embeddings; item_text: whether the item tower reads item
     text vectors (when the data has text); temperature: scores are cosines divided by it."""
 
     d_model: int = 64
     hidden: int = 256
     history: int = 50
+    causal: bool = True
+    last_item: bool = True
     user_ids: bool = True
     item_text: bool = True
     dropout: float = 0.1
@@ -85,8 +89,9 @@ class TwoTowerNet(nn.Module):
         d = cfg.d_model
         self.user_ids = nn.Embedding(n_users + 1, d, padding_idx=0) if cfg.user_ids else None
         self.history = nn.Embedding(n_items + 1, d, padding_idx=0) if cfg.history else None
+        self.last = nn.Embedding(n_items + 1, d, padding_idx=0) if cfg.history and cfg.last_item else None
         self.attributes = nn.ModuleList(nn.Embedding(c, d, padding_idx=0) for c in cardinalities)
-        parts = int(cfg.user_ids) + int(bool(cfg.history)) + int(bool(cardinalities))
+        parts = int(cfg.user_ids) + int(bool(cfg.history)) + int(self.last is not None) + int(bool(cardinalities))
         self.user_tower = tower(max(parts, 1) * d, cfg.hidden, d, cfg.dropout)
         self.item_ids = nn.Embedding(n_items + 1, d, padding_idx=0)
         self.text_proj = None
@@ -94,7 +99,7 @@ class TwoTowerNet(nn.Module):
             self.register_buffer("text", text, persistent=False)  # (I + 1, E) frozen sentence vectors (saved apart)
             self.text_proj = nn.Linear(text.shape[1], d)
         self.item_tower = tower(d * (1 + int(text is not None)), cfg.hidden, d, cfg.dropout)
-        for table in [self.user_ids, self.history, self.item_ids, *self.attributes]:
+        for table in [self.user_ids, self.history, self.last, self.item_ids, *self.attributes]:
             if table is not None:
                 nn.init.normal_(table.weight, std=0.05)
                 table.weight.data[0] = 0.0
@@ -107,6 +112,8 @@ class TwoTowerNet(nn.Module):
         if self.history is not None:
             mask = (history > 0).unsqueeze(-1).float()  # (B, H, 1)
             parts.append((self.history(history) * mask).sum(1) / mask.sum(1).clamp(min=1.0))
+        if self.last is not None:
+            parts.append(self.last(history[:, -1]))  # the most recent item (0 = none: a zero row)
         if len(self.attributes):
             parts.append(sum(table(attributes[:, f]) for f, table in enumerate(self.attributes)))
         x = torch.cat(parts, dim=-1) if parts else torch.zeros(len(ids), self.item_ids.weight.shape[1], device=ids.device)
@@ -120,14 +127,19 @@ class TwoTowerNet(nn.Module):
 
 
 def recent_items(indptr: np.ndarray, items: np.ndarray, rows: np.ndarray, most: int,
-                 skip: np.ndarray | None = None) -> np.ndarray:
+                 skip: np.ndarray | None = None, ends: np.ndarray | None = None) -> np.ndarray:
     """(B, most) the last `most` items of each row of a ragged array (0-padded on the left); `skip` (B,)
-    positions in `items` to leave out (a training pair's own item), -1 for none.
+    positions in `items` to leave out (a training pair's own item), -1 for none; `ends` (B,) positions
+    the windows end before (default: each row's end).
 
-    >>> recent_items(np.array([0, 3, 4]), np.array([5, 6, 7, 8]), np.array([0, 1]), 2, np.array([2, -1])).tolist()
+    >>> indptr, items = np.array([0, 3, 4]), np.array([5, 6, 7, 8])
+    >>> recent_items(indptr, items, np.array([0, 1]), 2, skip=np.array([2, -1])).tolist()
     [[6, 0], [0, 8]]
+    >>> recent_items(indptr, items, np.array([0, 0]), 2, ends=np.array([2, 0])).tolist()
+    [[5, 6], [0, 0]]
     """
-    starts, ends = indptr[rows], indptr[rows + 1]
+    starts = indptr[rows]
+    ends = indptr[rows + 1] if ends is None else ends
     at = ends[:, None] - most + np.arange(most)[None, :]  # (B, most) positions in items
     keep = at >= starts[:, None]
     if skip is not None:
@@ -175,7 +187,12 @@ class TwoTower(PairRecommender):
         def step(module: nn.Module, users: torch.Tensor, at: np.ndarray, generator: torch.Generator) -> torch.Tensor:
             device = users.device
             rows = users.cpu().numpy()
-            history = recent_items(seq.indptr, seq.items, rows, cfg.history, skip=at) if cfg.history else np.zeros((len(rows), 0), np.int64)
+            if not cfg.history:
+                history = np.zeros((len(rows), 0), np.int64)
+            elif cfg.causal:  # the items before the pair's own
+                history = recent_items(seq.indptr, seq.items, rows, cfg.history, ends=at)
+            else:  # every other item of the user
+                history = recent_items(seq.indptr, seq.items, rows, cfg.history, skip=at)
             known = np.ones(len(rows), dtype=bool)
             if cfg.cold_dropout:
                 cold = torch.rand(len(rows), generator=generator).numpy() < cfg.cold_dropout
