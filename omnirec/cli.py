@@ -376,18 +376,7 @@ def make_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_quickstart)
     e = sub.add_parser("evaluate", help="full-ranking leave-one-out evaluation of models on a dataset")
-    e.add_argument("--dataset", choices=list(DATASETS), help="a named benchmark dataset")
-    e.add_argument("--data-dir", help="folder holding the benchmark datasets")
-    e.add_argument("--path", help="a data file (or folder for movielens)")
-    e.add_argument("--format", choices=FORMATS, help="format of --path")
-    e.add_argument("--user-col", default="user_id", help="csv: user column (default: %(default)s)")
-    e.add_argument("--item-col", default="item_id", help="csv: item column (default: %(default)s)")
-    e.add_argument("--time-col", default="timestamp", help="csv: time column; '' = file order (default: %(default)s)")
-    e.add_argument("--rating-col", default=None, help="csv: rating column (optional)")
-    e.add_argument("--items", help="item catalogue (CSV/TSV/Parquet) keyed by --item-col, for text models")
-    e.add_argument("--text-cols", help="catalogue columns joined into the item text, comma-separated")
-    e.add_argument("--user-attributes", help="user table (CSV/TSV/Parquet) keyed by --user-col; its other columns "
-                   "are attributes (for twotower)")
+    _data_arguments(e)
     e.add_argument("--models", default="pop,itemknn,als,bpr,markov", help="comma-separated (known: %s)" % ",".join(MODELS))
     e.add_argument("--split", choices=("loo", "cold-items", "cold-users"), default="loo",
                    help="loo: leave-one-out; cold-items: leave-one-out with cold items kept out of training, "
@@ -404,6 +393,16 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="also save models, id maps, per-user values and a plot here")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
+    pr = sub.add_parser("profile", help="the data's traits that decide the model: printed, and as JSON + PNG")
+    _data_arguments(pr)
+    pr.add_argument("--out", help="folder for profile.json and profile.png")
+    pr.set_defaults(func=cmd_profile)
+    au = sub.add_parser("auto", help="choose and tune a model within a time budget; test it once; bundle + report")
+    _data_arguments(au)
+    au.add_argument("--budget-minutes", type=float, required=True, help="wall-clock budget for the whole run")
+    au.add_argument("--out", required=True, help="folder for report.md/json, search.png, chosen.toml and bundle/")
+    au.add_argument("--seed", type=int, default=0)
+    au.set_defaults(func=cmd_auto)
     t = sub.add_parser("train", help="train one model from a TOML config, evaluate it and save a bundle")
     t.add_argument("--config", required=True, help="TOML: model, out, [data], [clean], [models.<name>]")
     t.add_argument("--out", help="bundle folder (overrides the config's out)")
@@ -446,6 +445,54 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="log warnings only")
     s.set_defaults(func=cmd_serve)
     return parser
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that name the data: a benchmark dataset, or a file with its format and columns."""
+    p.add_argument("--dataset", choices=list(DATASETS), help="a named benchmark dataset")
+    p.add_argument("--data-dir", help="folder holding the benchmark datasets")
+    p.add_argument("--path", help="a data file (or folder for movielens)")
+    p.add_argument("--format", choices=FORMATS, help="format of --path")
+    p.add_argument("--user-col", default="user_id", help="csv: user column (default: %(default)s)")
+    p.add_argument("--item-col", default="item_id", help="csv: item column (default: %(default)s)")
+    p.add_argument("--time-col", default="timestamp", help="csv: time column; '' = file order (default: %(default)s)")
+    p.add_argument("--rating-col", default=None, help="csv: rating column (optional)")
+    p.add_argument("--items", help="item catalogue (CSV/TSV/Parquet) keyed by --item-col, for text models")
+    p.add_argument("--text-cols", help="catalogue columns joined into the item text, comma-separated")
+    p.add_argument("--user-attributes", help="user table (CSV/TSV/Parquet) keyed by --user-col; its other columns "
+                   "are attributes (for twotower)")
+
+
+def _data_source(args: argparse.Namespace) -> dict[str, Any]:
+    """The data options as the `[data]` table of a training config."""
+    keys = [f.name for f in dataclasses.fields(DataConfig)]
+    return {k: str(getattr(args, k)) for k in keys if getattr(args, k, None) not in (None, "")}
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Print the data's traits; save them as JSON and a figure with --out."""
+    from omnirec.profile import format_profile, profile_dataset, save_profile
+
+    dataset = _load_for_evaluate(args, CleanConfig())
+    traits = save_profile(dataset, args.out) if args.out else profile_dataset(dataset)
+    print(format_profile(traits))
+    if args.out:
+        print(f"saved {args.out}/profile.json and {args.out}/profile.png")
+    return 0
+
+
+def cmd_auto(args: argparse.Namespace) -> int:
+    """Choose, tune and train a model within a time budget; report, chosen config and bundle in --out."""
+    from omnirec.auto import run_auto
+
+    if args.budget_minutes <= 0:
+        raise SystemExit("error: --budget-minutes must be > 0")
+    dataset = _load_for_evaluate(args, CleanConfig())
+    doc = run_auto(dataset, args.out, args.budget_minutes, _data_source(args), seed=args.seed)
+    print(doc["chosen"]["why"])
+    print(f"test NDCG@10 {doc['test']['ndcg@10']:.4f}; bundle {doc['bundle']}; report {args.out}/report.md; "
+          f"config {args.out}/chosen.toml ({doc['seconds']['total'] / 60:.1f} min)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,6 +79,22 @@ def first_target_ndcg(
     return float(torch.cat(gains).mean()) if gains else 0.0
 
 
+def reported(model: object, validate: Callable[[Any], float] | None) -> Callable[[Any], float] | None:
+    """`validate`, also handing each result to `model.on_validation(count, value)` where the model has that
+    hook (a hyperparameter search sets it to prune bad trials; raising there stops training)."""
+    hook = getattr(model, "on_validation", None)
+    if validate is None or hook is None:
+        return validate
+    count = iter(range(1, 1 << 30))
+
+    def wrapped(module: Any) -> float:
+        value = validate(module)
+        hook(next(count), value)
+        return value
+
+    return wrapped
+
+
 _PRIME = 2_147_483_647  # 2**31 - 1
 
 

@@ -20,7 +20,7 @@ import torch
 from omnirec.data.dataset import TrainData
 from omnirec.features.attributes import Attributes
 from omnirec.features.sequences import Histories, UserBatch
-from omnirec.models.base import Recommender, first_target_ndcg
+from omnirec.models.base import Recommender, first_target_ndcg, reported
 from omnirec.train.loop import TrainResult, training_summary
 from omnirec.train.pairs import StepFn, fit_pairs
 
@@ -81,7 +81,7 @@ class PairRecommender(Recommender):
             if len(users):
                 validate = lambda m: first_target_ndcg(  # noqa: E731
                     lambda b: self._score_with(m, b), data.sequences, data.valid, users, data.n_items)
-        result = self._train(view, validate, cfg)
+        result = self._train(view, reported(self, validate), cfg)
         self._record(result)
         if cfg.refit and validate is not None:
             view = view._replace(sequences=data.sequences.extend(data.valid))

@@ -17,7 +17,7 @@ import torch
 from omnirec.config import config_hash
 from omnirec.data.dataset import TrainData
 from omnirec.features.sequences import Histories, UserBatch
-from omnirec.models.base import Recommender, first_target_ndcg
+from omnirec.models.base import Recommender, first_target_ndcg, reported
 from omnirec.train import losses
 from omnirec.train.loop import LossFn, TrainResult, fit, training_summary
 
@@ -99,8 +99,8 @@ class SequentialRecommender(Recommender):
         validate = None
         if data.valid is not None and data.valid.items.size:
             validate = lambda m: validation_ndcg(m, data.sequences, data.valid, cfg.max_len)  # noqa: E731
-        result = fit(self.module, data.sequences, cfg.max_len, self._loss(data.sequences), validate, cfg.train,
-                     self._fingerprint(data))
+        result = fit(self.module, data.sequences, cfg.max_len, self._loss(data.sequences), reported(self, validate),
+                     cfg.train, self._fingerprint(data))
         self._record(result)
         if cfg.train.refit and validate is not None:
             self._refit(data, result.best_epoch)

@@ -1,0 +1,331 @@
+"""Automatic model selection: profile the data, pick candidate models from its traits, search each one's
+hyperparameters with Optuna on the validation split within a time budget (bad trials of the models that
+train in epochs are pruned from their validation curve), then train the best configuration as
+`omnirec train` would and evaluate it once on the test split.
+
+The test split is never seen during selection: the search works on a copy of the split whose test part
+is empty (`selection_split`), so nothing it computes can depend on test items.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from omnirec.config import from_dict, to_dict
+from omnirec.data.dataset import Dataset
+from omnirec.data.split import Split, split_dataset
+from omnirec.evaluate.ranking import full_ranking_eval
+from omnirec.models import MODELS
+from omnirec.models.base import Recommender
+from omnirec.profile import profile_dataset
+from omnirec.utils import atomic_write_text
+
+QUIET_TRAIN = {"progress": False}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model worth trying on this data, why, and its share of the search time (relative weight)."""
+
+    model: str
+    reason: str
+    weight: float
+    max_trials: int
+
+
+def _space(name: str, trial: Any) -> dict[str, Any]:
+    """The hyperparameters of one trial (Optuna `suggest_*`), as a `[models.<name>]` table."""
+    if name == "itemknn":
+        return {"k": trial.suggest_int("k", 10, 400, log=True), "shrink": trial.suggest_float("shrink", 0.0, 100.0)}
+    if name == "ease":
+        return {"l2": trial.suggest_float("l2", 10.0, 5000.0, log=True)}
+    if name == "als":
+        return {"factors": trial.suggest_categorical("factors", [32, 64, 128]),
+                "regularization": trial.suggest_float("regularization", 0.1, 100.0, log=True),
+                "alpha": trial.suggest_float("alpha", 1.0, 50.0, log=True)}
+    if name == "sasrec":
+        return {"d_model": trial.suggest_categorical("d_model", [64, 128]),
+                "n_layers": trial.suggest_int("n_layers", 1, 2),
+                "dropout": trial.suggest_float("dropout", 0.1, 0.5),
+                "train": {"lr": trial.suggest_float("lr", 3e-4, 3e-3, log=True)}}
+    if name == "twotower":
+        return {"temperature": trial.suggest_float("temperature", 0.03, 0.2, log=True),
+                "dropout": trial.suggest_float("dropout", 0.0, 0.4),
+                "train": {"lr": trial.suggest_float("lr", 3e-4, 3e-3, log=True)}}
+    return {}  # pop, markov, tfidf: nothing worth tuning (markov's backoff only breaks ties)
+
+
+# The defaults are always the first trial of each model, so the search can only improve on them.
+DEFAULT_TRIAL = {
+    "itemknn": {"k": 100, "shrink": 10.0}, "ease": {"l2": 500.0},
+    "als": {"factors": 64, "regularization": 10.0, "alpha": 10.0},
+    "sasrec": {"d_model": 128, "n_layers": 1, "dropout": 0.2, "lr": 1e-3},
+    "twotower": {"temperature": 0.05, "dropout": 0.1, "lr": 1e-3},
+}
+TRAINS_IN_EPOCHS = ("sasrec", "twotower")
+
+
+def choose_candidates(traits: dict[str, Any], budget_minutes: float) -> list[Candidate]:
+    """Models worth trying, from the data's traits, each with the reason; cheap ones first."""
+    out = [Candidate("pop", "the floor every model must beat", 0.0, 1),
+           Candidate("itemknn", "item-to-item similarity: strong on sparse implicit data", 1.0, 12)]
+    if traits["items"] <= 30_000:
+        out.append(Candidate("ease", f"{traits['items']:,} items: the closed-form EASE fits in memory", 2.0, 6))
+    else:
+        out.append(Candidate("als", f"{traits['items']:,} items: too many for EASE; matrix factorisation scales", 1.0, 10))
+    seq = traits["sequence_length"]["median"]
+    if traits["sequential_signal"] >= 0.02 and seq >= 3:
+        out.append(Candidate("markov", f"order matters ({traits['sequential_signal']:.1%} more recurring "
+                                       "transitions than shuffled)", 0.0, 1))
+        if budget_minutes >= 10:
+            out.append(Candidate("sasrec", f"sequential signal and {seq:g} events per user (median): a "
+                                           "Transformer over the history", 8.0, 30))
+    if traits["user_attributes"] and traits["user_attribute_coverage"] >= 0.5 and budget_minutes >= 10:
+        out.append(Candidate("twotower", "user attributes (" + ", ".join(traits["user_attributes"]) + ") "
+                                         "that a user tower can read", 4.0, 20))
+    elif budget_minutes >= 20 and not any(c.model == "sasrec" for c in out):
+        out.append(Candidate("twotower", "no strong order in the data: a neural two-tower over IDs and history",
+                             4.0, 20))
+    if traits["item_text_coverage"] >= 0.5:
+        out.append(Candidate("tfidf", f"{traits['item_text_coverage']:.0%} of items have text", 0.0, 1))
+    return out
+
+
+def selection_split(split: Split) -> Split:
+    """The split the search sees: train and validation only (the test part is emptied)."""
+    return dataclasses.replace(split, test=split.test.head(0))
+
+
+def build(name: str, params: dict[str, Any], max_minutes: float = 0.0, trial: bool = False) -> Recommender:
+    """Model `name` from a `[models.<name>]` table, with progress off and a time cap on training; a search
+    `trial` skips the refit on train + validation (the trial is scored on validation)."""
+    cls = MODELS[name]
+    table = json.loads(json.dumps(params))
+    if "train" in {f.name for f in dataclasses.fields(cls.Config)}:
+        table["train"] = {**table.get("train", {}), **QUIET_TRAIN}
+        if max_minutes:
+            table["train"]["max_minutes"] = round(max_minutes, 2)
+        if trial:
+            table["train"]["refit"] = False
+    if "encoder" in {f.name for f in dataclasses.fields(cls.Config)}:
+        table["encoder"] = {**table.get("encoder", {}), "progress": False}
+    return cls(from_dict(cls.Config, table, where=f"[models.{name}]"))
+
+
+def _validation_reporter(trial: Any) -> Callable[[int, float], None]:
+    """Reports each validation to Optuna and stops the trial when the pruner says so."""
+    import optuna
+
+    def report(step: int, value: float) -> None:
+        trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at validation {step} (NDCG@10 {value:.4f})")
+
+    return report
+
+
+@dataclass
+class SearchResult:
+    """Every trial of every model, in the order run."""
+
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+    def best(self) -> dict[str, Any]:
+        done = [t for t in self.trials if t["state"] == "complete"]
+        if not done:
+            raise RuntimeError("no trial completed within the budget; give more time")
+        return max(done, key=lambda t: t["valid_ndcg@10"])
+
+    def leaderboard(self) -> list[dict[str, Any]]:
+        """One row per model: its best trial, its number of trials and of pruned trials."""
+        rows = []
+        for model, group in itertools.groupby(sorted(self.trials, key=lambda t: t["model"]), key=lambda t: t["model"]):
+            group = list(group)
+            done = [t for t in group if t["state"] == "complete"]
+            best = max(done, key=lambda t: t["valid_ndcg@10"]) if done else None
+            rows.append({"model": model, "best_valid_ndcg@10": best["valid_ndcg@10"] if best else None,
+                         "params": best["params"] if best else None, "trials": len(group),
+                         "pruned": sum(t["state"] == "pruned" for t in group),
+                         "seconds": round(sum(t["seconds"] for t in group), 1)})
+        return sorted(rows, key=lambda r: -(r["best_valid_ndcg@10"] or -1))
+
+
+def search(
+    dataset: Dataset, split: Split, candidates: list[Candidate], budget_s: float, seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> SearchResult:
+    """Optuna studies, one per candidate, sharing `budget_s` by weight; unused time passes to the next."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if split.test.height:
+        raise ValueError("search got a split with test rows; pass selection_split(split)")
+    train = split.train_data(dataset.item_text, dataset.user_attributes)
+    histories, targets = split.histories("valid"), split.targets("valid")
+    result, began = SearchResult(), time.perf_counter()
+    weights = [c.weight for c in candidates]
+    for i, cand in enumerate(candidates):
+        left = budget_s - (time.perf_counter() - began)
+        if left <= 0 and cand.weight > 0:
+            log(f"  {cand.model}: skipped, the search budget is spent")
+            continue
+        rest = sum(weights[i:]) or 1.0
+        share = left * cand.weight / rest if cand.weight else 0.0
+        deadline = time.perf_counter() + share
+
+        def objective(trial: optuna.Trial, cand: Candidate = cand, deadline: float = deadline) -> float:
+            params = _space(cand.model, trial)
+            remaining = max(0.2, (deadline - time.perf_counter()) / 60)
+            model = build(cand.model, params, max_minutes=remaining, trial=True)
+            if cand.model in TRAINS_IN_EPOCHS:
+                model.on_validation = _validation_reporter(trial)
+            start = time.perf_counter()
+            state, value = "complete", math.nan
+            try:
+                model.fit(train)
+                value = full_ranking_eval(model, histories, targets, ks=(10,))["ndcg@10"]
+            except optuna.TrialPruned:
+                state = "pruned"
+                raise
+            finally:
+                result.trials.append({"model": cand.model, "number": trial.number, "params": params, "state": state,
+                                      "valid_ndcg@10": None if math.isnan(value) else round(value, 5),
+                                      "seconds": round(time.perf_counter() - start, 1),
+                                      "at_s": round(time.perf_counter() - began, 1)})
+                shown = f"{value:.4f}" if state == "complete" else "pruned"
+                log(f"  {cand.model} #{trial.number} {params}: valid NDCG@10 {shown} "
+                    f"({time.perf_counter() - start:.0f} s)")
+            return value
+
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
+        study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+        if cand.model in DEFAULT_TRIAL:
+            study.enqueue_trial(DEFAULT_TRIAL[cand.model])
+        study.optimize(objective, n_trials=cand.max_trials, timeout=None if not cand.weight else max(1.0, share))
+    return result
+
+
+def chosen_toml(model: str, params: dict[str, Any], data: dict[str, Any], out: str) -> str:
+    """The chosen configuration as a training config that `omnirec train --config` accepts."""
+    import tomli_w
+
+    table = json.loads(json.dumps(params))
+    if model in TRAINS_IN_EPOCHS and "train" in table:
+        table["train"] = {k: v for k, v in table["train"].items() if k not in ("progress", "max_minutes")} or None
+        if table["train"] is None:
+            del table["train"]
+    document = {"model": model, "out": out, "data": {k: v for k, v in data.items() if v}, "models": {model: table}}
+    return tomli_w.dumps(document)
+
+
+def plot_search(result: SearchResult, path: str | Path) -> None:
+    """Validation NDCG@10 of every trial against the time it finished, per model, with the running best."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    done = [t for t in result.trials if t["state"] == "complete"]
+    for model in sorted({t["model"] for t in result.trials}):
+        mine = [t for t in done if t["model"] == model]
+        ax.scatter([t["at_s"] / 60 for t in mine], [t["valid_ndcg@10"] for t in mine], label=model, s=28)
+        pruned = [t for t in result.trials if t["model"] == model and t["state"] == "pruned"]
+        if pruned:
+            ax.scatter([t["at_s"] / 60 for t in pruned], [0] * len(pruned), marker="x", color="grey", s=20)
+    if done:
+        order = sorted(done, key=lambda t: t["at_s"])
+        ax.step([t["at_s"] / 60 for t in order], np.maximum.accumulate([t["valid_ndcg@10"] for t in order]),
+                where="post", color="black", lw=1, label="best so far")
+    ax.set(xlabel="minutes into the search", ylabel="validation NDCG@10", title="hyperparameter search (x: pruned)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def run_auto(
+    dataset: Dataset, out: str | Path, budget_minutes: float, data_source: dict[str, Any], seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Profile, choose candidates, search within the budget, train the best, test once; write the report."""
+    from omnirec.bundle import Bundle
+    from omnirec.experiment import run_experiment
+
+    began = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    traits = profile_dataset(dataset)
+    candidates = choose_candidates(traits, budget_minutes)
+    log("candidates: " + "; ".join(f"{c.model} ({c.reason})" for c in candidates))
+    split = split_dataset(dataset, "loo", short_users="train")
+    # the search gets 60% of the budget; training the winner on train + validation takes the rest
+    result = search(dataset, selection_split(split), candidates, 0.6 * budget_minutes * 60, seed, log)
+    best = result.best()
+    log(f"chosen: {best['model']} {best['params']} (valid NDCG@10 {best['valid_ndcg@10']:.4f})")
+    search_s = time.perf_counter() - began
+    model = build(best["model"], best["params"])
+    report = run_experiment(dataset, {best["model"]: model}, ks=(10, 20), split=split)
+    test = report.to_json()["results"][best["model"]]
+    bundle_dir = out / "bundle"
+    Bundle.create(model, dataset, test, {"auto": {"params": best["params"], "valid_ndcg@10": best["valid_ndcg@10"]},
+                                         "training": getattr(model, "training", {})}).save(bundle_dir)
+    board = result.leaderboard()
+    chosen_reason = next(c.reason for c in candidates if c.model == best["model"])
+    runner_up = next((r for r in board if r["model"] != best["model"] and r["best_valid_ndcg@10"] is not None), None)
+    explanation = (f"{best['model']} had the best validation NDCG@10 ({best['valid_ndcg@10']:.4f}"
+                   + (f", against {runner_up['best_valid_ndcg@10']:.4f} for {runner_up['model']}, the next best"
+                      if runner_up else "") + f"); it was tried because: {chosen_reason}.")
+    document = {
+        "profile": traits,
+        "candidates": [dataclasses.asdict(c) for c in candidates],
+        "budget_minutes": budget_minutes,
+        "leaderboard": board,
+        "trials": result.trials,
+        "chosen": {"model": best["model"], "params": best["params"], "valid_ndcg@10": best["valid_ndcg@10"],
+                   "config": to_dict(model.config), "why": explanation},
+        "test": {k: round(float(v), 5) for k, v in test.items()},
+        "seconds": {"search": round(search_s, 1), "total": round(time.perf_counter() - began, 1)},
+        "bundle": str(bundle_dir),
+    }
+    atomic_write_text(out / "report.json", json.dumps(document, indent=2))
+    atomic_write_text(out / "chosen.toml", chosen_toml(best["model"], best["params"], data_source, str(out / "retrained")))
+    atomic_write_text(out / "report.md", report_markdown(document))
+    plot_search(result, out / "search.png")
+    return document
+
+
+def report_markdown(doc: dict[str, Any]) -> str:
+    """The auto report as Markdown: the choice and why, the leaderboard, the test result."""
+    from omnirec.profile import format_profile
+
+    lines = ["# omnirec auto", "", "```", format_profile(doc["profile"]), "```", "",
+             f"Budget {doc['budget_minutes']:g} minutes; search {doc['seconds']['search'] / 60:.1f} min, "
+             f"total {doc['seconds']['total'] / 60:.1f} min.", "", "## Candidates", ""]
+    lines += [f"- **{c['model']}**: {c['reason']}" for c in doc["candidates"]]
+    lines += ["", "## Leaderboard (validation)", "", "| model | best valid NDCG@10 | trials | pruned | seconds | best params |",
+              "|---|---:|---:|---:|---:|---|"]
+    for r in doc["leaderboard"]:
+        score = f"{r['best_valid_ndcg@10']:.4f}" if r["best_valid_ndcg@10"] is not None else "-"
+        lines.append(f"| {r['model']} | {score} | {r['trials']} | {r['pruned']} | {r['seconds']:.0f} | "
+                     f"`{json.dumps(r['params'])}` |")
+    test = doc["test"]
+    lines += ["", "## Choice", "", doc["chosen"]["why"], "",
+              f"Trained as `omnirec train --config chosen.toml` would, then evaluated once on the test split: "
+              f"NDCG@10 {test.get('ndcg@10', float('nan')):.4f}, HR@10 {test.get('hr@10', float('nan')):.4f}.",
+              "", "![search](search.png)", ""]
+    return "\n".join(lines)
