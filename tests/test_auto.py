@@ -11,7 +11,7 @@ import pytest
 
 from omnirec.auto import choose_candidates, run_auto, search, selection_split
 from omnirec.cli import main
-from omnirec.data.split import Split, split_dataset
+from omnirec.data.split import Split
 from omnirec.models import SASRec
 from omnirec.models.sasrec import SASRecConfig
 from omnirec.profile import gini, profile_dataset

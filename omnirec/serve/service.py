@@ -32,7 +32,7 @@ from omnirec.pipeline.pipeline import Pipeline
 from omnirec.pipeline.scenario import (
     PipelineData, ScenarioConfig, SourceConfig, build_pipeline, bundle_text_vectors, load_scenarios,
 )
-from omnirec.serve.store import POSITIVE, Event, EventStore, open_store
+from omnirec.serve.store import POSITIVE, Event, EventStore, open_store  # noqa: F401 - the doctest uses open_store
 
 DEFAULT_SCENARIOS = {
     "home": ScenarioConfig(sources=(SourceConfig("model", n=200), SourceConfig("cooccurrence", n=100),
