@@ -210,27 +210,43 @@ class TwoTower(PairRecommender):
 
         return step
 
-    def _score_with(self, module: nn.Module, batch: UserBatch) -> torch.Tensor:
+    def _user_vectors(self, module: nn.Module, batch: UserBatch) -> torch.Tensor:
+        """(B, D) the user tower's output for the batch (IDs only for users seen in training)."""
         device = next(module.parameters()).device
         users = np.asarray(batch.users, dtype=np.int64)
         known = np.zeros(len(users), dtype=bool)
         if self.trained_users is not None:
             inside = users < len(self.trained_users)
             known[inside] = self.trained_users[users[inside]]
-        cfg = self.config
-        history = (recent_items(batch.indptr, batch.items, np.arange(len(users)), cfg.history)
-                   if cfg.history else np.zeros((len(users), 0), np.int64))
-        u = module.users(*self._user_inputs(users, history, known, device))
-        items = module.items(torch.arange(self.n_items + 1, device=device))
-        return (u @ items.T / cfg.temperature).float()
+        history = (recent_items(batch.indptr, batch.items, np.arange(len(users)), self.config.history)
+                   if self.config.history else np.zeros((len(users), 0), np.int64))
+        return module.users(*self._user_inputs(users, history, known, device))
+
+    def _score_with(self, module: nn.Module, batch: UserBatch) -> torch.Tensor:
+        """During training (validation): the item tower is run for the current weights."""
+        items = module.items(torch.arange(self.n_items + 1, device=next(module.parameters()).device))
+        return (self._user_vectors(module, batch) @ items.T / self.config.temperature).float()
+
+    def _finish(self, data: PairData) -> None:
+        self._cache_items()
+
+    def _cache_items(self) -> None:
+        """The item tower's output for every item, once the weights are final: scoring a request then
+        runs only the user tower (the item tower over the whole catalogue costs far more)."""
+        self.module.eval()
+        with torch.no_grad():
+            device = next(self.module.parameters()).device
+            self.item_table = self.module.items(torch.arange(self.n_items + 1, device=device))
+
+    @torch.no_grad()
+    def _score(self, batch: UserBatch) -> torch.Tensor:
+        self.module.eval()
+        return (self._user_vectors(self.module, batch) @ self.item_table.T / self.config.temperature).float().cpu()
 
     def item_embeddings(self) -> np.ndarray:
         """(I + 1, D) the item tower's unit vectors (row 0 is padding): what ANN retrieval indexes."""
         self._check_fitted()
-        self.module.eval()
-        with torch.no_grad():
-            device = next(self.module.parameters()).device
-            return self.module.items(torch.arange(self.n_items + 1, device=device)).cpu().numpy()
+        return self.item_table.cpu().numpy()
 
     def _get_state(self) -> dict[str, np.ndarray]:
         state = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}
@@ -248,4 +264,4 @@ class TwoTower(PairRecommender):
         self.module = self._net(self.n_users, self.n_items)
         weights = {k[4:]: torch.from_numpy(np.asarray(v)) for k, v in state.items() if k.startswith("net.")}
         self.module.load_state_dict(weights)
-        self.module.eval()
+        self._cache_items()
