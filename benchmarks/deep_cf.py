@@ -25,12 +25,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
-from omnirec.config import from_dict
+from omnirec.auto import build
 from omnirec.data.dataset import TrainData
 from omnirec.data.datasets import load_dataset
-from omnirec.data.schema import ITEM, TIME, USER
 from omnirec.data.split import split_dataset
 from omnirec.evaluate.ranking import full_ranking_eval
 from omnirec.experiment import paired_test
@@ -43,27 +41,18 @@ from baselines import code_version, machine  # noqa: E402
 
 SIMPLE = ("itemknn", "als", "ease")
 DEEP = ("twotower", "neumf", "lightgcn")
-QUIET = {"progress": False}
 
 # The search space of each model: small grids around each method's published or library defaults.
 GRIDS: dict[str, list[dict]] = {
     "itemknn": [{"k": k, "shrink": s} for k in (50, 200) for s in (0.0, 10.0)],
     "als": [{"factors": f, "regularization": r, "alpha": a} for f in (64, 128) for r in (1.0, 10.0) for a in (1.0, 10.0)],
     "ease": [{"l2": x} for x in (50.0, 200.0, 500.0, 1500.0)],
-    "twotower": [{"temperature": t, "dropout": d, "train": QUIET} for t, d in ((0.05, 0.1), (0.05, 0.3), (0.1, 0.1))]
-    + [{"temperature": 0.05, "item_text": False, "train": QUIET}],
-    "neumf": [{"train": {**QUIET, "lr": lr}} for lr in (1e-3, 3e-3)],
-    "lightgcn": [{"reg": r, "train": {**QUIET, "lr": lr}} for r, lr in ((1e-4, 5e-3), (1e-3, 5e-3), (1e-4, 1e-2))],
+    "twotower": [{"temperature": t, "dropout": d} for t, d in ((0.05, 0.1), (0.05, 0.3), (0.1, 0.1))]
+    + [{"temperature": 0.05, "item_text": False}],
+    "neumf": [{"train": {"lr": lr}} for lr in (1e-3, 3e-3)],
+    "lightgcn": [{"reg": r, "train": {"lr": lr}} for r, lr in ((1e-4, 5e-3), (1e-3, 5e-3), (1e-4, 1e-2))],
 }
 QUICK = {name: grid[:1] for name, grid in GRIDS.items()}
-
-
-def build(name: str, params: dict, **train: object):
-    cls = MODELS[name]
-    params = json.loads(json.dumps(params))  # a copy
-    if "train" in params or train:
-        params["train"] = {**params.get("train", {}), **train}
-    return cls(from_dict(cls.Config, params, where=f"[models.{name}]"))
 
 
 def tune(name: str, grid: list[dict], dataset, split) -> tuple[dict, list[dict]]:
@@ -72,9 +61,8 @@ def tune(name: str, grid: list[dict], dataset, split) -> tuple[dict, list[dict]]
     histories, targets = split.histories("valid"), split.targets("valid")
     trials = []
     for params in grid:
-        extra = {"refit": False} if name in DEEP else {}
         start = time.perf_counter()
-        model = build(name, params, **extra).fit(train)
+        model = build(name, params, trial=True).fit(train)  # the neural models: no refit while tuning
         fit_s = time.perf_counter() - start
         valid = full_ranking_eval(model, histories, targets, ks=(10,))["ndcg@10"]
         trials.append({"params": params, "valid_ndcg@10": round(valid, 5), "fit_s": round(fit_s, 1)})
@@ -85,8 +73,7 @@ def tune(name: str, grid: list[dict], dataset, split) -> tuple[dict, list[dict]]
 
 def with_validation(split, dataset) -> TrainData:
     """Train + validation interactions, for the final fit of the models without a refit of their own."""
-    both = pl.concat([split.train.select(USER, ITEM, TIME), split.valid.select(USER, ITEM, TIME)])
-    return TrainData(both.sort([USER, TIME], maintain_order=True), split.n_users, split.n_items, dataset.item_text,
+    return TrainData(split.train_and_valid(), split.n_users, split.n_items, dataset.item_text,
                      user_attributes=dataset.user_attributes)
 
 
@@ -130,13 +117,13 @@ def run_cold_users(data_dir: Path, quick: bool) -> dict:
     histories = split.histories("test")
     cold = split.targets("test").only_users(split.cold_users)
     warm = split.targets("test").only_users(np.setdiff1d(np.arange(1, dataset.n_users + 1), split.cold_users))
-    models = {"pop": MODELS["pop"](), "twotower": build("twotower", {"train": QUIET}),
+    models = {"pop": MODELS["pop"](), "twotower": build("twotower", {}),
               "twotower (no attributes)": None}
     out: dict = {"cold_users": len(split.cold_users), "cold_targets": int(cold.lengths().sum()), "models": {}}
     results = {}
     for label, model in models.items():
         if model is None:  # the same tower without the attributes: what they add
-            model = build("twotower", {"train": QUIET})
+            model = build("twotower", {})
             fit_data = split.train_data(dataset.item_text, None)
         else:
             fit_data = train

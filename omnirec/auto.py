@@ -28,7 +28,7 @@ from omnirec.evaluate.ranking import full_ranking_eval
 from omnirec.models import MODELS
 from omnirec.models.base import Recommender
 from omnirec.profile import profile_dataset
-from omnirec.utils import atomic_write_text
+from omnirec.utils import atomic_write, atomic_write_text
 
 QUIET_TRAIN = {"progress": False}
 
@@ -251,11 +251,8 @@ def plot_search(result: SearchResult, path: str | Path) -> None:
     ax.set(xlabel="minutes into the search", ylabel="validation NDCG@10", title="hyperparameter search (x: pruned)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
-    tmp.replace(path)
 
 
 def run_auto(

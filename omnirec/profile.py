@@ -18,7 +18,7 @@ import polars as pl
 
 from omnirec.data.dataset import Dataset
 from omnirec.data.schema import ITEM, RATING, TIME, USER
-from omnirec.utils import atomic_write_text
+from omnirec.utils import atomic_write, atomic_write_text
 
 COLD_ITEM_MIN = 5  # items with fewer training interactions than this count as cold
 
@@ -181,11 +181,8 @@ def plot_profile(dataset: Dataset, traits: dict[str, Any], path: str | Path) -> 
     fig.suptitle(f"{traits['name']}: {traits['users']:,} users, {traits['items']:,} items, "
                  f"{traits['interactions']:,} events")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
-    tmp.replace(path)
 
 
 def save_profile(dataset: Dataset, out: str | Path) -> dict[str, Any]:

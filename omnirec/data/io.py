@@ -294,18 +294,22 @@ def _separator(path: Path, encoding: str) -> str:
     return max(["\t", ",", ";", "|"], key=first.count)
 
 
+def _read_table(path: Path, sep: str | None, encoding: str) -> pl.DataFrame:
+    """A Parquet file, or a delimited one (separator by name or sniffed) without its line numbers."""
+    if _base_suffix(path) in (".parquet", ".pq"):
+        return _read_parquet(path)
+    return read_delimited(path, sep or _separator(path, encoding), encoding=encoding).drop("_line")
+
+
 def read_item_text(
     path: str | Path, id_col: str, text_cols: list[str], sep: str | None = None, encoding: str = "utf-8"
 ) -> pl.DataFrame:
     """Item catalogue: one row per item, its text fields joined with '. ' into the `text` column."""
     path = Path(path)
-    if _base_suffix(path) in (".parquet", ".pq"):
-        frame = _read_parquet(path)
-    else:
-        frame = read_delimited(path, sep or _separator(path, encoding), encoding=encoding)
+    frame = _read_table(path, sep, encoding)
     missing = [c for c in [id_col, *text_cols] if c not in frame.columns]
     if missing:
-        have = ", ".join(c for c in frame.columns if c != "_line")
+        have = ", ".join(frame.columns)
         raise DataFormatError(path, f"no column {missing[0]!r} (columns: {have})",
                               expected="the item id column and the text columns named")
     return frame.select(pl.col(id_col).cast(pl.String).alias(ITEM), join_text(text_cols).alias(TEXT))
@@ -315,10 +319,7 @@ def read_user_attributes(path: str | Path, id_col: str, sep: str | None = None, 
     """A user table (CSV/TSV/Parquet with a header): `id_col` renamed to `user_id`, every other column an
     attribute (as strings; see `features.attributes` for how they become codes)."""
     path = Path(path)
-    if _base_suffix(path) in (".parquet", ".pq"):
-        frame = _read_parquet(path)
-    else:
-        frame = read_delimited(path, sep or _separator(path, encoding), encoding=encoding).drop("_line")
+    frame = _read_table(path, sep, encoding)
     if id_col not in frame.columns:
         raise DataFormatError(path, f"no column {id_col!r} (columns: {', '.join(frame.columns)})",
                               expected="the user id column")

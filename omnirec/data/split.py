@@ -57,9 +57,14 @@ class Split:
         if phase == "valid":
             return Histories.from_frame(self.train, self.n_users)
         if phase == "test":
-            both = pl.concat([self.train.select(USER, ITEM, TIME), self.valid.select(USER, ITEM, TIME)])
-            return Histories.from_frame(both.sort([USER, TIME], maintain_order=True), self.n_users)
+            return Histories.from_frame(self.train_and_valid(), self.n_users)
         raise ValueError(f"phase={phase!r}; expected 'valid' or 'test'")
+
+    def train_and_valid(self) -> pl.DataFrame:
+        """Training and validation interactions together, sorted by (user, time): what a model may know
+        when it ranks the test items."""
+        both = pl.concat([self.train.select(USER, ITEM, TIME), self.valid.select(USER, ITEM, TIME)])
+        return both.sort([USER, TIME], maintain_order=True)
 
     def targets(self, phase: str) -> Histories:
         """The held-out items of `phase` ('valid' or 'test'), per user."""
