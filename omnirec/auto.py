@@ -275,10 +275,10 @@ def run_auto(
     best = result.best()
     log(f"chosen: {best['model']} {best['params']} (valid NDCG@10 {best['valid_ndcg@10']:.4f})")
     search_s = time.perf_counter() - began
-    # the final fit trains until early stopping, then refits on train + validation for as many epochs:
-    # half of what is left of the budget for the first part keeps the whole within it
+    # the model's own budget covers early stopping and the refit on train + validation; a tenth of what
+    # is left (at least 5 s) stays for the test and the bundle
     left_min = max(0.5, budget_minutes - search_s / 60)
-    model = build(best["model"], best["params"], max_minutes=0.45 * left_min)
+    model = build(best["model"], best["params"], max_minutes=left_min - max(0.1 * left_min, 5 / 60))
     report = run_experiment(dataset, {best["model"]: model}, ks=(10, 20), split=split)
     test = report.to_json()["results"][best["model"]]
     bundle_dir = out / "bundle"

@@ -48,6 +48,7 @@ class Bundle:
     histories: Histories
     meta: dict[str, Any] = field(default_factory=dict)
     item_text: list[str] | None = None  # by dense id; index 0 is padding
+    item_titles: list[str] | None = None  # by dense id, what a person reads ('' where the catalogue has none)
 
     @classmethod
     def create(cls, model: Recommender, dataset: Dataset, metrics: dict[str, float] | None = None,
@@ -56,7 +57,15 @@ class Bundle:
         meta = {"dataset": dataset.name, "n_users": dataset.n_users, "n_items": dataset.n_items,
                 "metrics": metrics or {}, **(extra or {})}
         return cls(model, dataset.users, dataset.items, Histories.from_frame(dataset.interactions, dataset.n_users), meta,
-                   dataset.item_text)
+                   dataset.item_text, dataset.item_titles)
+
+    def title(self, item: int) -> str | None:
+        """The title of dense item `item` (None where the catalogue gives none)."""
+        return (self.item_titles[item] or None) if self.item_titles is not None and 0 < item < len(self.item_titles) else None
+
+    def titles(self, items: list[int]) -> list[str | None]:
+        """Titles of several dense items."""
+        return [self.title(int(i)) for i in items]
 
     def save(self, path: str | Path) -> None:
         """Write the bundle folder `path`, replacing an existing one only once the new one is complete."""
@@ -92,6 +101,9 @@ class Bundle:
         if self.item_text is not None:
             atomic_write_text(folder / "item_text.json", json.dumps(self.item_text))
             files.append("item_text.json")
+        if self.item_titles is not None:
+            atomic_write_text(folder / "item_titles.json", json.dumps(self.item_titles))
+            files.append("item_titles.json")
         document = {
             "format": FORMAT, "model": self.model.name, "config": to_dict(self.model.config),
             "config_hash": config_hash(self.model.config), **self.meta,
@@ -107,7 +119,10 @@ class Bundle:
         path = Path(path)
         if not (path / "bundle.json").exists():
             raise FileNotFoundError(f"{path}: not a bundle (no bundle.json)")
-        document = json.loads((path / "bundle.json").read_text())
+        try:
+            document = json.loads((path / "bundle.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}/bundle.json: not valid JSON ({exc}); the bundle is torn, write it again") from exc
         if document.get("format") != FORMAT:
             raise ValueError(f"{path}/bundle.json: format {document.get('format')!r}, expected {FORMAT!r}")
         for name, digest in document["sha256"].items():
@@ -119,8 +134,9 @@ class Bundle:
         with np.load(path / "histories.npz", allow_pickle=False) as npz:
             histories = Histories(npz["indptr"], npz["items"], npz["times"] if "times" in npz.files else None)
         meta = {k: v for k, v in document.items() if k not in ("format", "model", "config", "config_hash", "sha256")}
-        text = json.loads((path / "item_text.json").read_text()) if "item_text.json" in document["sha256"] else None
-        return cls(model, IdMap.load(path / "users.json"), IdMap.load(path / "items.json"), histories, meta, text)
+        text, titles = (json.loads((path / f"{name}.json").read_text()) if f"{name}.json" in document["sha256"] else None
+                        for name in ("item_text", "item_titles"))
+        return cls(model, IdMap.load(path / "users.json"), IdMap.load(path / "items.json"), histories, meta, text, titles)
 
     def recommend(
         self, user: str | None, k: int = 10, exclude_seen: bool = True, query: str | None = None,

@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
+import re
 import sys
 import time
+import tomllib
+import traceback
+import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -22,7 +29,7 @@ from omnirec.data.ids import UnknownIdError
 from omnirec.data.io import ColumnMap
 from omnirec.data.split import Split, split_dataset
 from omnirec.data.synthetic import SyntheticConfig, generate
-from omnirec.experiment import format_table, run_experiment, save_report
+from omnirec.experiment import explain_note, format_significance, format_table, run_experiment, save_report
 from omnirec.features.sequences import Histories
 from omnirec.models import MODELS
 from omnirec.models.base import Recommender
@@ -82,12 +89,15 @@ def _read_config(path: str | None) -> dict[str, Any]:
 def _print_summary(dataset: Dataset, report_doc: dict[str, Any]) -> None:
     print(f"\n{dataset.name}: {dataset.n_users:,} users, {dataset.n_items:,} items, "
           f"{dataset.interactions.height:,} interactions; protocol {report_doc['protocol']}")
+    print(f"cleaning: {'; '.join(str(dataset.report).splitlines())}")
     print(format_table(report_doc))
     for group, rows in report_doc.get("groups", {}).items():
         print(f"\n{group} test targets only:")
         print(format_table({**report_doc, "results": rows}))
+    if report_doc.get("significance"):
+        print(f"\n{format_significance(report_doc)}")
     for note in report_doc["notes"]:
-        print(f"note: {note}")
+        print(f"note: {explain_note(note)}")
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
@@ -148,19 +158,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Load data, fit the named models, full-ranking evaluation, table + JSON."""
     config = _read_config(args.config)
     clean = from_dict(CleanConfig, config.get("clean", {}), where="[clean]")
-    ks = tuple(int(k) for k in args.k.split(","))
     names = [n.strip() for n in args.models.split(",") if n.strip()]
+    if not names:
+        raise SystemExit(f"error: --models names no model; give some of {', '.join(MODELS)}")
     dataset = _load_for_evaluate(args, clean)
     models = {n: _with_train_options(m, None, args.quiet) for n, m in build_models(names, config.get("models", {}), dataset).items()}
+    split = _make_split(dataset, args)  # before anything is printed: a split that fails is its one error line
     print(f"cleaning {dataset.name}:\n{dataset.report}", file=sys.stderr)
-    split = _make_split(dataset, args)
-    report = run_experiment(dataset, models, ks=ks, split=split, progress=not args.quiet)
+    report = run_experiment(dataset, models, ks=args.k, split=split, progress=not args.quiet)
     document = report.to_json()
     _print_summary(dataset, document)
-    atomic_write_text(args.json, json.dumps(document, indent=2))
-    if args.out:
-        save_report(report, args.out)
-    print(f"wrote {args.json}")
+    saved = []
+    if args.out:  # its results.json is the result document
+        paths = save_report(report, args.out)
+        saved.append(f"{args.out}: " + ", ".join(p.name for p in paths.values()) + ", models/, users.json, items.json")
+    if args.json or not args.out:
+        json_path = args.json or "evaluate-results.json"
+        atomic_write_text(json_path, json.dumps(document, indent=2))
+        saved.insert(0, json_path)
+    print("saved to " + "; ".join(saved))
     return 0
 
 
@@ -215,8 +231,9 @@ def _train_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], str, tuple[
         raise SystemExit("error: give the bundle folder: out = \"DIR\" in the config, or --out DIR")
     ks = config.get("k", (10, 20))
     ks = (ks,) if isinstance(ks, int) else tuple(ks)
-    if not ks or not all(isinstance(k, int) and k > 0 for k in ks):
-        raise ConfigError(f"{args.config}: k must be a positive integer or a list of them, got {config.get('k')!r}")
+    if not ks or not all(isinstance(k, int) and not isinstance(k, bool) and 0 < k <= 1000 for k in ks):
+        raise ConfigError(f"{args.config}: k must be an integer from 1 to 1000 or a list of them, "
+                          f"got {config.get('k')!r}")
     source = from_dict(DataConfig, config.get("data", {}), where="[data]")
     clean = from_dict(CleanConfig, config.get("clean", {}), where="[clean]")
     dataset = _load_for_evaluate(argparse.Namespace(**{k: v or None for k, v in dataclasses.asdict(source).items()}), clean)
@@ -251,9 +268,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_retrain(args: argparse.Namespace) -> int:
     """Train again on the base data plus the stored feedback (deleted users left out), then optionally
     tell a running server to swap to the new bundle."""
-    from omnirec.serve.retrain import request_reload, with_feedback
+    from omnirec.serve.retrain import check_server, request_reload, with_feedback
     from omnirec.serve.store import open_store
 
+    if args.reload:  # a wrong key or URL is found now, not after the training
+        check_server(args.reload)
     config, out, ks, dataset, clean = _train_inputs(args)
     store = open_store(args.store)
     try:
@@ -270,64 +289,77 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _scenario_lists(args: argparse.Namespace) -> int:
-    """The final list of a scenario (sources, ranking, re-ranking, fallback) with a reason per item."""
-    from omnirec.pipeline.scenario import PipelineData, build_pipeline, bundle_text_vectors, load_scenarios
+def _print_list(answer: dict[str, Any], as_json: bool) -> None:
+    """A final list as JSON, or as lines of rank, id, title, score, sources and reason."""
+    if as_json:
+        print(json.dumps(answer))
+        return
+    if not answer["personalized"]:
+        print(f"note: {answer['reason']}", file=sys.stderr)
+    for rank, r in enumerate(answer["items"], 1):
+        score = "-" if r["score"] is None else f"{r['score']:.4f}"
+        title = f"  {r['title']}" if r.get("title") else ""
+        print(f"{rank:>3}  {r['item']}{title}  {score}  [{', '.join(r['sources'])}]  {r['reason']}")
 
-    if args.scenarios is None:
+
+def _service_for(args: argparse.Namespace):  # noqa: ANN202 - a Service
+    """A service over the bundle with an empty in-memory store: the lists the HTTP API would give."""
+    from omnirec.pipeline.scenario import load_scenarios
+    from omnirec.serve.service import MODEL_ONLY, Service
+    from omnirec.serve.store import open_store
+
+    if args.scenario is None:
+        scenarios = {"model": MODEL_ONLY}
+    elif args.scenarios is None:
         raise SystemExit("error: --scenario needs --scenarios FILE (the TOML that declares the scenarios)")
-    scenarios = load_scenarios(args.scenarios)
-    if args.scenario not in scenarios:
-        raise SystemExit(f"error: scenario {args.scenario!r} is not in {args.scenarios}; it has: {', '.join(scenarios)}")
-    if args.query is not None:
-        raise SystemExit("error: --query is not part of scenarios yet; use it without --scenario")
+    else:
+        declared = load_scenarios(args.scenarios)
+        if args.scenario not in declared:
+            raise SystemExit(f"error: scenario {args.scenario!r} is not in {args.scenarios}; it has: {', '.join(declared)}")
+        scenarios = {args.scenario: declared[args.scenario]}
+    if not (Path(args.bundle) / "bundle.json").exists():
+        raise SystemExit(f"error: {args.bundle}: not a bundle folder (no bundle.json); write one with `omnirec train`")
+    return Service(args.bundle, open_store(":memory:"), scenarios, max_k=1000)
+
+
+def _query_list(args: argparse.Namespace) -> dict[str, Any]:
+    """A text request blended with the user's history (textseq), listed like a final list."""
     bundle = Bundle.load(args.bundle)
-    scenario = scenarios[args.scenario]
-    try:
-        vectors = bundle_text_vectors(bundle, [scenario])
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from exc
-    data = PipelineData(bundle.model, bundle.histories, bundle.items, text_vectors=vectors)
-    pipeline = build_pipeline(scenario, data)
-    if args.item is not None:  # an item page: the viewed item is the history
-        if args.item not in bundle.items:
-            print(f"error: item {args.item!r} is not in this bundle ({len(bundle.items):,} items)", file=sys.stderr)
-            return 2
-        batch = Histories(np.array([0, 0, 1]), np.array(bundle.items.encode([args.item]))).batch(np.array([1]))
-    elif args.user is None:  # an anonymous visitor: an empty history, served by the fallback chain
-        batch = Histories(np.zeros(2, dtype=np.int64), np.zeros(0, dtype=np.int64)).batch(np.array([0]))
-    elif args.user not in bundle.users:
-        print(f"error: user {args.user!r} is not in this bundle ({len(bundle.users):,} users)", file=sys.stderr)
-        return 2
-    else:
-        batch = bundle.histories.batch(np.array(bundle.users.encode([args.user])))
-    [recs] = pipeline.recommend(batch, k=args.k or scenarios[args.scenario].k)
-    rows = [{"item": data.name_of(r.item), "score": r.score, "sources": list(r.sources), "reason": r.reason} for r in recs]
-    if args.json:
-        print(json.dumps({"user": args.user, "item": args.item, "scenario": args.scenario, "items": rows}))
-    else:
-        for rank, r in enumerate(rows, 1):
-            print(f"{rank:>3}  {r['item']}  {r['score']:.4f}  [{', '.join(r['sources'])}]  {r['reason']}")
-    return 0
+    user, reason = args.user, None
+    if user is not None and user not in bundle.users:
+        reason, user = f"user {user!r} is not known to this bundle: the list answers the query alone", None
+    rows = bundle.recommend(user, k=args.k or 10, query=args.query, query_weight=args.query_weight)
+    dense = bundle.items.encode([item for item, _ in rows]) if rows else []
+    why = "your query" if user is None else "your query and history"
+    return {"user": args.user, "query": args.query, "personalized": user is not None, "reason": reason,
+            "items": [{"item": item, "title": bundle.title(int(d)), "score": score, "sources": [bundle.model.name],
+                       "reason": f"{bundle.model.name} ranks it #{rank} for {why} (score {score:.3f})"}
+                      for rank, ((item, score), d) in enumerate(zip(rows, dense, strict=True), 1)]}
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    """Top-k items for a user of a saved bundle (a scenario's final list with --scenario)."""
-    if args.scenario is not None:
-        return _scenario_lists(args)
-    if args.user is None and args.query is None:
-        raise SystemExit("error: give --user, --query, or both")
-    bundle = Bundle.load(args.bundle)
-    try:
-        rows = bundle.recommend(args.user, k=args.k or 10, query=args.query, query_weight=args.query_weight)
-    except (UnknownIdError, ValueError) as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps({"user": args.user, "query": args.query, "items": [{"item": i, "score": s} for i, s in rows]}))
+    """Top-k items for a user of a saved bundle, with titles and reasons: the model's list, a scenario's
+    final list with --scenario (--item: an item page), or a text request with --query. A user the bundle
+    does not know gets the popular fallback, said so (as the HTTP API does)."""
+    if args.query is not None:
+        if args.scenario is not None:
+            raise SystemExit("error: --query is not part of scenarios yet; use it without --scenario")
+        _print_list(_query_list(args), args.json)
+        return 0
+    if args.item is not None and args.scenario is None:
+        raise SystemExit("error: --item needs --scenario (and --scenarios FILE): an item page is a scenario's list")
+    if args.user is None and args.item is None and args.scenario is None:
+        raise SystemExit("error: give --user, --query, or both (or --scenario for an anonymous visitor)")
+    service = _service_for(args)
+    name = next(iter(service.scenarios))
+    k = args.k or service.scenarios[name].k
+    if args.item is not None:
+        if args.item not in service.current.bundle.items:
+            raise SystemExit(f"error: item {args.item!r} is not in this bundle ({len(service.current.bundle.items):,} items)")
+        answer = service.recommend(items=[args.item], scenario=name, k=k, page=True)
     else:
-        for rank, (item, score) in enumerate(rows, 1):
-            print(f"{rank:>3}  {item}  {score:.4f}")
+        answer = service.recommend(args.user, scenario=name, k=k)
+    _print_list({**answer, "item": args.item}, args.json)
     return 0
 
 
@@ -337,7 +369,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from omnirec.serve.app import ServeConfig, create_app
+    from omnirec.serve.app import ServeConfig, create_app, uvicorn_options
 
     if not (Path(args.bundle) / "bundle.json").exists():
         raise SystemExit(f"error: {args.bundle}: not a bundle folder (no bundle.json); write one with `omnirec train`")
@@ -349,9 +381,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1:  # each worker process builds its app from the environment; they share the store
         os.environ["OMNIREC_SERVE_CONFIG"] = json.dumps(dataclasses.asdict(config))
         uvicorn.run("omnirec.serve.app:app_from_env", factory=True, workers=args.workers, host=args.host,
-                    port=args.port, log_level=level)
+                    port=args.port, log_level=level, **uvicorn_options(config))
     else:
-        uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=level)
+        uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=level, **uvicorn_options(config))
     return 0
 
 
@@ -365,14 +397,82 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """A bad command line (unknown flag, a value out of range); `main` prints it as one `error:` line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line naming the flag, with a hint to `--help`, instead of the usage
+    block (the subcommands' parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (run `{self.prog} --help` for the options)")
+
+    def parse_args(self, args: list[str] | None = None,
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:  # named here, not by the top parser, so that the hint names the subcommand's --help
+            command = getattr(parsed, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (run `{prog} --help` for the options)")
+        return parsed
+
+
+def _number(kind: Callable[[str], float], low: float, high: float = math.inf,
+            low_open: bool = False) -> Callable[[str], Any]:
+    """An argparse `type`: a finite `kind` number in [low, high] (low excluded when `low_open`).
+
+    >>> _number(int, 1, 1000)("7")
+    7
+    >>> _number(float, 0, low_open=True)("-3")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a number > 0, got '-3'
+    """
+    noun = "an integer" if kind is int else "a number"
+    if high < math.inf:
+        what = f"{noun} from {low:g} to {high:g}" + (f" (not {low:g})" if low_open else "")
+    else:
+        what = f"{noun} {'>' if low_open else '>='} {low:g}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (low < value if low_open else low <= value) and value <= high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+LIST_LENGTH = _number(int, 1, 1000)  # k: the longest list anyone reads, and a bound on the work asked for
+POSITIVE_INT = _number(int, 1)
+FRACTION = _number(float, 0, 1)
+
+
+def _cutoffs(text: str) -> tuple[int, ...]:
+    """`--k 10,20`: cut-offs, each an integer from 1 to 1000.
+
+    >>> _cutoffs("5, 10")
+    (5, 10)
+    """
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        return tuple(LIST_LENGTH(p) for p in parts)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers from 1 to 1000, got {text!r}") from None
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of `omnirec`."""
-    parser = argparse.ArgumentParser(prog="omnirec", description="omnirec: recommender systems, end to end")
+    parser = _Parser(prog="omnirec", description="omnirec: recommender systems, end to end")
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("quickstart", help="run every baseline on the built-in synthetic catalogue")
     q.add_argument("--out", default="runs/quickstart", help="folder for the artefacts (default: %(default)s)")
-    q.add_argument("--users", type=int, default=2000)
-    q.add_argument("--items", type=int, default=1000)
+    q.add_argument("--users", type=POSITIVE_INT, default=2000)
+    q.add_argument("--items", type=POSITIVE_INT, default=1000)
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_quickstart)
     e = sub.add_parser("evaluate", help="full-ranking leave-one-out evaluation of models on a dataset")
@@ -382,13 +482,14 @@ def make_parser() -> argparse.ArgumentParser:
                    help="loo: leave-one-out; cold-items: leave-one-out with cold items kept out of training, "
                         "cold and warm test targets also reported apart; cold-users: a fraction of users held "
                         "out of training entirely, reported apart (default: %(default)s)")
-    e.add_argument("--cold-quantile", type=float, default=0.8,
+    e.add_argument("--cold-quantile", type=FRACTION, default=0.8,
                    help="cold-items: items first seen at or after this time quantile are cold (default: %(default)s)")
-    e.add_argument("--cold-frac", type=float, default=0.0,
+    e.add_argument("--cold-frac", type=FRACTION, default=0.0,
                    help="cold-items: instead, this fraction of items at random (for data without a clock); "
                         "cold-users: the fraction of users held out (default 0.1)")
-    e.add_argument("--k", default="10,20", help="cut-offs, comma-separated (default: %(default)s)")
-    e.add_argument("--json", required=True, help="where to write the result document")
+    e.add_argument("--k", type=_cutoffs, default="10,20", help="cut-offs, comma-separated (default: %(default)s)")
+    e.add_argument("--json", help="where to write the result document (default: <--out>/results.json with --out, "
+                   "else evaluate-results.json)")
     e.add_argument("--config", help="TOML with [clean] and [models.<name>] tables")
     e.add_argument("--out", help="also save models, id maps, per-user values and a plot here")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -399,7 +500,8 @@ def make_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_profile)
     au = sub.add_parser("auto", help="choose and tune a model within a time budget; test it once; bundle + report")
     _data_arguments(au)
-    au.add_argument("--budget-minutes", type=float, required=True, help="wall-clock budget for the whole run")
+    au.add_argument("--budget-minutes", type=_number(float, 0, low_open=True), required=True,
+                    help="wall-clock budget for the whole run")
     au.add_argument("--out", required=True, help="folder for report.md/json, search.png, chosen.toml and bundle/")
     au.add_argument("--seed", type=int, default=0)
     au.set_defaults(func=cmd_auto)
@@ -414,8 +516,9 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--bundle", required=True, help="a folder written by `omnirec train`")
     r.add_argument("--user", help="the user's id as in the data (leave out, with --query, for an anonymous request)")
     r.add_argument("--query", help="a request in words, blended with the user's history (textseq bundles)")
-    r.add_argument("--query-weight", type=float, default=0.5, help="weight of the query, 0..1 (default: %(default)s)")
-    r.add_argument("-k", type=int, default=None, help="list length (default: the scenario's k, else 10)")
+    r.add_argument("--query-weight", type=FRACTION, default=0.5,
+                   help="weight of the query, 0..1 (default: %(default)s)")
+    r.add_argument("-k", type=LIST_LENGTH, default=None, help="list length (default: the scenario's k, else 10)")
     r.add_argument("--scenario", help="a scenario's final list (sources, re-ranking, fallback, reasons)")
     r.add_argument("--item", help="with --scenario: an item page, the list built around this item id")
     r.add_argument("--scenarios", help="the TOML file declaring the scenarios ([scenarios.<name>] tables)")
@@ -439,8 +542,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="scenarios TOML (default: built-in `home` and `similar`)")
     s.add_argument("--store", default="omnirec-events.db", help="SQLite file or postgresql:// URL (default: %(default)s)")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--workers", type=int, default=1, help="server processes; they share the event store and "
+    s.add_argument("--port", type=_number(int, 1, 65535), default=8000)
+    s.add_argument("--workers", type=POSITIVE_INT, default=1, help="server processes; they share the event store and "
                    "follow each other's reloads (default: %(default)s)")
     s.add_argument("--quiet", action="store_true", help="log warnings only")
     s.set_defaults(func=cmd_serve)
@@ -485,8 +588,6 @@ def cmd_auto(args: argparse.Namespace) -> int:
     """Choose, tune and train a model within a time budget; report, chosen config and bundle in --out."""
     from omnirec.auto import run_auto
 
-    if args.budget_minutes <= 0:
-        raise SystemExit("error: --budget-minutes must be > 0")
     dataset = _load_for_evaluate(args, CleanConfig())
     doc = run_auto(dataset, args.out, args.budget_minutes, _data_source(args), seed=args.seed)
     print(doc["chosen"]["why"])
@@ -495,14 +596,70 @@ def cmd_auto(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(text: str) -> str:
+    """`text` on one line: messages of other libraries (polars, argparse) can span several."""
+    return re.sub(r"\s*\n\s*", " ", text.strip())
+
+
+def _error_message(exc: BaseException) -> str | None:
+    """The message of a failure the user can act on (bad input, flags, files, network); None otherwise.
+
+    >>> _error_message(FileNotFoundError(2, "No such file or directory", "data.csv"))
+    'data.csv: No such file or directory'
+    >>> _error_message(SystemExit("error: give --user")), _error_message(RuntimeError("boom"))
+    ('give --user', None)
+    """
+    if isinstance(exc, SystemExit):  # `raise SystemExit("error: ...")` in the commands
+        return exc.code.removeprefix("error: ") if isinstance(exc.code, str) else None
+    if isinstance(exc, UnknownIdError):
+        return str(exc.args[0]) if exc.args else "unknown id"
+    if isinstance(exc, KeyError):  # a key that the user's data or file lacks
+        return f"missing key {exc.args[0]!r}" if exc.args else "missing key"
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"{exc.url}: HTTP {exc.code} {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return f"network error: {exc.reason}"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON: {exc}"
+    if isinstance(exc, tomllib.TOMLDecodeError):
+        return f"invalid TOML: {exc}"
+    if isinstance(exc, OSError) and exc.filename is not None:  # permission denied, is a directory, ...
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, (UsageError, ValueError, OSError)):  # ConfigError and DataFormatError are ValueErrors
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _fail(exc: BaseException) -> int:
+    """Print the one `error:` line for `exc` (and its traceback with OMNIREC_DEBUG=1); the exit code."""
+    if os.environ.get("OMNIREC_DEBUG") == "1":
+        traceback.print_exception(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    message = _error_message(exc)
+    if message is None:
+        message = f"internal error: {type(exc).__name__}: {exc} (please report)"
+    print(f"error: {_one_line(message)}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `omnirec` command."""
-    args = make_parser().parse_args(argv)
+    """Entry point of the `omnirec` command: every failure is one `error: ...` line on stderr and exit code
+    2 (130 when interrupted); OMNIREC_DEBUG=1 also prints the traceback.
+
+    >>> main(["recommend", "--bundle", "b", "-k", "0"])
+    2
+    """
     try:
+        args = make_parser().parse_args(argv)
         return args.func(args)
-    except (ValueError, FileNotFoundError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except SystemExit as exc:  # --help exits 0; the commands' `raise SystemExit("error: ...")` exit 2
+        if not isinstance(exc.code, str):
+            return 0 if exc.code is None else exc.code
+        return _fail(exc)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the one place every failure is reported
+        return _fail(exc)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ The CLI and the benchmark scripts call this; it turns no names into classes (mod
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +153,39 @@ def format_table(document: dict[str, Any], columns: tuple[str, ...] = TABLE_COLU
         cells = "  ".join(f"{row[c]:>11.4f}" if c in row else f"{'-':>11}" for c in present)
         lines.append(f"{name:<{width}}  {cells}")
     return "\n".join(lines)
+
+
+def format_significance(document: dict[str, Any]) -> str:
+    """The paired tests of a result document (`significance`), one line per pair, below the table.
+
+    >>> doc = {"significance": {"markov vs pop": {"metric": "ndcg@10", "mean_diff": 0.0386, "t_test_p": 1e-5,
+    ...                                           "wilcoxon_p": 0.002, "n_users": 60}}}
+    >>> print(format_significance(doc))
+    paired tests of the best model against each other one, per-user values over the same users:
+      markov vs pop: ndcg@10 mean diff +0.0386, t-test p=1e-05, Wilcoxon p=0.002 (60 users)
+    """
+    lines = ["paired tests of the best model against each other one, per-user values over the same users:"]
+    for pair, test in document.get("significance", {}).items():
+        lines.append(f"  {pair}: {test['metric']} mean diff {test['mean_diff']:+.4f}, t-test p={test['t_test_p']:.3g}, "
+                     f"Wilcoxon p={test['wilcoxon_p']:.3g} ({test['n_users']:,} users)")
+    return "\n".join(lines)
+
+
+_MASKED_NOTE = re.compile(r"(\d+) target\(s\) were in the user's history and masked(.*)")
+
+
+def explain_note(note: str) -> str:
+    """An evaluation note in words for the printed summary (the document keeps the short form).
+
+    >>> explain_note("3 target(s) were in the user's history and masked (all models)")  # doctest: +NORMALIZE_WHITESPACE
+    "3 test target(s) were already in the user's history (all models): full ranking masks every history
+    item, so these targets can never be ranked and count as misses (their users stay in every mean)"
+    """
+    masked = _MASKED_NOTE.fullmatch(note)
+    if masked is None:
+        return note
+    return (f"{masked[1]} test target(s) were already in the user's history{masked[2]}: full ranking masks every "
+            "history item, so these targets can never be ranked and count as misses (their users stay in every mean)")
 
 
 def markdown_table(document: dict[str, Any], columns: tuple[str, ...] = TABLE_COLUMNS) -> str:

@@ -46,6 +46,17 @@ def test_a_loaded_bundle_recommends_and_scores_identically(saved, tiny_dataset):
     assert np.array_equal(loaded.histories.times, bundle.histories.times)
     assert loaded.meta["metrics"] == {"ndcg@10": 0.5} and loaded.meta["note"] == "test"
     assert json.loads((folder / "bundle.json").read_text())["model"] == "sasrec"
+    assert loaded.item_titles == tiny_dataset.item_titles and loaded.item_text == tiny_dataset.item_text
+
+
+def test_titles_are_read_by_dense_id_and_none_where_missing(saved, tiny_dataset):
+    _, folder = saved
+    loaded = Bundle.load(folder)
+    first = int(tiny_dataset.items.encode([tiny_dataset.items.labels[0]])[0])
+    assert loaded.title(first) == tiny_dataset.item_titles[first] and loaded.title(first)
+    assert loaded.title(0) is None and loaded.title(10**6) is None
+    loaded.item_titles = None
+    assert loaded.titles([first, 2]) == [None, None]
 
 
 def test_recommendations_are_labels_outside_the_users_whole_history(saved, tiny_dataset):

@@ -56,6 +56,24 @@ def test_evaluate_on_a_seq_file(tmp_path, capsys):
     assert "markov" in capsys.readouterr().out
 
 
+def test_evaluate_without_json_saves_in_the_working_folder_and_prints_cleaning_tests_and_notes(
+        tmp_path, capsys, monkeypatch):
+    data = write_seq(tmp_path / "mine.txt", n_users=40)
+    with data.open("a") as fh:  # the last item repeats the first: a test target already in the history
+        fh.write("".join(f"again{u} it1 it2 it3 it1\n" for u in range(5)))
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--path", str(data), "--format", "seq", "--models", "pop,markov", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads((tmp_path / "evaluate-results.json").read_text())["n_users"] == 45
+    assert "saved to evaluate-results.json" in out and "cleaning: rows in: " in out
+    assert "markov vs pop: ndcg@10 mean diff +" in out and "t-test p=" in out
+    assert "5 test target(s) were already in the user's history (all models): full ranking masks" in out
+    assert main(["evaluate", "--path", str(data), "--format", "seq", "--models", "pop", "--quiet",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert f"saved to {tmp_path / 'run'}: results.json" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["n_users"] == 45
+
+
 def test_evaluate_reads_a_config(tmp_path):
     data = write_seq(tmp_path / "mine.txt")
     cfg = tmp_path / "exp.toml"
@@ -72,10 +90,10 @@ def test_evaluate_reads_a_config(tmp_path):
         (["--models", "tfidf"], "needs item text"),
     ],
 )
-def test_evaluate_rejects_bad_model_lists(tmp_path, args, message):
+def test_evaluate_rejects_bad_model_lists(tmp_path, capsys, args, message):
     data = write_seq(tmp_path / "mine.txt")
-    with pytest.raises(SystemExit, match=message):
-        main(["evaluate", "--path", str(data), "--format", "seq", "--json", str(tmp_path / "o.json"), *args])
+    assert main(["evaluate", "--path", str(data), "--format", "seq", "--json", str(tmp_path / "o.json"), *args]) == 2
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()
 
 
@@ -97,11 +115,11 @@ def test_malformed_file_gives_a_located_error(tmp_path, capsys):
     assert "bad.txt, line 2" in err and "expected" in err
 
 
-def test_evaluate_needs_a_source(tmp_path):
-    with pytest.raises(SystemExit, match="either --dataset"):
-        main(["evaluate", "--json", str(tmp_path / "o.json")])
-    with pytest.raises(SystemExit, match="needs --format"):
-        main(["evaluate", "--path", "x.txt", "--json", str(tmp_path / "o.json")])
+def test_evaluate_needs_a_source(tmp_path, capsys):
+    assert main(["evaluate", "--json", str(tmp_path / "o.json")]) == 2
+    assert "either --dataset" in capsys.readouterr().err
+    assert main(["evaluate", "--path", "x.txt", "--json", str(tmp_path / "o.json")]) == 2
+    assert "needs --format" in capsys.readouterr().err
 
 
 def test_evaluate_with_a_csv_and_an_item_catalogue(tmp_path):
@@ -131,9 +149,9 @@ def test_evaluate_cold_items_reports_cold_and_warm_targets(tmp_path, capsys):
     assert doc["groups"]["cold"]["markov"]["hr@10"] == 0.0 < doc["groups"]["warm"]["markov"]["hr@10"]
     assert any("test targets are cold" in note for note in doc["notes"])
     assert "cold test targets only" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="cold-items"):
-        main(["evaluate", "--path", str(data), "--format", "seq", "--split", "cold-items", "--cold-frac", "1.5",
-              "--json", str(out), "--quiet"])
+    assert main(["evaluate", "--path", str(data), "--format", "seq", "--split", "cold-items", "--cold-frac", "1.0",
+                 "--json", str(out), "--quiet"]) == 2
+    assert "--split cold-items" in capsys.readouterr().err
 
 
 def test_quiet_turns_off_the_text_encoders_progress_bar_too():

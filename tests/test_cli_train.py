@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from omnirec.bundle import Bundle
 from omnirec.cli import main
 from omnirec.train.loop import CHECKPOINT
 
@@ -88,11 +89,26 @@ def test_recommend_prints_a_ranked_table(trained, capsys):
     assert [line.split()[0] for line in lines] == ["1", "2", "3"]
 
 
-def test_recommend_for_an_unknown_user_exits_2_and_names_it(trained, capsys):
+def test_recommend_for_an_unknown_user_gives_the_fallback_and_says_why(trained, capsys):
     folder, _ = trained
-    assert main(["recommend", "--bundle", str(folder / "bundle"), "--user", "nobody", "-k", "5"]) == 2
-    err = capsys.readouterr().err
-    assert "error:" in err and "'nobody'" in err
+    capsys.readouterr()
+    assert main(["recommend", "--bundle", str(folder / "bundle"), "--user", "nobody", "-k", "5"]) == 0
+    out, err = capsys.readouterr()
+    assert "note:" in err and "'nobody'" in err and "not known" in err
+    assert len(out.splitlines()) == 5 and all("popular" in line for line in out.splitlines())
+    assert main(["recommend", "--bundle", str(folder / "bundle"), "--user", "nobody", "-k", "5", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["personalized"] is False and "'nobody'" in doc["reason"] and len(doc["items"]) == 5
+
+
+def test_recommend_lists_the_models_own_top_k_with_reasons(trained, capsys):
+    folder, _ = trained
+    bundle = Bundle.load(folder / "bundle")
+    capsys.readouterr()
+    assert main(["recommend", "--bundle", str(folder / "bundle"), "--user", "user3", "-k", "5", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [row["item"] for row in doc["items"]] == [item for item, _ in bundle.recommend("user3", k=5)]
+    assert doc["personalized"] is True and all(row["reason"].startswith("sasrec ranks it #") for row in doc["items"])
 
 
 def test_recommend_from_a_folder_that_is_no_bundle(tmp_path, capsys):
@@ -123,12 +139,12 @@ def test_a_scalar_k_is_accepted_or_clearly_refused(tmp_path, capsys):
     assert code == 0 or (code == 2 and "'k'" in capsys.readouterr().err)
 
 
-def test_an_unknown_model_name_is_refused(tmp_path):
+def test_an_unknown_model_name_is_refused(tmp_path, capsys):
     write_seq(tmp_path / "data.txt")
     config = tmp_path / "train.toml"
     config.write_text(Path(write_config(tmp_path)).read_text().replace('model = "sasrec"', 'model = "nosuch"'))
-    with pytest.raises(SystemExit, match="unknown model 'nosuch'"):
-        main(["train", "--config", str(config), "--quiet"])
+    assert main(["train", "--config", str(config), "--quiet"]) == 2
+    assert "unknown model 'nosuch'" in capsys.readouterr().err
 
 
 def test_checkpoint_dir_option_writes_a_checkpoint_there(tmp_path):
@@ -194,12 +210,13 @@ def test_textseq_trains_on_a_recbole_catalogue_and_transfers(tmp_path, capsys):
     assert answer["user"] is None and answer["items"][0]["item"] == "kitchen3"  # "kettle for the kitchen shop"
     assert main(["recommend", "--bundle", kitchen, "--user", "u3", "--query", "kettle", "--json"]) == 0
     capsys.readouterr()
-    with pytest.raises(SystemExit, match="give --user, --query, or both"):
-        main(["recommend", "--bundle", kitchen])
+    assert main(["recommend", "--bundle", kitchen]) == 2
+    assert "give --user, --query, or both" in capsys.readouterr().err
     assert main(["recommend", "--bundle", kitchen, "--query", "kettle", "--query-weight", "3"]) == 2
-    assert "query_weight" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="d_model differ"):
-        main(["train", "--config", textseq_config(tmp_path, "kitchen", d_model=32), "--quiet", "--init-from", pretrained])
+    assert "argument --query-weight" in capsys.readouterr().err
+    assert main(["train", "--config", textseq_config(tmp_path, "kitchen", d_model=32), "--quiet",
+                 "--init-from", pretrained]) == 2
+    assert "d_model differ" in capsys.readouterr().err
 
 
 def test_query_on_a_model_without_text_is_a_clear_error(trained, capsys):
@@ -208,8 +225,8 @@ def test_query_on_a_model_without_text_is_a_clear_error(trained, capsys):
     assert "does not read text queries" in capsys.readouterr().err
 
 
-def test_init_from_refuses_models_without_transfer(tmp_path, trained):
+def test_init_from_refuses_models_without_transfer(tmp_path, trained, capsys):
     folder, _ = trained
     (tmp_path / "data.txt").write_text((folder / "data.txt").read_text())
-    with pytest.raises(SystemExit, match="cannot start from pretrained weights"):
-        main(["train", "--config", write_config(tmp_path), "--quiet", "--init-from", str(folder / "bundle")])
+    assert main(["train", "--config", write_config(tmp_path), "--quiet", "--init-from", str(folder / "bundle")]) == 2
+    assert "cannot start from pretrained weights" in capsys.readouterr().err

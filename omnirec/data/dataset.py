@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from omnirec.data.clean import CleanConfig, CleanReport, clean
 from omnirec.data.ids import IdMap
-from omnirec.data.schema import ITEM, TEXT, TIME, USER
+from omnirec.data.schema import ITEM, TEXT, TIME, TITLE, USER
 from omnirec.features.attributes import Attributes
 from omnirec.features.matrix import interaction_matrix
 from omnirec.features.sequences import Histories
@@ -34,6 +34,7 @@ class Dataset:
     item_text: list[str] | None
     report: CleanReport
     user_attributes: Attributes | None = None  # categorical user traits by dense id (age, gender...)
+    item_titles: list[str] | None = None  # by dense id, what a person reads ('' where unknown; index 0 padding)
 
     @property
     def n_users(self) -> int:
@@ -65,14 +66,15 @@ class Dataset:
             {USER: user_map.encode(cleaned[USER]), ITEM: item_map.encode(cleaned[ITEM]), TIME: cleaned[TIME]}
         ).with_columns(cleaned.select(extra))
         attributes = None if users is None else Attributes.from_frame(users, USER, user_map)
-        return cls(name, dense, user_map, item_map, _align_text(items, item_map), report, attributes)
+        return cls(name, dense, user_map, item_map, _align(items, item_map, TEXT), report, attributes,
+                   _align(items, item_map, TITLE))
 
 
-def _align_text(items: pl.DataFrame | None, item_map: IdMap) -> list[str] | None:
-    """Item text indexed by dense id (index 0 and items without text get '')."""
-    if items is None or TEXT not in items.columns:
+def _align(items: pl.DataFrame | None, item_map: IdMap, column: str) -> list[str] | None:
+    """A catalogue column (text, title) indexed by dense id (index 0 and items without a value get '')."""
+    if items is None or column not in items.columns:
         return None
-    lookup = dict(zip(items[ITEM].cast(pl.String).to_list(), items[TEXT].fill_null("").to_list(), strict=True))
+    lookup = dict(zip(items[ITEM].cast(pl.String).to_list(), items[column].fill_null("").to_list(), strict=True))
     return [""] + [lookup.get(label, "") for label in item_map.labels]
 
 

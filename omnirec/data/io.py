@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from omnirec.data.schema import EVENT, ITEM, RATING, TEXT, TIME, USER
+from omnirec.data.schema import EVENT, ITEM, RATING, TEXT, TIME, TITLE, USER
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -43,7 +43,7 @@ def read_bytes(path: str | Path) -> bytes:
     """The file's bytes, gunzipped when the file is gzip-compressed."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise FileNotFoundError(f"{path}: " + ("a folder, not a file" if path.is_dir() else "no such file"))
     raw = path.read_bytes()
     if raw[:2] == _GZIP_MAGIC:
         try:
@@ -100,16 +100,51 @@ def _csv_reader(text: str, sep: str, quote: str | None):  # noqa: ANN202 - a csv
     return csv.reader(io.StringIO(text), delimiter=sep, quotechar=quote)
 
 
-def _scan_field_counts(path: Path, text: str, sep: str, n_fields: int, first_line: int, quote: str | None) -> None:
-    """Find the first record whose field count differs from `n_fields` and raise for it."""
+def _records(path: Path, text: str, sep: str, quote: str | None):  # noqa: ANN202 - a generator
+    """(first line, last line, fields) of every record; a quoted field that is never closed raises for
+    the line where it opens (the csv module would report the line where it gave up, or overflow)."""
     reader = _csv_reader(text, sep, quote)
-    while reader.line_num < first_line - 1 and next(reader, None) is not None:
-        pass
-    for row in reader:
-        if row and len(row) != n_fields:
-            raise DataFormatError(
-                path, f"{len(row)} fields", line=reader.line_num, expected=f"{n_fields} fields separated by {sep!r}"
-            )
+    last_line = text.rstrip("\r\n").count("\n") + 1
+    start = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if quote is not None and "field larger than field limit" in str(exc):  # a quote that swallowed the file
+                _raise_unclosed(path, start, quote, f"the field runs on past {csv.field_size_limit():,} characters")
+            raise DataFormatError(path, f"cannot be parsed ({exc})", line=start) from exc
+        spans_to_end = reader.line_num > start and reader.line_num >= last_line
+        if quote is not None and spans_to_end and _never_closed(text, start, sep, quote):
+            _raise_unclosed(path, start, quote, "the field runs to the end of the file")
+        yield start, reader.line_num, row
+        start = reader.line_num + 1
+
+
+def _never_closed(text: str, start: int, sep: str, quote: str) -> bool:
+    """Whether the record from line `start` to the end of `text` ends inside a quoted field (the lenient
+    reader accepts that; the strict one, used here for the one record, does not)."""
+    tail = text.split("\n", start - 1)[-1]
+    try:
+        for _ in csv.reader(io.StringIO(tail), delimiter=sep, quotechar=quote, strict=True):
+            return False  # the record closed its quotes; a later one is read on the next call
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+def _raise_unclosed(path: Path, line: int, quote: str, why: str) -> None:
+    raise DataFormatError(path, f"a quoted field opens on this line and is never closed ({why})", line=line,
+                          expected=f"a closing quote ({quote}) before the end of the field")
+
+
+def _scan_field_counts(path: Path, text: str, sep: str, n_fields: int, first_line: int, quote: str | None) -> None:
+    """Find the first record whose field count differs from `n_fields` and raise for it (at its first line)."""
+    for start, _, row in _records(path, text, sep, quote):
+        if start >= first_line and row and len(row) != n_fields:
+            raise DataFormatError(path, f"{len(row)} fields", line=start,
+                                  expected=f"{n_fields} fields separated by {sep!r}")
 
 
 def read_delimited(
@@ -131,7 +166,7 @@ def read_delimited(
             infer_schema=False, quote_char=quote,
         )
     except pl.exceptions.PolarsError as exc:
-        n_fields = len(names) if names else len(next(_csv_reader(text.lstrip("\r\n"), sep, quote)))
+        n_fields = len(names) if names else len(next((r for _, _, r in _records(path, text, sep, quote) if r), []))
         _scan_field_counts(path, text, sep, n_fields, first_data_line, quote)
         raise DataFormatError(path, f"cannot be parsed ({exc})", expected=f"fields separated by {sep!r}") from exc
     if names is not None and frame.width != len(names):
@@ -304,7 +339,8 @@ def _read_table(path: Path, sep: str | None, encoding: str) -> pl.DataFrame:
 def read_item_text(
     path: str | Path, id_col: str, text_cols: list[str], sep: str | None = None, encoding: str = "utf-8"
 ) -> pl.DataFrame:
-    """Item catalogue: one row per item, its text fields joined with '. ' into the `text` column."""
+    """Item catalogue: one row per item, its text fields joined with '. ' into the `text` column, and its
+    `title` (see `title_of`)."""
     path = Path(path)
     frame = _read_table(path, sep, encoding)
     missing = [c for c in [id_col, *text_cols] if c not in frame.columns]
@@ -312,7 +348,8 @@ def read_item_text(
         have = ", ".join(frame.columns)
         raise DataFormatError(path, f"no column {missing[0]!r} (columns: {have})",
                               expected="the item id column and the text columns named")
-    return frame.select(pl.col(id_col).cast(pl.String).alias(ITEM), join_text(text_cols).alias(TEXT))
+    return frame.select(pl.col(id_col).cast(pl.String).alias(ITEM), join_text(text_cols).alias(TEXT),
+                        title_of(text_cols).alias(TITLE))
 
 
 def read_user_attributes(path: str | Path, id_col: str, sep: str | None = None, encoding: str = "utf-8") -> pl.DataFrame:
@@ -327,6 +364,22 @@ def read_user_attributes(path: str | Path, id_col: str, sep: str | None = None, 
         raise DataFormatError(path, "no attribute columns besides the user id", expected="at least one attribute column")
     attrs = [pl.col(c).cast(pl.String) for c in frame.columns if c != id_col]
     return frame.select(pl.col(id_col).cast(pl.String).alias(USER), *attrs)
+
+
+TITLE_COLUMNS = ("title", "name", "product_name", "product_title")
+MAX_TITLE = 120
+
+
+def title_of(columns: list[str]) -> pl.Expr:
+    """An item's title from its text columns: a column named like a title ("title", "name", ...) if there is
+    one; else the first column when there are several (a catalogue's first field names the item); else the
+    first sentence of the only column (a description), cut to 120 characters."""
+    named = [c for c in columns if c.lower() in TITLE_COLUMNS]
+    if named or len(columns) > 1:
+        title = pl.col((named or columns)[0]).cast(pl.String).str.strip_chars()
+    else:
+        title = pl.col(columns[0]).cast(pl.String).str.strip_chars().str.split(". ").list.first().str.strip_chars_end(".")
+    return pl.when(title.str.len_chars() > MAX_TITLE).then(title.str.slice(0, MAX_TITLE - 1) + "…").otherwise(title)
 
 
 def join_text(columns: list[str]) -> pl.Expr:
@@ -433,6 +486,7 @@ def read_movielens(directory: str | Path) -> MovieLens:
     items = raw_items.with_columns(genres.alias("genres")).select(
         pl.col("movie_id").alias(ITEM),
         join_text(["title", "genres"]).alias(TEXT),
+        pl.col("title").str.strip_chars().alias(TITLE),
         pl.col("release").str.slice(-4).cast(pl.Int64, strict=False).alias("year"),
     )
     user_path = find_file(directory, "u.user")
@@ -470,7 +524,7 @@ def read_recbole(directory: str | Path, name: str) -> tuple[pl.DataFrame, pl.Dat
         return interactions, items
     if items is not None:  # UniSRec keys text by the original id but sequences by item index
         index = read_delimited(index_path, "\t", names=[ITEM, "index"], quote=None).drop("_line")
-        items = items.join(index, on=ITEM, how="inner").select(pl.col("index").alias(ITEM), TEXT)
+        items = items.join(index, on=ITEM, how="inner").select(pl.col("index").alias(ITEM), TEXT, TITLE)
     return interactions, items
 
 
@@ -535,7 +589,7 @@ def _read_recbole_items(directory: Path, name: str) -> pl.DataFrame | None:
         text_cols = [c for c in frame.columns if c not in (ITEM, "_line")]
         if ITEM not in frame.columns or not text_cols:
             raise DataFormatError(path, "needs an item_id column and at least one text column", line=1)
-        return frame.select(pl.col(ITEM), join_text(text_cols).alias(TEXT))
+        return frame.select(pl.col(ITEM), join_text(text_cols).alias(TEXT), title_of(text_cols).alias(TITLE))
     return None
 
 
@@ -552,4 +606,5 @@ def read_item_attributes(path: str | Path) -> pl.DataFrame:
     if bad is not None:
         raise DataFormatError(path, f"item {bad!r} maps to {mapping[bad]!r}", expected="a list of integer attribute ids")
     texts = [" ".join(f"attr_{a}" for a in attrs) for attrs in mapping.values()]
-    return pl.DataFrame({ITEM: list(mapping.keys()), TEXT: texts}, schema={ITEM: pl.String, TEXT: pl.String})
+    return pl.DataFrame({ITEM: list(mapping.keys()), TEXT: texts, TITLE: [None] * len(texts)},  # codes, no titles
+                        schema={ITEM: pl.String, TEXT: pl.String, TITLE: pl.String})

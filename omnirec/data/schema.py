@@ -13,6 +13,7 @@ TIME = "timestamp"
 RATING = "rating"
 EVENT = "event"
 TEXT = "text"
+TITLE = "title"  # an item's name as a person reads it (optional; else the text's first sentence)
 
 # External ids are kept as strings: a file's ids are labels, only IdMap turns them into numbers.
 INTERACTION_SCHEMA: dict[str, pl.DataType] = {
@@ -23,7 +24,7 @@ INTERACTION_SCHEMA: dict[str, pl.DataType] = {
     EVENT: pl.String(),
 }
 REQUIRED = (USER, ITEM, TIME)
-ITEM_SCHEMA: dict[str, pl.DataType] = {ITEM: pl.String(), TEXT: pl.String()}
+ITEM_SCHEMA: dict[str, pl.DataType] = {ITEM: pl.String(), TEXT: pl.String(), TITLE: pl.String()}
 
 
 def empty_interactions() -> pl.DataFrame:

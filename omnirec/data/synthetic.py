@@ -4,7 +4,7 @@ sequential model beats popularity on it.
 
 >>> inter, items = generate(SyntheticConfig(n_users=20, n_items=50, seed=1))
 >>> sorted(inter.columns), items.columns
-(['item_id', 'timestamp', 'user_id'], ['item_id', 'text', 'category'])
+(['item_id', 'timestamp', 'user_id'], ['item_id', 'text', 'title', 'category'])
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from omnirec.data.schema import ITEM, TEXT, TIME, USER
+from omnirec.data.schema import ITEM, TEXT, TIME, TITLE, USER
 
 _CATEGORIES = {
     "Kitchen > Cookware": ["pan", "skillet", "saucepan", "wok", "stockpot"],
@@ -81,6 +81,7 @@ def _catalogue(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[pl.DataF
         {
             ITEM: [f"i{i}" for i in range(cfg.n_items)],
             TEXT: [f"{t}. {names[c]}" for t, c in zip(titles, category, strict=True)],
+            TITLE: titles,
             "category": [names[c] for c in category],
         }
     )

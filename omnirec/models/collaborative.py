@@ -21,7 +21,18 @@ from omnirec.data.dataset import TrainData
 from omnirec.features.attributes import Attributes
 from omnirec.features.sequences import Histories, UserBatch
 from omnirec.models.base import Recommender, first_target_ndcg, reported
-from omnirec.train.loop import TrainResult, training_summary
+from omnirec.train.loop import (
+    Deadline,
+    RefitPlan,
+    TrainResult,
+    budget_record,
+    fit_deadlines,
+    plan_refit,
+    refit_desc,
+    refit_growth,
+    timed,
+    training_summary,
+)
 from omnirec.train.pairs import StepFn, fit_pairs
 
 
@@ -73,7 +84,7 @@ class PairRecommender(Recommender):
 
     def _fit(self, data: TrainData) -> None:
         cfg = self.config.train
-        self._prepare(data)
+        self._prepare(data)  # before the budget starts, as the text models' item vectors are
         view = PairData(data.sequences, data.n_users, data.n_items, data.user_attributes, data.item_text)
         validate = None
         if data.valid is not None and data.valid.items.size:
@@ -81,19 +92,39 @@ class PairRecommender(Recommender):
             if len(users):
                 validate = lambda m: first_target_ndcg(  # noqa: E731
                     lambda b: self._score_with(m, b), data.sequences, data.valid, users, data.n_items)
-        result = self._train(view, reported(self, validate), cfg)
+        refit = cfg.refit and validate is not None
+        growth = refit_growth(data.sequences, data.valid) if refit else 0.0
+        search, budget = fit_deadlines(cfg.max_minutes, growth)  # budget: early stopping and refit together
+        with timed() as took:
+            result = self._train(view, reported(self, validate), cfg, search)
         self._record(result)
-        if cfg.refit and validate is not None:
-            view = view._replace(sequences=data.sequences.extend(data.valid))
-            refit = self._train(view, None, dataclasses.replace(cfg, epochs=max(result.best_epoch, 1), max_minutes=0.0))
-            self.history += [{**row, "refit": True} for row in refit.history]
-            self.training["refit_epochs"] = len(refit.history)
+        self.training["budget"] = budget_record(cfg.max_minutes, took["s"], result)
+        if refit:
+            view = self._refit(data, view, result, plan_refit(result, growth, budget), budget, took["s"])
         self._finish(view)
 
-    def _train(self, view: PairData, validate: Callable | None, cfg: Any) -> TrainResult:
+    def _refit(self, data: TrainData, view: PairData, search: TrainResult, plan: RefitPlan, budget: Deadline,
+               search_s: float) -> PairData:
+        """Train a fresh network on train + validation items for the planned epochs within what is left of
+        the budget; returns the data the final network was trained on (with no epoch planned, the
+        early-stopped network and its training data stay)."""
+        cfg, refit = self.config.train, None
+        with timed() as took:
+            if plan.epochs:
+                view = view._replace(sequences=data.sequences.extend(data.valid))
+                config = dataclasses.replace(cfg, epochs=plan.epochs)
+                refit = self._train(view, None, config, budget, refit_desc(plan))
+                self.history += [{**row, "refit": True} for row in refit.history]
+        self.training["refit_epochs"] = 0 if refit is None else len(refit.history)
+        self.training["budget"] = budget_record(cfg.max_minutes, search_s, search, plan, took["s"], refit)
+        return view
+
+    def _train(self, view: PairData, validate: Callable | None, cfg: Any, deadline: Deadline,
+               desc: str = "train") -> TrainResult:
+        """A fresh network trained on `view` until `deadline` at the latest."""
         torch.manual_seed(cfg.seed)  # initial weights depend on the seed only
         self.module = self._build(view)
-        return fit_pairs(self.module, view.pair_users(), self._step(view), validate, cfg)
+        return fit_pairs(self.module, view.pair_users(), self._step(view), validate, cfg, desc=desc, deadline=deadline)
 
     def _record(self, result: TrainResult) -> None:
         self.history = result.history

@@ -19,7 +19,20 @@ from omnirec.data.dataset import TrainData
 from omnirec.features.sequences import Histories, UserBatch
 from omnirec.models.base import Recommender, first_target_ndcg, reported
 from omnirec.train import losses
-from omnirec.train.loop import LossFn, TrainResult, fit, training_summary
+from omnirec.train.loop import (
+    Deadline,
+    LossFn,
+    RefitPlan,
+    TrainResult,
+    budget_record,
+    fit,
+    fit_deadlines,
+    plan_refit,
+    refit_desc,
+    refit_growth,
+    timed,
+    training_summary,
+)
 
 
 def check_sequence_config(config: Any, sizes: tuple[int, ...]) -> None:
@@ -94,16 +107,21 @@ class SequentialRecommender(Recommender):
 
     def _fit(self, data: TrainData) -> None:
         cfg = self.config
-        torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only
-        self.module = self._build(data.n_items)
         validate = None
         if data.valid is not None and data.valid.items.size:
             validate = lambda m: validation_ndcg(m, data.sequences, data.valid, cfg.max_len)  # noqa: E731
-        result = fit(self.module, data.sequences, cfg.max_len, self._loss(data.sequences), reported(self, validate),
-                     cfg.train, self._fingerprint(data))
+        refit = cfg.train.refit and validate is not None
+        growth = refit_growth(data.sequences, data.valid) if refit else 0.0
+        search, budget = fit_deadlines(cfg.train.max_minutes, growth)  # budget: early stopping and refit together
+        torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only
+        with timed() as took:
+            self.module = self._build(data.n_items)
+            result = fit(self.module, data.sequences, cfg.max_len, self._loss(data.sequences), reported(self, validate),
+                         cfg.train, self._fingerprint(data), deadline=search)
         self._record(result)
-        if cfg.train.refit and validate is not None:
-            self._refit(data, result.best_epoch)
+        self.training["budget"] = budget_record(cfg.train.max_minutes, took["s"], result)
+        if refit:
+            self._refit(data, result, plan_refit(result, growth, budget), budget, took["s"])
 
     def _loss(self, sequences: Histories) -> LossFn:
         """The training loss for these training sequences (a model may restrict it to their items)."""
@@ -114,18 +132,22 @@ class SequentialRecommender(Recommender):
             log_q = losses.log_target_share(torch.from_numpy(sequences.items[~first]), self.n_items)
         return make_loss(self.config.loss, self.config.n_negatives, log_q)
 
-    def _refit(self, data: TrainData, epochs: int) -> None:
-        """Train a fresh network on train + validation items for `epochs` epochs, without validation."""
-        train = self.config.train
-        folder = str(Path(train.checkpoint_dir) / "refit") if train.checkpoint_dir else ""
-        config = dataclasses.replace(train, epochs=max(epochs, 1), max_minutes=0.0, checkpoint_dir=folder)
-        torch.manual_seed(train.seed)
-        self.module = self._build(data.n_items)
-        sequences = data.sequences.extend(data.valid)
-        result = fit(self.module, sequences, self.config.max_len, self._loss(sequences), None, config,
-                     self._fingerprint(data) + "-refit")
-        self.history += [{**row, "refit": True} for row in result.history]
-        self.training["refit_epochs"] = len(result.history)
+    def _refit(self, data: TrainData, search: TrainResult, plan: RefitPlan, budget: Deadline, search_s: float) -> None:
+        """Train a fresh network on train + validation items for the planned epochs, without validation,
+        within what is left of the budget; with no epoch planned the early-stopped network stays."""
+        train, refit = self.config.train, None
+        with timed() as took:
+            if plan.epochs:
+                folder = str(Path(train.checkpoint_dir) / "refit") if train.checkpoint_dir else ""
+                torch.manual_seed(train.seed)
+                self.module = self._build(data.n_items)
+                config = dataclasses.replace(train, epochs=plan.epochs, checkpoint_dir=folder)
+                sequences = data.sequences.extend(data.valid)
+                refit = fit(self.module, sequences, self.config.max_len, self._loss(sequences), None, config,
+                            self._fingerprint(data) + "-refit", desc=refit_desc(plan), deadline=budget)
+                self.history += [{**row, "refit": True} for row in refit.history]
+        self.training["refit_epochs"] = 0 if refit is None else len(refit.history)
+        self.training["budget"] = budget_record(train.max_minutes, search_s, search, plan, took["s"], refit)
 
     def _fingerprint(self, data: TrainData) -> str:
         """What a checkpoint must match to be resumed: the network, the loss, the optimiser settings, the

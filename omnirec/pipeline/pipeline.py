@@ -25,7 +25,7 @@ import torch
 from omnirec.features.sequences import UserBatch
 from omnirec.pipeline.rank import Candidates, FusionRanker, Ranker
 from omnirec.pipeline.rerank import RerankConfig, mmr, place_pins, scale_scores
-from omnirec.pipeline.sources import Namer, Source, SourceHits
+from omnirec.pipeline.sources import Cite, Namer, Source, SourceHits, citer
 
 @dataclass
 class Recommendation:
@@ -161,23 +161,25 @@ class Pipeline:
         return np.array([[r.item for r in row] + [0] * (k - len(row)) for row in rows], dtype=np.int64).reshape(len(batch), k)
 
     def recommend(self, batch: UserBatch, k: int = 10, explain: bool = True,
-                  candidates: Candidates | None = None) -> list[list[Recommendation]]:
+                  candidates: Candidates | None = None, page: bool = False) -> list[list[Recommendation]]:
         """The final list of each user of the batch, at most k items, each with its sources and reason.
-        `candidates` (from `self.candidates(batch)`) saves retrieving again when only re-ranking changes."""
+        `candidates` (from `self.candidates(batch)`) saves retrieving again when only re-ranking changes;
+        `page`: the histories are items being viewed (an item page), and reasons say "this item"."""
         cands = self.candidates(batch) if candidates is None else candidates
         rel = self._relevance(batch, cands)
         picks = self._select(cands, rel, k)
         names = list(self.sources)
+        cite = citer(self.name_of, page)
         out = []
         for row in range(len(batch)):
             chosen = [p for p in picks[row] if p >= 0]
-            recs = [self._describe(cands, row, p, float(rel[row, p]), names, explain) for p in chosen]
-            recs = self._fill(batch, row, recs, k, explain)
+            recs = [self._describe(cands, row, p, float(rel[row, p]), names, cite if explain else None) for p in chosen]
+            recs = self._fill(batch, row, recs, k, cite if explain else None)
             out.append(self._pin(recs, k, explain))
         return out
 
     # -- fallback, pins, reasons -------------------------------------------------------------------
-    def _fill(self, batch: UserBatch, row: int, recs: list[Recommendation], k: int, explain: bool) -> list[Recommendation]:
+    def _fill(self, batch: UserBatch, row: int, recs: list[Recommendation], k: int, cite: Cite | None) -> list[Recommendation]:
         """Fill a short list from the fallback sources, in order, skipping what is listed, seen or blocked."""
         if len(recs) >= k or not self.fallback:
             return recs
@@ -199,7 +201,7 @@ class Pipeline:
                 if item == 0 or item in taken or self._capped(item, cap_counts):
                     continue
                 taken.add(item)
-                reason = source.explain(int(hits.cited[0, pos]), float(hits.strength[0, pos]), pos + 1, self.name_of) if explain else ""
+                reason = source.explain(int(hits.cited[0, pos]), float(hits.strength[0, pos]), pos + 1, cite) if cite else ""
                 recs.append(Recommendation(item, float("-inf"), (name,), reason,
                                            {"source": name, "cited": int(hits.cited[0, pos]), "strength": float(hits.strength[0, pos]), "fallback": 1}))
         return recs
@@ -224,7 +226,7 @@ class Pipeline:
                                        {"source": "pinned", "position": pos}) for item, pos in self.rules.pins.items()}
         return [pinned[i] if i in self.rules.pins else by_item[i] for i in order.tolist()]
 
-    def _describe(self, cands: Candidates, row: int, pos: int, score: float, names: list[str], explain: bool) -> Recommendation:
+    def _describe(self, cands: Candidates, row: int, pos: int, score: float, names: list[str], cite: Cite | None) -> Recommendation:
         """The item at candidate position `pos`: its sources, and the reason of the source that ranked it best
         among those citing evidence from the user's own history (else among all that proposed it)."""
         proposed = np.flatnonzero(cands.ranks[row, pos] > 0)
@@ -233,6 +235,6 @@ class Pipeline:
         best = pool[np.argmin(cands.ranks[row, pos, pool])]
         cited, strength, rank = int(cands.cited[row, pos, best]), float(cands.strength[row, pos, best]), int(cands.ranks[row, pos, best])
         item = int(cands.ids[row, pos])
-        reason = self.sources[names[best]].explain(cited, strength, rank, self.name_of) if explain else ""
+        reason = self.sources[names[best]].explain(cited, strength, rank, cite) if cite else ""
         evidence = {"source": names[best], "cited": cited, "strength": strength, "rank": rank}
         return Recommendation(item, score, tuple(names[s] for s in proposed), reason, evidence)

@@ -57,6 +57,9 @@ class ModelRanker:
     def rank(self, batch: UserBatch, candidates: Candidates) -> torch.Tensor:
         with torch.inference_mode():
             scores = self.model.score(batch, items=candidates.ids).float().cpu()
+        # Without a history the model has nothing to go on: its scores would order the list arbitrarily (and
+        # against the sources' own reasons); equal scores leave the order to the sources' consensus.
+        scores = scores.masked_fill(torch.from_numpy(batch.lengths() == 0)[:, None], 0.0)
         return scores.masked_fill(torch.from_numpy(candidates.ids == 0), -torch.inf)
 
 

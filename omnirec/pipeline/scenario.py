@@ -264,6 +264,17 @@ def bundle_text_vectors(bundle: Any, scenarios: list[ScenarioConfig]) -> np.ndar
     return encode_texts(bundle.item_text, TextEncoderConfig(progress=False))
 
 
+def bundle_pipeline_data(bundle: Any, scenarios: list[ScenarioConfig]) -> PipelineData:  # noqa: ANN401 - a Bundle
+    """What pipelines over `bundle` are built from; reasons name items by their titles where the catalogue
+    has them (else by their ids)."""
+    names = None
+    if bundle.item_titles is not None:
+        labels = ["", *bundle.items.labels]
+        names = [title or label for title, label in zip(bundle.item_titles, labels, strict=True)]
+    return PipelineData(bundle.model, bundle.histories, bundle.items,
+                        text_vectors=bundle_text_vectors(bundle, scenarios), names=names)
+
+
 def _first_seen(histories: Histories, n_items: int) -> np.ndarray:
     if histories.times is None:
         raise ValueError("freshness needs interaction times, and these histories have none")

@@ -26,6 +26,20 @@ from omnirec.models.base import Recommender, mask_seen, top_k
 from omnirec.pipeline.ann import VectorIndex
 
 Namer = Callable[[int], str]  # dense item id -> what a person reads (title or external id)
+Cite = Callable[[int], str]  # dense history item -> how a reason refers to it ("“Title”, which you interacted with")
+
+
+def citer(name_of: Namer, page: bool = False) -> Cite:
+    """How reasons refer to the history item behind a hit: by its name in quotes, as something the user
+    interacted with; on an item page (the history is the viewed item) as "this item". Item 0 (no single
+    item: the whole history) is "your history", or "this item" on an item page.
+
+    >>> citer(lambda i: "Star Wars (1977)")(5), citer(str, page=True)(5), citer(str)(0)
+    ('“Star Wars (1977)”, which you interacted with', 'this item', 'your history')
+    """
+    if page:
+        return lambda item: "this item"
+    return lambda item: f"“{name_of(item)}”, which you interacted with" if item else "your history"
 
 
 class SourceHits(NamedTuple):
@@ -45,8 +59,8 @@ class Source(Protocol):
     def retrieve(self, batch: UserBatch, n: int) -> SourceHits:
         """Up to `n` items per user, best first, never an item of the user's history."""
 
-    def explain(self, cited: int, strength: float, rank: int, name_of: Namer) -> str:
-        """The reason for one hit, from its evidence."""
+    def explain(self, cited: int, strength: float, rank: int, cite: Cite) -> str:
+        """The reason for one hit, from its evidence (`cite` words the history item it derives from)."""
 
 
 def empty_hits(rows: int, n: int) -> SourceHits:
@@ -126,8 +140,8 @@ class ModelSource:
         ids[empty], values[empty] = 0, -np.inf
         return SourceHits(ids, values, np.zeros_like(ids), values.copy())
 
-    def explain(self, cited: int, strength: float, rank: int, name_of: Namer) -> str:
-        return f"{self.model.name} ranks it #{rank} for your history (score {strength:.3f})"
+    def explain(self, cited: int, strength: float, rank: int, cite: Cite) -> str:
+        return f"{self.model.name} ranks it #{rank} for {cite(0)} (score {strength:.3f})"
 
 
 class CooccurrenceSource:
@@ -153,8 +167,8 @@ class CooccurrenceSource:
             _fill(out, row, _best_per_item(sub.col.astype(np.int64), sub.data, recent[sub.row], seen, n, total=True))
         return out
 
-    def explain(self, cited: int, strength: float, rank: int, name_of: Namer) -> str:
-        return f"often chosen together with {name_of(cited)}, which you interacted with (similarity {strength:.2f})"
+    def explain(self, cited: int, strength: float, rank: int, cite: Cite) -> str:
+        return f"often chosen together with {cite(cited)} (similarity {strength:.2f})"
 
 
 class EmbeddingSource:
@@ -186,10 +200,10 @@ class EmbeddingSource:
             start += r
         return out
 
-    def explain(self, cited: int, strength: float, rank: int, name_of: Namer) -> str:
+    def explain(self, cited: int, strength: float, rank: int, cite: Cite) -> str:
         if self.what == "text":
-            return f"its description is close to {name_of(cited)}, which you interacted with (cosine {strength:.2f})"
-        return f"similar to {name_of(cited)}, which you interacted with (cosine {strength:.2f})"
+            return f"its description is close to {cite(cited)} (cosine {strength:.2f})"
+        return f"similar to {cite(cited)} (cosine {strength:.2f})"
 
 
 def decayed_counts(items: np.ndarray, times: np.ndarray | None, n_items: int, half_life: float,
@@ -244,7 +258,7 @@ class PopularSource:
             _fill(out, row, (pool, values, cats, values))
         return out
 
-    def explain(self, cited: int, strength: float, rank: int, name_of: Namer) -> str:
+    def explain(self, cited: int, strength: float, rank: int, cite: Cite) -> str:
         how = "time-decayed interactions" if self.half_life > 0 else "interactions"
         if cited and self.category_names is not None:
             return f"popular in {self.category_names[cited]}, a category you browse ({strength:.1f} {how})"
@@ -282,7 +296,7 @@ class NewItemSource:
             _fill(out, row, _best_per_item(items, sims.ravel(), np.repeat(recent, len(self.new)), seen, n, total=False))
         return out
 
-    def explain(self, cited: int, strength: float, rank: int, name_of: Namer) -> str:
+    def explain(self, cited: int, strength: float, rank: int, cite: Cite) -> str:
         if cited:
-            return f"new item; its description is close to {name_of(cited)}, which you interacted with (cosine {strength:.2f})"
+            return f"new item; its description is close to {cite(cited)} (cosine {strength:.2f})"
         return "new item in the catalogue"

@@ -14,20 +14,25 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from omnirec.serve.service import NotFound, Service
-from omnirec.serve.store import Event, open_store
+from omnirec.serve.store import Event, IdempotencyConflict, StoreUnavailable, UserDeleted, open_store
 
 log = logging.getLogger("omnirec.serve")
-Id = Annotated[str, Field(min_length=1, max_length=256)]
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"  # no NUL or other control characters (PostgreSQL text cannot hold NUL)
+Id = Annotated[str, Field(min_length=1, max_length=256, pattern=PRINTABLE)]
 
 
 @dataclass(frozen=True)
@@ -49,16 +54,22 @@ class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user: Id | None = None
     items: list[Id] | None = Field(None, max_length=500, description="an anonymous history, oldest first")
-    scenario: Annotated[str, Field(min_length=1, max_length=64)] = "home"
+    scenario: Annotated[str, Field(min_length=1, max_length=64, pattern=PRINTABLE)] = "home"
     k: int = Field(10, ge=1, le=100)
     exclude: list[Id] | None = Field(None, max_length=1000, description="items never to list in this answer")
 
 
 class Listed(BaseModel):
     item: str
+    title: str | None = Field(description="the catalogue's title; null where it has none")
     score: float | None
     sources: list[str]
     reason: str
+
+
+class Seen(BaseModel):
+    item: str
+    title: str | None
 
 
 class RecommendResponse(BaseModel):
@@ -66,6 +77,9 @@ class RecommendResponse(BaseModel):
     scenario: str
     model: str
     bundle: str
+    personalized: bool = Field(description="built from the user's (or the given) history; false: the fallback list")
+    reason: str | None = Field(description="why the list is not personalized (null when it is)")
+    history: list[Seen] = Field(description="the most recent items of the history used, newest first")
     items: list[Listed]
 
 
@@ -76,7 +90,7 @@ class FeedbackEvent(BaseModel):
     type: Literal["view", "click", "purchase", "rating", "skip"] = "click"
     value: float | None = Field(None, ge=-1e9, le=1e9)
     time: int | None = Field(None, ge=0, le=10**12, description="Unix seconds; default: when stored")
-    key: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(None, description="idempotency key")
+    key: Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)] | None = Field(None, description="idempotency key")
 
 
 class FeedbackRequest(BaseModel):
@@ -91,6 +105,7 @@ class FeedbackResponse(BaseModel):
 
 class ItemResponse(BaseModel):
     item: str
+    title: str | None
     interactions: int
     text: str | None
 
@@ -122,6 +137,7 @@ def _errors(*codes: int) -> dict[int, dict]:
 
 READ_ERRORS = _errors(400, 404, 413, 422)
 WRITE_ERRORS = _errors(400, 401, 403, 404, 413, 422)
+FEEDBACK_ERRORS = _errors(400, 401, 403, 404, 409, 410, 413, 422, 503)
 
 
 class Health(BaseModel):
@@ -166,15 +182,28 @@ def create_app(config: ServeConfig) -> FastAPI:
         yield
         store.close()
 
-    app = FastAPI(title="omnirec", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="omnirec", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Recommendations with reasons, feedback, deletion and model swap.")
 
     _add_middleware(app, config, metrics)
-    _add_error_handlers(app)
+    _add_error_handlers(app, config)
     _read_routes(app, config)
     _write_routes(app, config, metrics)
     _operations_routes(app, registry)
+    _docs_routes(app)
     return app
+
+
+def uvicorn_options(config: ServeConfig) -> dict[str, Any]:
+    """Connection limits for uvicorn: request head (line + headers) at most 16 KiB, idle keep-alive
+    connections closed after 5 s, at most 1,000 open connections per process (more are answered 503)."""
+    return {"h11_max_incomplete_event_size": MAX_HEAD_BYTES, "timeout_keep_alive": 5, "limit_concurrency": 1000}
+
+
+DOCS = "/docs"  # Swagger UI, served from an installed package: it works offline
+DOCS_PATHS = (f"{DOCS}/static", DOCS, "/openapi.json")  # longest first: the first prefix that matches names it
+MAX_HEAD_BYTES = 16 * 1024
+MAX_REQUESTS_PER_CONNECTION = 1000
 
 
 def _read_routes(app: FastAPI, config: ServeConfig) -> None:
@@ -203,15 +232,20 @@ def _write_routes(app: FastAPI, config: ServeConfig, metrics: dict) -> None:
 
     keyed = [Depends(require_key)]
 
-    @app.post("/feedback", response_model=FeedbackResponse, dependencies=keyed, responses=WRITE_ERRORS)
+    @app.post("/feedback", response_model=FeedbackResponse, dependencies=keyed, responses=FEEDBACK_ERRORS)
     def feedback(body: FeedbackRequest, svc: Svc,
-                 idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> dict:
+                 idempotency_key: Annotated[str | None, Header(max_length=200, pattern=PRINTABLE)] = None) -> dict:
         events = [Event(e.user, e.item, e.type, e.value, e.time or 0,
                         e.key or (f"{idempotency_key}:{i}" if idempotency_key else None))
                   for i, e in enumerate(body.events)]
         result = svc.feedback(events)
         metrics["events"].inc(result["stored"])
         return result
+
+    @app.get("/admin/key", status_code=204, dependencies=keyed, responses=_errors(401, 403))
+    def check_key() -> Response:
+        """204 when the X-API-Key is right: lets a client check its key before a long job (retrain --reload)."""
+        return Response(status_code=204)
 
     @app.delete("/users/{user_id}", response_model=DeleteResponse, dependencies=keyed, responses=WRITE_ERRORS)
     def delete_user(user_id: Id, svc: Svc) -> dict:
@@ -251,24 +285,67 @@ def app_from_env() -> FastAPI:
 
 
 def _add_middleware(app: FastAPI, config: ServeConfig, metrics: dict) -> None:
+    # Starlette counts the body's bytes as they stream in and stops reading past the limit (a chunked body
+    # is never buffered whole; its 413 comes through the HTTP error handler as JSON). It sits inside the
+    # middleware below, which refuses a declared length over the limit before anything is read.
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=config.max_body_bytes)
+    served: dict[tuple, int] = {}  # requests answered per open connection (client address and port)
+
     @app.middleware("http")
     async def bounded_and_measured(request: Request, call_next):  # noqa: ANN001, ANN202
+        head = sum(len(name) + len(value) for name, value in request.scope["headers"])
+        if head > MAX_HEAD_BYTES:  # uvicorn bounds a head that arrives in pieces; this bounds one that came whole
+            return JSONResponse({"detail": f"request headers over {MAX_HEAD_BYTES} bytes"}, status_code=431)
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > config.max_body_bytes):
             return JSONResponse({"detail": f"request body over {config.max_body_bytes} bytes"}, status_code=413)
         start = time.perf_counter()
         response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics["requests"].labels(path, str(response.status_code)).inc()
-        metrics["latency"].labels(path).observe(time.perf_counter() - start)
+        metrics["requests"].labels(_path_label(request), str(response.status_code)).inc()
+        metrics["latency"].labels(_path_label(request)).observe(time.perf_counter() - start)
+        if request.client is not None:  # after so many requests on one connection, ask the client to reconnect
+            peer = (request.client.host, request.client.port)
+            served[peer] = served.get(peer, 0) + 1
+            if served[peer] >= MAX_REQUESTS_PER_CONNECTION:
+                response.headers["connection"] = "close"
+                del served[peer]
+            if len(served) > 4 * MAX_REQUESTS_PER_CONNECTION:  # forget connections long gone
+                served.clear()
         return response
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def _path_label(request: Request) -> str:
+    """The route's path template for metrics (`/items/{item_id}`), the docs' own paths, else "unmatched"."""
+    route = request.scope.get("route")
+    if route is not None:
+        return getattr(route, "path", "unmatched")
+    path = request.url.path
+    return next((p for p in DOCS_PATHS if path == p or path.startswith(p + "/")), "unmatched")
+
+
+def _add_error_handlers(app: FastAPI, config: ServeConfig) -> None:
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:  # noqa: ARG001
         return JSONResponse({"detail": str(exc.args[0])}, status_code=404)
+
+    @app.exception_handler(UserDeleted)
+    async def deleted(request: Request, exc: UserDeleted) -> JSONResponse:  # noqa: ARG001
+        return JSONResponse({"detail": str(exc)}, status_code=410)
+
+    @app.exception_handler(IdempotencyConflict)
+    async def conflict(request: Request, exc: IdempotencyConflict) -> JSONResponse:  # noqa: ARG001
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(StoreUnavailable)
+    async def unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("feedback refused on %s: %s", request.url.path, exc)
+        return JSONResponse({"detail": f"{exc}; nothing of this request was stored, retry later"}, status_code=503,
+                            headers={"retry-after": "30"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:  # noqa: ARG001
+        detail = f"request body over {config.max_body_bytes} bytes" if exc.status_code == 413 else exc.detail
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(ValueError)
     async def bad_value(request: Request, exc: ValueError) -> JSONResponse:  # noqa: ARG001
@@ -283,3 +360,18 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+def _docs_routes(app: FastAPI) -> None:
+    """Swagger UI from the files the fastapi-offline package ships (a release that reads OpenAPI 3.1)."""
+    import fastapi_offline
+
+    assets = Path(fastapi_offline.__file__).parent / "static"
+    app.mount(f"{DOCS}/static", StaticFiles(directory=assets), name="docs-static")
+
+    @app.get(DOCS, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="omnirec API",
+                                   swagger_js_url=f"{DOCS}/static/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS}/static/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS}/static/favicon.png")

@@ -30,7 +30,7 @@ from omnirec.bundle import Bundle
 from omnirec.features.sequences import UserBatch
 from omnirec.pipeline.pipeline import Pipeline
 from omnirec.pipeline.scenario import (
-    PipelineData, ScenarioConfig, SourceConfig, build_pipeline, bundle_text_vectors, load_scenarios,
+    PipelineData, ScenarioConfig, SourceConfig, build_pipeline, bundle_pipeline_data, load_scenarios,
 )
 from omnirec.serve.store import POSITIVE, Event, EventStore, open_store  # noqa: F401 - the doctest uses open_store
 
@@ -40,6 +40,12 @@ DEFAULT_SCENARIOS = {
     "similar": ScenarioConfig(sources=(SourceConfig("cooccurrence", n=50, recent=1),), ranker="fusion",
                               fallback=("popular",)),
 }
+# The model's own top-k (what `omnirec recommend` lists without --scenario), popular items for users it
+# cannot rank.
+MODEL_ONLY = ScenarioConfig(sources=(SourceConfig("model", n=1000),), ranker="fusion", fallback=("popular",))
+
+
+RECENT = 10  # history items shown with a list, newest first
 
 
 class NotFound(LookupError):
@@ -60,17 +66,20 @@ class Loaded:
 def load(path: str | Path, scenarios: dict[str, ScenarioConfig]) -> Loaded:
     """Read a bundle and build every scenario's pipeline over it."""
     bundle = Bundle.load(path)
-    data = PipelineData(bundle.model, bundle.histories, bundle.items,
-                        text_vectors=bundle_text_vectors(bundle, list(scenarios.values())))
+    data = bundle_pipeline_data(bundle, list(scenarios.values()))
     return Loaded(bundle, {name: build_pipeline(s, data) for name, s in scenarios.items()}, data, str(path), time.time())
 
 
 class Service:
     """Recommendations, item look-ups, feedback and deletion over a swappable bundle."""
 
-    def __init__(self, bundle: str | Path, store: EventStore, scenarios: str | Path | None = None,
+    def __init__(self, bundle: str | Path, store: EventStore,
+                 scenarios: str | Path | dict[str, ScenarioConfig] | None = None,
                  max_k: int = 100, max_history: int = 500, follow_every: float = 2.0):
-        self.scenarios = load_scenarios(str(scenarios)) if scenarios else dict(DEFAULT_SCENARIOS)
+        if isinstance(scenarios, dict):
+            self.scenarios = dict(scenarios)
+        else:
+            self.scenarios = load_scenarios(str(scenarios)) if scenarios else dict(DEFAULT_SCENARIOS)
         self.store, self.max_k, self.max_history = store, max_k, max_history
         shared = store.get_setting("bundle")  # what the other processes on this store serve, if it still exists
         self.current = load(shared if shared and (Path(shared) / "bundle.json").exists() else bundle, self.scenarios)
@@ -99,10 +108,12 @@ class Service:
     # -- reads ----------------------------------------------------------------------------------------
     def history(self, loaded: Loaded, user: str | None, items: list[str] | None) -> np.ndarray:
         """Dense ids of the request's history: the user's bundle history and stored events (newest last),
-        or the anonymous items given; unknown items are ignored, only the latest `max_history` kept."""
+        or the anonymous items given; unknown items are ignored, only the latest `max_history` kept. A
+        deleted user has none: the tombstone outlives any copy of the old data."""
         dense: list[int] = []
-        forgotten = user is not None and self.store.is_deleted(user)
-        if user is not None and not forgotten and user in loaded.bundle.users:
+        if user is not None and self.store.is_deleted(user):
+            return np.zeros(0, dtype=np.int64)
+        if user is not None and user in loaded.bundle.users:
             u = loaded.bundle.users.encode([user])[0]
             h = loaded.bundle.histories
             dense += h.items[h.indptr[u] : h.indptr[u + 1]].tolist()
@@ -113,8 +124,9 @@ class Service:
         return np.asarray(dense[-self.max_history :], dtype=np.int64)
 
     def recommend(self, user: str | None = None, items: list[str] | None = None, scenario: str = "home",
-                  k: int = 10, exclude: list[str] | None = None) -> dict[str, Any]:
-        """The scenario's final list for a user (by id) or an anonymous history, with reasons."""
+                  k: int = 10, exclude: list[str] | None = None, page: bool = False) -> dict[str, Any]:
+        """The scenario's final list for a user (by id) or an anonymous history, with reasons; `personalized`
+        says whether it was built from a history, and `reason` says why not when it was not."""
         self.follow()
         loaded = self.current  # one reference for the whole request: a reload cannot change it midway
         if scenario not in loaded.pipelines:
@@ -127,11 +139,27 @@ class Service:
         blocked = [e for e in (exclude or []) if e in loaded.bundle.items]
         if blocked:
             pipeline = pipeline.with_rules(frozenset(int(i) for i in loaded.bundle.items.encode(blocked)))
-        [recs] = pipeline.recommend(batch, k=k)
-        name_of = loaded.data.name_of
+        [recs] = pipeline.recommend(batch, k=k, page=page)
+        name_of, title = loaded.data.items.decode, loaded.bundle.title
+        recent = list(dict.fromkeys(history[::-1].tolist()))[:RECENT]
         return {"user": user, "scenario": scenario, "model": loaded.bundle.model.name, "bundle": loaded.path,
-                "items": [{"item": name_of(r.item), "score": _finite(r.score), "sources": list(r.sources),
-                           "reason": r.reason} for r in recs]}
+                "personalized": len(history) > 0,
+                "reason": None if len(history) else self._why_not_personal(loaded, user, items),
+                "history": [{"item": name_of([i])[0], "title": title(i)} for i in recent],
+                "items": [{"item": name_of([r.item])[0], "title": title(r.item), "score": _finite(r.score),
+                           "sources": list(r.sources), "reason": r.reason} for r in recs]}
+
+    def _why_not_personal(self, loaded: Loaded, user: str | None, items: list[str] | None) -> str:
+        """Why a list could not be built from a history (it comes from the scenario's fallback)."""
+        fallback = "the most popular items instead"
+        if user is not None and self.store.is_deleted(user):
+            return f"user {user!r} was deleted, so nothing of theirs is used: {fallback}"
+        if user is not None:
+            return (f"user {user!r} is not known (not in the bundle's {len(loaded.bundle.users):,} users and no "
+                    f"feedback stored): {fallback}")
+        if items:
+            return f"none of the {len(items)} items given is in the catalogue: {fallback}"
+        return f"no user and no items given: {fallback}"
 
     def item(self, item: str) -> dict[str, Any]:
         """What the service knows of an item."""
@@ -141,18 +169,19 @@ class Service:
         dense = int(loaded.bundle.items.encode([item])[0])
         counts = loaded.data.counts(0.0)
         text = loaded.bundle.item_text[dense] if loaded.bundle.item_text is not None else None
-        return {"item": item, "interactions": int(counts[dense]), "text": text}
+        return {"item": item, "title": loaded.bundle.title(dense), "interactions": int(counts[dense]), "text": text}
 
     def similar(self, item: str, k: int = 10) -> dict[str, Any]:
         """Items like `item` (the `similar` scenario, the item as the history)."""
         if item not in self.current.bundle.items:
             raise NotFound(f"item {item!r} is not in the catalogue")
         scenario = "similar" if "similar" in self.current.pipelines else next(iter(self.current.pipelines))
-        return self.recommend(items=[item], scenario=scenario, k=k)
+        return self.recommend(items=[item], scenario=scenario, k=k, page=True)
 
     # -- writes ---------------------------------------------------------------------------------------
     def feedback(self, events: list[Event]) -> dict[str, int]:
-        """Store events (acknowledged once committed); a user who sends feedback after deletion is back."""
+        """Store events (acknowledged once committed). The store refuses the whole batch when a user of it
+        was deleted (`UserDeleted`) or an idempotency key comes back with another event (`IdempotencyConflict`)."""
         stored = self.store.add(events)
         return {"stored": sum(stored), "duplicates": len(stored) - sum(stored)}
 

@@ -26,6 +26,7 @@ from omnirec.train import distributed
 from omnirec.utils import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
+clock = time.perf_counter  # the loops' time source, read through this name (tests replace it)
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,17 @@ class TrainConfig:
     training + validation items for that many epochs (the validation items are each user's most recent
     known events; the test items stay unseen). ema_epochs: the weights validated and returned are an
     exponential moving average of the trained ones, updated after every optimiser step, with a horizon
-    of this many epochs (0 = off); see `ema_update`."""
+    of this many epochs (0 = off); see `ema_update`.
+    max_minutes bounds training, early stopping and refit together (item text vectors, computed and
+    cached before training starts, are not counted). With a refit, early stopping may use
+    max_minutes / (1 + growth), growth = (train + validation items) / train items: the refit of
+    best_epoch epochs takes about best_epoch x seconds per epoch x growth, at most growth times what
+    early stopping took, so it fits in the rest (about half each for a leave-one-out split; what early
+    stopping leaves unused passes to the refit). The refit stops at the deadline in any case; when the
+    measured seconds per epoch say that less than REFIT_MIN_SHARE (3/4) of its work fits, it is
+    skipped and the early-stopped weights are kept. The clock is read after every batch, so a fit ends
+    within about one batch of its budget. `model.training["budget"]` records the seconds of each part
+    and whether the budget cut either short (see `search_minutes`, `plan_refit`, `budget_record`)."""
 
     epochs: int = 200
     batch_size: int = 128
@@ -94,6 +105,172 @@ def training_summary(result: TrainResult, seed: int) -> dict[str, object]:
     best = result.best_metric if np.isfinite(result.best_metric) else None  # None: never validated
     return {"best_epoch": result.best_epoch, "best_valid_ndcg@10": best, "epochs_run": len(result.history),
             "stopped": result.stopped, "threads": torch.get_num_threads(), "seed": seed}
+
+
+class Deadline:
+    """A point on `clock` by which work must end; `Deadline.after(0)` never passes (no budget)."""
+
+    def __init__(self, at: float = math.inf):
+        self.at = at
+
+    @classmethod
+    def after(cls, minutes: float) -> Deadline:
+        return cls(clock() + 60 * minutes if minutes else math.inf)
+
+    @property
+    def is_set(self) -> bool:
+        return math.isfinite(self.at)
+
+    def left(self) -> float:
+        """Seconds until the deadline (negative once past; inf without one)."""
+        return self.at - clock()
+
+    def passed(self) -> bool:
+        return self.left() <= 0
+
+
+def fit_deadlines(max_minutes: float, growth: float) -> tuple[Deadline, Deadline]:
+    """The deadlines of early stopping and of the whole fit, both counted from now: early stopping's
+    is `search_minutes` away when a refit follows (`growth` > 0), the whole budget away when not."""
+    if not max_minutes:
+        return Deadline(), Deadline()
+    now = clock()
+    share = search_minutes(max_minutes, growth) if growth else max_minutes
+    return Deadline(now + 60 * share), Deadline(now + 60 * max_minutes)
+
+
+def refit_growth(sequences: Histories, valid: Histories) -> float:
+    """How much larger the refit's data is: (train + validation items) / train items.
+
+    >>> refit_growth(Histories(np.array([0, 0, 4]), np.arange(1, 5)), Histories(np.array([0, 0, 1]), np.array([5])))
+    1.25
+    """
+    return len(sequences.extend(valid).items) / max(len(sequences.items), 1)
+
+
+def search_minutes(max_minutes: float, growth: float) -> float:
+    """The part of a `max_minutes` budget that early stopping may use when a refit follows.
+
+    The refit trains best_epoch epochs on `growth` times the training data (train + validation items
+    over train items), so it takes about best_epoch x seconds per epoch x growth; early stopping ran at
+    least best_epoch epochs (plus `patience` epochs past the best and every validation), so the refit
+    needs at most `growth` times what early stopping took. Early stopping therefore gets
+    max_minutes / (1 + growth) (about half for a leave-one-out split) and the refit all that is left,
+    including what early stopping did not use.
+
+    >>> search_minutes(10.0, growth=1.0), round(search_minutes(10.0, growth=1.25), 3)
+    (5.0, 4.444)
+    """
+    return max_minutes / (1.0 + growth) if max_minutes else 0.0
+
+
+REFIT_MIN_SHARE = 0.75  # a refit that cannot train this share of the best epoch's work is skipped
+
+
+class RefitPlan(NamedTuple):
+    """How the refit spends what early stopping left of the budget."""
+
+    wanted: int  # the best epoch: the epochs the refit should run
+    epochs: int  # the epochs it starts, the last one stopped at the deadline if need be (0 = skipped)
+    fits: float  # epochs (fractions included) that fit in what is left at the measured pace
+    projected_s: float  # seconds the wanted work takes: the best epoch's share of early stopping x growth
+    left_s: float  # the budget's seconds left when it was planned (inf without a budget)
+
+
+def plan_refit(result: TrainResult, growth: float, budget: Deadline) -> RefitPlan:
+    """The refit's epochs, from what early stopping measured: its seconds per epoch (an epoch stopped at
+    the deadline counting for the share of it that ran), times `growth` for the larger data.
+
+    The refit should repeat the work up to the best epoch. When that does not fit in what is left of
+    `budget` it runs the epochs that do, the last one stopped at the deadline; when not even
+    REFIT_MIN_SHARE of the work fits, it is skipped and the early-stopped network (trained on less data,
+    but fully) is kept.
+
+    >>> history = [{"epoch": e, "train_s": 2.0} for e in (1, 2, 3, 4)]
+    >>> plan_refit(TrainResult(history, best_epoch=3), 1.5, Deadline(clock() + 10.0)).epochs  # 3 s an epoch
+    3
+    >>> plan = plan_refit(TrainResult(history, best_epoch=3), 1.5, Deadline(clock() + 7.5))
+    >>> plan.epochs, round(plan.fits, 2)  # the third epoch runs to the deadline
+    (3, 2.5)
+    >>> plan_refit(TrainResult(history, best_epoch=3), 1.5, Deadline(clock() + 6.0)).epochs  # 2 of 3: skipped
+    0
+    """
+    wanted = max(result.best_epoch, 1)
+    ran = sum(row.get("epoch_share", 1.0) for row in result.history)
+    per_epoch = growth * sum(row["train_s"] for row in result.history) / ran if ran else 0.0
+    work = sum(row.get("epoch_share", 1.0) for row in result.history if row["epoch"] <= wanted) or 1.0
+    left = budget.left()
+    fits = max(left, 0.0) / per_epoch if per_epoch > 0 else math.inf
+    epochs = wanted if fits >= work else min(wanted, math.ceil(fits)) if fits >= REFIT_MIN_SHARE * work else 0
+    return RefitPlan(wanted, epochs, fits, work * per_epoch, left)
+
+
+def refit_desc(plan: RefitPlan) -> str:
+    """The refit's progress-bar label, saying so when the budget shortens it.
+
+    >>> refit_desc(RefitPlan(wanted=12, epochs=10, fits=9.6, projected_s=60.0, left_s=48.0))
+    'refit (9.6 of 12 epochs fit the budget)'
+    """
+    return "refit" if plan.fits >= plan.wanted else f"refit ({plan.fits:.1f} of {plan.wanted} epochs fit the budget)"
+
+
+def budget_record(max_minutes: float, search_s: float, search: TrainResult, plan: RefitPlan | None = None,
+                  refit_s: float = 0.0, refit: TrainResult | None = None) -> dict[str, object]:
+    """How a fit spent its time (`model.training["budget"]`): seconds of early stopping and of the
+    refit, and whether the budget cut either short. `refit` is "full" (all its epochs), "cut" (stopped
+    at the deadline), "skipped" (too little time left, see `plan_refit`) or "off" (no refit)."""
+    state = "off"
+    if plan is not None:
+        state = "skipped" if refit is None else "cut" if refit.stopped == "time budget" else "full"
+    return {
+        "max_minutes": max_minutes,
+        "early_stopping_s": round(search_s, 3), "early_stopping_cut": search.stopped == "time budget",
+        "refit": state, "refit_s": round(refit_s, 3), "refit_cut": state in ("cut", "skipped"),
+        "refit_projected_s": None if plan is None else round(plan.projected_s, 3),
+        "refit_epochs_planned": None if plan is None else plan.epochs,
+        "total_s": round(search_s + refit_s, 3),
+    }
+
+
+class EpochBar:
+    """The epochs' progress bar. With a budget, its total is the epochs that fit before the deadline at
+    the pace so far (so its ETA is the budget's) and it shows the seconds left. It closes at the epoch
+    reached, with why it stopped, rather than at "12/200"."""
+
+    def __init__(self, desc: str, first: int, last: int, deadline: Deadline, enabled: bool):
+        self.first, self.last, self.deadline, self.began = first, last, deadline, clock()
+        self.bar = tqdm(total=last, initial=min(first - 1, last), desc=desc, unit="epoch", disable=not enabled)
+        self.postfix: dict[str, object] = {}
+
+    def epoch_done(self, epoch: int, **postfix: object) -> None:
+        self.bar.update(1)
+        if self.deadline.is_set:
+            left = max(self.deadline.left(), 0.0)
+            per_epoch = (clock() - self.began) / (epoch - self.first + 1)
+            more = math.ceil(left / per_epoch) if per_epoch > 0 else self.last - epoch
+            self.bar.total = min(self.last, epoch + more)
+            postfix["left"] = f"{left:.0f}s"
+        self.postfix = postfix
+        self.bar.set_postfix(postfix)
+
+    def close(self, note: str) -> None:
+        self.bar.total = self.bar.n
+        self.postfix.pop("left", None)
+        if note:
+            self.postfix["stop"] = note
+        self.bar.set_postfix(self.postfix, refresh=False)
+        self.bar.refresh()
+        self.bar.close()
+
+
+def stop_note(result: TrainResult, validated: bool) -> str:
+    """Why training stopped, for the progress bar."""
+    best = f"best epoch {result.best_epoch}" if validated and result.best_epoch else ""
+    if result.stopped == "patience":
+        return f"early stop, {best}"
+    if result.stopped == "time budget":
+        return "budget spent" + (f", {best}" if best else "")
+    return best
 
 
 def windows(sequences: Histories, max_len: int) -> Histories:
@@ -243,11 +420,16 @@ def train_step(
 def fit(
     module: torch.nn.Module, sequences: Histories, max_len: int, loss_fn: LossFn,
     validate: Callable[[torch.nn.Module], float] | None, config: TrainConfig, fingerprint: str = "",
+    desc: str = "train", deadline: Deadline | None = None,
 ) -> TrainResult:
     """Train `module` in place and leave it holding the weights of its best validation; see TrainConfig.
 
     Without `validate` it trains for `config.epochs` (or the time budget) and keeps the last weights.
+    Training ends by `deadline` (default: `config.max_minutes` from this call): the epoch under way
+    stops after its current batch (its history row says what share of the epoch ran, `epoch_share`)
+    and is validated. `desc` labels the progress bar.
     """
+    deadline = Deadline.after(config.max_minutes) if deadline is None else deadline
     group = distributed.setup(config.device)  # None unless launched by torchrun with several processes
     device = pick_device(config.device) if group is None else group.device
     if config.threads:
@@ -256,9 +438,9 @@ def fit(
     rng = np.random.default_rng(config.seed)  # the same on every rank: all draw the same global batches
     module.to(device)
     optimizer = adamw(module, config, device)
+    steps = batches_per_epoch(sequences, max_len, config.batch_size)
     averaged = None
     if config.ema_epochs:
-        steps = batches_per_epoch(sequences, max_len, config.batch_size)
         averaged = AveragedModel(module, multi_avg_fn=ema_update(ema_decay(config.ema_epochs, steps)))
     kept = module if averaged is None else averaged.module  # the weights validated and returned
     step_module = _wrap(module, config, device, group)
@@ -268,22 +450,19 @@ def fit(
     checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
     if checkpoint is not None and checkpoint.exists():
         start_epoch, best_state = _resume(checkpoint, fingerprint, module, optimizer, averaged, rng, result)
-    began, bad_evals = time.perf_counter(), _bad_evals(result)
+    bad_evals = _bad_evals(result)
     if result.stopped == "patience":  # the run this checkpoint comes from had already finished
         start_epoch = config.epochs + 1
     main = group is None or group.main
-    bar = tqdm(range(start_epoch, config.epochs + 1), desc="train", unit="epoch", disable=not config.progress or not main)
-    for epoch in bar:
+    bar = EpochBar(desc, start_epoch, config.epochs, deadline, config.progress and main)
+    for epoch in range(start_epoch, config.epochs + 1):
         module.train()
-        with _timed() as t:
-            losses = []
-            for batch in training_batches(sequences, max_len, config.batch_size, rng, shard):
-                losses.append(train_step(step_module, batch, loss_fn, optimizer, device, amp))
-                if averaged is not None:
-                    averaged.update_parameters(module)
-        row = {"epoch": epoch, "loss": float(np.mean(losses)), "train_s": round(t["s"], 3)}
-        out_of_time = bool(distributed.from_main(
-            float(bool(config.max_minutes) and time.perf_counter() - began > 60 * config.max_minutes), group))
+        batches = training_batches(sequences, max_len, config.batch_size, rng, shard)
+        with timed() as t:
+            losses = _run_epoch(step_module, module, averaged, batches, loss_fn, optimizer, device, amp, deadline,
+                                group)
+        row = _epoch_row(epoch, losses, t["s"], steps)
+        out_of_time = bool(distributed.from_main(float(deadline.passed()), group))
         last = epoch == config.epochs or out_of_time
         checkpoint_now = epoch % config.eval_every == 0 or last
         if validate is not None and checkpoint_now:
@@ -293,9 +472,9 @@ def fit(
                 bad_evals += 1
         result.history.append(row)
         if validate is None:
-            bar.set_postfix(loss=f"{row['loss']:.3f}")
+            bar.epoch_done(epoch, loss=f"{row['loss']:.3f}")
         else:
-            bar.set_postfix(loss=f"{row['loss']:.3f}", best_ndcg=f"{result.best_metric:.4f}", best=result.best_epoch)
+            bar.epoch_done(epoch, loss=f"{row['loss']:.3f}", best_ndcg=f"{result.best_metric:.4f}", best=result.best_epoch)
         if bad_evals >= config.patience or out_of_time:
             result.stopped = "patience" if bad_evals >= config.patience else "time budget"
         if checkpoint is not None and (checkpoint_now or result.stopped != "epochs"):
@@ -304,12 +483,38 @@ def fit(
             distributed.barrier(group)
         if result.stopped != "epochs":
             break
+    bar.close(stop_note(result, validate is not None))
     if best_state is None and averaged is not None:
         best_state = _copy_state(kept)  # no validation: the averaged weights of the last epoch
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()
     return result
+
+
+def _run_epoch(
+    step_module: torch.nn.Module, module: torch.nn.Module, averaged: AveragedModel | None,
+    batches: Iterator[TrainBatch], loss_fn: LossFn, optimizer: torch.optim.Optimizer, device: torch.device,
+    amp: bool, deadline: Deadline, group: distributed.Group | None,
+) -> list[float]:
+    """One epoch's optimiser steps, ended early once `deadline` has passed; returns their losses. With
+    several processes rank 0's clock decides, so every rank runs the same steps."""
+    losses = []
+    for batch in batches:
+        losses.append(train_step(step_module, batch, loss_fn, optimizer, device, amp))
+        if averaged is not None:
+            averaged.update_parameters(module)
+        if deadline.is_set and distributed.from_main(float(deadline.passed()), group):
+            break
+    return losses
+
+
+def _epoch_row(epoch: int, losses: list[float], seconds: float, steps: int) -> dict[str, float]:
+    """An epoch's history row; one stopped at the deadline records the share of its batches that ran."""
+    row = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else math.nan, "train_s": round(seconds, 3)}
+    if len(losses) < steps:
+        row["epoch_share"] = round(len(losses) / steps, 4)
+    return row
 
 
 def adamw(module: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -338,7 +543,7 @@ def _validate_epoch(
     """Validate (on rank 0 only; the others receive its metric), record the metric and its time in
     `row`; True (and `result` updated) on a new best."""
     module.eval()
-    with _timed() as t, torch.no_grad():
+    with timed() as t, torch.no_grad():
         metric = validate(module) if group is None or group.main else 0.0
         row["valid_ndcg@10"] = distributed.from_main(metric, group)
     row["eval_s"] = round(t["s"], 3)
@@ -354,15 +559,15 @@ def _bad_evals(result: TrainResult) -> int:
     return sum(e > result.best_epoch for e in evals)
 
 
-class _timed:
-    """`with _timed() as t:` then t["s"] holds the elapsed seconds."""
+class timed:
+    """`with timed() as t:` then t["s"] holds the elapsed seconds."""
 
     def __enter__(self) -> dict[str, float]:
-        self.out, self.start = {"s": 0.0}, time.perf_counter()
+        self.out, self.start = {"s": 0.0}, clock()
         return self.out
 
     def __exit__(self, *exc: object) -> None:
-        self.out["s"] = time.perf_counter() - self.start
+        self.out["s"] = clock() - self.start
 
 
 def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

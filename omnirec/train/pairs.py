@@ -16,15 +16,24 @@ step can look up whatever it needs about them (the item, the user's other items)
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from omnirec.train.loop import TrainResult, _copy_state, _timed, _validate_epoch, adamw, pick_device
+from omnirec.train.loop import (
+    Deadline,
+    EpochBar,
+    TrainResult,
+    _copy_state,
+    _epoch_row,
+    _validate_epoch,
+    adamw,
+    pick_device,
+    stop_note,
+    timed,
+)
 
 StepFn = Callable[[torch.nn.Module, torch.Tensor, np.ndarray, torch.Generator], torch.Tensor]
 
@@ -34,6 +43,10 @@ class PairTrainConfig:
     """epochs: upper bound; training stops when validation NDCG@10 has not improved for `patience`
     validations or after `max_minutes` (0 = no budget). refit: once early stopping has chosen the
     number of epochs, train again from scratch on the training + validation items for that many epochs.
+    max_minutes bounds early stopping and the refit together, split as for the sequence models:
+    early stopping may use max_minutes / (1 + growth), growth being (train + validation pairs) / train
+    pairs (`omnirec.train.loop.search_minutes`); the refit gets the rest and stops at the deadline,
+    and is skipped when less than three quarters of its work fits (`plan_refit`).
     valid_users: validate on at most this many users (a seeded sample; 0 = all)."""
 
     epochs: int = 100
@@ -60,10 +73,13 @@ class PairTrainConfig:
 
 def fit_pairs(
     module: torch.nn.Module, users: np.ndarray, step: StepFn, validate: Callable[[torch.nn.Module], float] | None,
-    config: PairTrainConfig,
+    config: PairTrainConfig, desc: str = "train", deadline: Deadline | None = None,
 ) -> TrainResult:
     """Train `module` in place on the pairs (`users[p]` is pair p's user) and leave it holding the
-    weights of its best validation (the last weights without `validate`)."""
+    weights of its best validation (the last weights without `validate`). Training ends by `deadline`
+    (default: `config.max_minutes` from this call), after the batch under way, as in the sequence
+    models' loop; `desc` labels the progress bar."""
+    deadline = Deadline.after(config.max_minutes) if deadline is None else deadline
     device = pick_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -72,12 +88,13 @@ def fit_pairs(
     generator = torch.Generator().manual_seed(config.seed)
     module.to(device)
     optimizer = adamw(module, config, device)  # type: ignore[arg-type]  # reads lr and weight_decay only
-    result, best_state, bad_evals, began = TrainResult(), None, 0, time.perf_counter()
+    result, best_state, bad_evals = TrainResult(), None, 0
     user_tensor = torch.from_numpy(np.asarray(users, dtype=np.int64))
-    bar = tqdm(range(1, config.epochs + 1), desc="train", unit="epoch", disable=not config.progress)
-    for epoch in bar:
+    steps = -(-len(users) // config.batch_size)
+    bar = EpochBar(desc, 1, config.epochs, deadline, config.progress)
+    for epoch in range(1, config.epochs + 1):
         module.train()
-        with _timed() as t:
+        with timed() as t:
             losses = []
             order = rng.permutation(len(users))
             for lo in range(0, len(order), config.batch_size):
@@ -87,20 +104,23 @@ def fit_pairs(
                 loss.backward()
                 optimizer.step()
                 losses.append(float(loss.detach()))
-        row = {"epoch": epoch, "loss": float(np.mean(losses)), "train_s": round(t["s"], 3)}
-        out_of_time = bool(config.max_minutes) and time.perf_counter() - began > 60 * config.max_minutes
+                if deadline.passed():
+                    break
+        row = _epoch_row(epoch, losses, t["s"], steps)
+        out_of_time = deadline.passed()
         if validate is not None and (epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time):
             if _validate_epoch(module, validate, row, result):
                 best_state, bad_evals = _copy_state(module), 0
             else:
                 bad_evals += 1
-            bar.set_postfix(loss=f"{row['loss']:.4f}", best_ndcg=f"{result.best_metric:.4f}", best=result.best_epoch)
+            bar.epoch_done(epoch, loss=f"{row['loss']:.4f}", best_ndcg=f"{result.best_metric:.4f}", best=result.best_epoch)
         else:
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            bar.epoch_done(epoch, loss=f"{row['loss']:.4f}")
         result.history.append(row)
         if bad_evals >= config.patience or out_of_time:
             result.stopped = "patience" if bad_evals >= config.patience else "time budget"
             break
+    bar.close(stop_note(result, validate is not None))
     if best_state is not None:
         module.load_state_dict(best_state)
     else:

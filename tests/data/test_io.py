@@ -301,6 +301,36 @@ def test_tsv_row_with_too_few_fields_after_blank_lines_names_its_physical_line(t
     assert_expected(exc, "3 fields separated by '\\t'")
 
 
+def test_unclosed_quote_in_a_small_csv_names_its_own_line(tmp_path):
+    """The quote opens on line 3; the csv module gave up, and was reported, one line later."""
+    path = write(tmp_path, "inter.csv", 'user_id,item_id,timestamp\nu1,a,1\nu2,"b,2\nu3,c,3\n')
+    with pytest.raises(DataFormatError) as exc:
+        read_interactions(path)
+    assert_format_error(exc, path, 3, "quoted field opens on this line and is never closed")
+    assert_expected(exc, "a closing quote")
+
+
+def test_unclosed_quote_in_a_large_csv_names_the_line(tmp_path):
+    """A large uncompressed file takes the lazy polars scan first (it fails with a ComputeError), then the
+    strict reader; the quote swallowed more than the csv module's field limit, which crashed it
+    (`_csv.Error: field larger than field limit`) instead of naming the line."""
+    rows_ = ["user_id,item_id,timestamp"] + [f"u{i},item{i % 97},{i}" for i in range(12_000)]
+    rows_.insert(101, 'u9,"oops,5')  # line 102; the 11,900 lines after it are > 131,072 characters
+    path = write(tmp_path, "inter.csv", "\n".join(rows_) + "\n")
+    with pytest.raises(DataFormatError) as exc:
+        read_interactions(path)
+    assert_format_error(exc, path, 102, "never closed", "131,072 characters")
+    assert_expected(exc, "a closing quote")
+
+
+def test_a_closed_multi_line_quoted_field_is_not_taken_for_an_unclosed_one(tmp_path):
+    """The last record spans lines 3-4 and closes its quote: its field count is the error, at line 3."""
+    path = write(tmp_path, "inter.csv", 'user_id,item_id,timestamp\nu1,a,1\nu2,"b\nc"\n')
+    with pytest.raises(DataFormatError) as exc:
+        read_interactions(path)
+    assert_format_error(exc, path, 3, "2 fields")
+
+
 def test_non_numeric_rating_names_its_line_and_value(tmp_path):
     path = write(tmp_path, "r.csv", "user_id,item_id,timestamp,rating\nu1,a,1,4\n\nu2,b,2,good\n")
     with pytest.raises(DataFormatError) as exc:
@@ -509,7 +539,7 @@ def test_read_item_text_joins_text_columns(tmp_path):
     path = write(tmp_path, "items.csv", 'id,title,genre,price\n007,Heat,Crime,3\n2,"Up, again",,4\n3,,Drama,5\n')
     out = read_item_text(path, "id", ["title", "genre"])
     assert out.schema == pl.Schema(ITEM_SCHEMA)
-    assert rows(out) == [("007", "Heat. Crime"), ("2", "Up, again"), ("3", "Drama")]
+    assert rows(out) == [("007", "Heat. Crime", "Heat"), ("2", "Up, again", "Up, again"), ("3", "Drama", None)]
 
 
 def test_read_item_text_tsv_and_parquet_agree_with_csv(tmp_path):
@@ -589,12 +619,12 @@ def test_read_movielens_ratings(tmp_path):
 def test_read_movielens_items_decode_latin1_and_join_genres(tmp_path):
     assert "é".encode("latin-1") in U_ITEM and "é".encode("utf-8") not in U_ITEM
     ml = read_movielens(_movielens_dir(tmp_path))
-    assert ml.items.columns == [I, X, "year"]
+    assert ml.items.columns == [I, X, "title", "year"]
     assert ml.items.schema[I] == pl.String and ml.items.schema[X] == pl.String
     assert rows(ml.items) == [
-        ("242", "Café Society (1995). Comedy, Drama", 1995),
-        ("302", "L.A. Confidential (1997). Action", 1997),
-        ("303", "Unknown Film. unknown", None),
+        ("242", "Café Society (1995). Comedy, Drama", "Café Society (1995)", 1995),
+        ("302", "L.A. Confidential (1997). Action", "L.A. Confidential (1997)", 1997),
+        ("303", "Unknown Film. unknown", "Unknown Film", None),
     ]
 
 
@@ -691,7 +721,7 @@ def test_read_recbole_plain_inter_with_rating_and_item_file(tmp_path):
     assert inter.schema == pl.Schema(RATED_SCHEMA)
     assert rows(inter) == [("1", "10", 100, 4.0), ("2", "20", 90, 3.5)]
     assert items is not None and items.schema == pl.Schema(ITEM_SCHEMA)
-    assert rows(items) == [("10", "Toy Story. Animation Children"), ("20", "Heat. Crime")]
+    assert rows(items) == [("10", "Toy Story. Animation Children", "Toy Story"), ("20", "Heat. Crime", "Heat")]
 
 
 def test_read_recbole_inter_without_timestamp_uses_file_order(tmp_path):
@@ -729,7 +759,7 @@ def test_read_recbole_unisrec_layout_rebuilds_sequences_and_maps_text_to_indices
         ("2", "2", 0), ("2", "6", 1), ("2", "1", 2),
     ]
     assert items is not None and items.schema == pl.Schema(ITEM_SCHEMA)
-    assert sorted(rows(items)) == [("1", "Microscope"), ("2", "Pipette tips")]
+    assert sorted(rows(items)) == [("1", "Microscope", "Microscope"), ("2", "Pipette tips", "Pipette tips")]
 
 
 def test_read_recbole_unisrec_without_text_returns_no_items(tmp_path):
@@ -792,7 +822,7 @@ def test_read_item_attributes(tmp_path):
     path = write(tmp_path, "item2attributes.json", '{"3": [7, 1], "1": [], "2": [12]}')
     out = read_item_attributes(path)
     assert out.schema == pl.Schema(ITEM_SCHEMA)
-    assert rows(out) == [("3", "attr_7 attr_1"), ("1", ""), ("2", "attr_12")]
+    assert rows(out) == [("3", "attr_7 attr_1", None), ("1", "", None), ("2", "attr_12", None)]
 
 
 def test_read_item_attributes_invalid_json_names_its_line(tmp_path):
@@ -817,3 +847,12 @@ def test_read_item_attributes_values_must_be_lists(tmp_path, value):
     with pytest.raises(DataFormatError) as exc:
         read_item_attributes(path)
     assert_format_error(exc, path, None)
+
+
+def test_item_titles_come_from_a_title_column_or_the_first_sentence(tmp_path):
+    path = write(tmp_path, "items.csv", 'id,desc,name\n1,"Dr. Who box set. Region 2","Dr. Who"\n')
+    assert rows(read_item_text(path, "id", ["desc", "name"]).select("title")) == [("Dr. Who",)]  # named like a title
+    assert rows(read_item_text(path, "id", ["name", "desc"]).select("title")) == [("Dr. Who",)]
+    only = write(tmp_path, "only.csv", 'id,desc\n1,"Sanding roll 80 grit. Abrasives. Acme"\n2,"' + "x" * 300 + '"\n')
+    titles = read_item_text(only, "id", ["desc"])["title"].to_list()
+    assert titles[0] == "Sanding roll 80 grit" and len(titles[1]) == 120 and titles[1].endswith("…")
