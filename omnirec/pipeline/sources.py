@@ -260,9 +260,10 @@ class PopularSource:
 
     def explain(self, cited: int, strength: float, rank: int, cite: Cite) -> str:
         how = "time-decayed interactions" if self.half_life > 0 else "interactions"
+        count = f"{strength:.1f}" if self.half_life > 0 else f"{strength:.0f}"  # plain counts are whole numbers
         if cited and self.category_names is not None:
-            return f"popular in {self.category_names[cited]}, a category you browse ({strength:.1f} {how})"
-        return f"popular right now ({strength:.1f} {how})"
+            return f"popular in {self.category_names[cited]}, a category you browse ({count} {how})"
+        return f"popular right now ({count} {how})"
 
 
 class NewItemSource:

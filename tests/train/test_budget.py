@@ -7,6 +7,7 @@ number of seconds, so a "batch" costs exactly that and nothing else takes time.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -80,7 +81,7 @@ def bars(monkeypatch):
 
 def sasrec(minutes: float, **train) -> SASRec:
     config = TrainConfig(epochs=1000, patience=1000, batch_size=64, max_minutes=minutes, progress=False)
-    return SASRec(SASRecConfig(d_model=16, max_len=20, train=TrainConfig(**{**config.__dict__, **train})))
+    return SASRec(SASRecConfig(d_model=16, max_len=20, train=dataclasses.replace(config, **train)))
 
 
 def neumf(minutes: float) -> NeuMF:
@@ -136,10 +137,12 @@ def test_without_a_budget_the_record_shows_a_full_refit(tiny_split):
     assert model.training["refit_epochs"] == spent["refit_epochs_planned"] == model.training["best_epoch"]
 
 
-def test_a_refit_that_cannot_fit_one_epoch_is_skipped_and_the_early_stopped_weights_stay(
+def test_a_refit_with_too_little_time_left_is_skipped_and_the_early_stopped_weights_stay(
     tiny_split, step_clock, rising_validation
 ):
-    step_clock.batch_s = 10.0  # early stopping gets about 7 of the 15 s: its first batch already overruns
+    # early stopping gets about 7 of the 15 s: its first 10 s batch already overruns, and the 5 s left
+    # are under half of what repeating that batch's work on the larger data takes
+    step_clock.batch_s = 10.0
     model = sasrec(0.25)
     took = timed_fit(model, tiny_split.train_data(), step_clock)
     spent = model.training["budget"]
