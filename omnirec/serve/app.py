@@ -167,8 +167,27 @@ def _metrics(registry: CollectorRegistry) -> dict:
     }
 
 
+class RedactUserPaths(logging.Filter):
+    """Access-log lines name `/users/{id}` paths without the id, so a log file written after a deletion
+    does not hold the deleted id (uvicorn's access record: client, method, path, version, status).
+
+    >>> record = logging.LogRecord("uvicorn.access", 20, "", 0, '%s "%s %s"', ("1.2.3.4", "DELETE", "/users/u42", "1.1", 200), None)
+    >>> RedactUserPaths().filter(record), record.args[2]
+    (True, '/users/<redacted>')
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and args[2].startswith("/users/"):
+            record.args = (*args[:2], "/users/<redacted>", *args[3:])
+        return True
+
+
 def create_app(config: ServeConfig) -> FastAPI:
     """The app; the bundle is loaded when the server starts (lifespan), not here."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactUserPaths) for f in access.filters):
+        access.addFilter(RedactUserPaths())
     registry = CollectorRegistry()
     metrics = _metrics(registry)
 
