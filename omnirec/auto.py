@@ -3,8 +3,9 @@ hyperparameters with Optuna on the validation split within a time budget (bad tr
 train in epochs are pruned from their validation curve), then train the best configuration as
 `omnirec train` would and evaluate it once on the test split.
 
-The test split is never seen during selection: the search works on a copy of the split whose test part
-is empty (`selection_split`), so nothing it computes can depend on test items.
+The test split is never seen during selection: the profile that picks the candidates is of the train
+and validation rows only (`selection_dataset`), and the search works on a copy of the split whose test
+part is empty (`selection_split`), so nothing either computes can depend on test items.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from omnirec.config import from_dict, to_dict
 from omnirec.data.dataset import Dataset
+from omnirec.data.schema import TIME, USER
 from omnirec.data.split import Split, split_dataset
 from omnirec.evaluate.ranking import full_ranking_eval
 from omnirec.models import MODELS
@@ -104,6 +107,13 @@ def choose_candidates(traits: dict[str, Any], budget_minutes: float) -> list[Can
 def selection_split(split: Split) -> Split:
     """The split the search sees: train and validation only (the test part is emptied)."""
     return dataclasses.replace(split, test=split.test.head(0))
+
+
+def selection_dataset(dataset: Dataset, split: Split) -> Dataset:
+    """The dataset as the profile sees it: the split's train and validation rows (every column), in (user,
+    time) order; the catalogue and id maps stay whole, the test rows are gone."""
+    seen = pl.concat([split.train, split.valid]).sort([USER, TIME], maintain_order=True)
+    return dataclasses.replace(dataset, interactions=seen)
 
 
 def build(name: str, params: dict[str, Any], max_minutes: float = 0.0, trial: bool = False) -> Recommender:
@@ -266,10 +276,10 @@ def run_auto(
     began = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    traits = profile_dataset(dataset)
+    split = split_dataset(dataset, "loo", short_users="train")
+    traits = profile_dataset(selection_dataset(dataset, split))  # chosen from what the search may see
     candidates = choose_candidates(traits, budget_minutes)
     log("candidates: " + "; ".join(f"{c.model} ({c.reason})" for c in candidates))
-    split = split_dataset(dataset, "loo", short_users="train")
     # the search gets 60% of the budget; training the winner on train + validation takes the rest
     result = search(dataset, selection_split(split), candidates, 0.6 * budget_minutes * 60, seed, log)
     best = result.best()

@@ -81,6 +81,34 @@ def test_auto_never_reads_the_test_split_before_the_final_evaluation(tiny_datase
     assert doc["chosen"]["model"] in {r["model"] for r in doc["leaderboard"]}
 
 
+def test_auto_profiles_train_and_validation_only(tiny_dataset, tmp_path, monkeypatch):
+    """The candidates are chosen from a profile; it must not see a test row (the README says so)."""
+    import omnirec.auto as auto
+
+    seen, original_split = {}, auto.split_dataset
+
+    class Profiled(Exception):
+        pass
+
+    def split(*args, **kwargs):
+        seen["split"] = original_split(*args, **kwargs)
+        return seen["split"]
+
+    def profile(dataset):
+        seen["profiled"] = dataset.interactions
+        raise Profiled  # the search after it is not what this test is about
+
+    monkeypatch.setattr(auto, "split_dataset", split)
+    monkeypatch.setattr(auto, "profile_dataset", profile)
+    with pytest.raises(Profiled):
+        run_auto(tiny_dataset, tmp_path / "auto", budget_minutes=0.3, data_source={}, log=lambda _: None)
+    assert "split" in seen, "the profile was taken before the split, so of every row, test rows included"
+    test, profiled, key = seen["split"].test, seen["profiled"], ["user_id", "item_id", "timestamp"]
+    assert test.height and profiled.join(test.select(key), on=key, how="semi").height == 0
+    assert profiled.height == tiny_dataset.interactions.height - test.height  # train and validation, all of them
+    assert profile_dataset(auto.selection_dataset(tiny_dataset, seen["split"]))["interactions"] == profiled.height
+
+
 def test_auto_cli_writes_report_bundle_and_a_config_that_train_accepts(tmp_path, tiny_dataset):
     data = tmp_path / "log.csv"
     tiny_dataset.interactions.with_columns().write_csv(data)

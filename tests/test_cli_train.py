@@ -133,10 +133,13 @@ def test_a_bad_config_gives_a_clear_error(tmp_path, capsys, extra, message):
     assert not (tmp_path / "bundle").exists()
 
 
-def test_a_scalar_k_is_accepted_or_clearly_refused(tmp_path, capsys):
+def test_a_scalar_k_is_taken_as_the_one_cutoff(tmp_path):
+    """`k = 10` means `k = [10]`: the bundle's test metrics are at 10 only (the default is 10 and 20)."""
     write_seq(tmp_path / "data.txt")
-    code = main(["train", "--config", write_config(tmp_path, extra_top="k = 10"), "--quiet"])
-    assert code == 0 or (code == 2 and "'k'" in capsys.readouterr().err)
+    assert main(["train", "--config", write_config(tmp_path, extra_top="k = 10"), "--quiet"]) == 0
+    cutoffs = {name.split("@")[1] for name in json.loads((tmp_path / "bundle" / "bundle.json").read_text())["metrics"]
+               if "@" in name}
+    assert cutoffs == {"10"}
 
 
 def test_an_unknown_model_name_is_refused(tmp_path, capsys):

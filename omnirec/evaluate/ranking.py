@@ -201,7 +201,8 @@ def _draw_unseen(seen: set[int], n_items: int, n: int, probabilities: np.ndarray
     allowed = np.setdiff1d(np.arange(1, n_items + 1), np.fromiter(taken, dtype=np.int64))
     weights = None if probabilities is None else probabilities[allowed - 1]
     if weights is not None and np.count_nonzero(weights) < n - len(chosen):
-        raise ValueError(f"only {np.count_nonzero(weights)} unseen items have a sampling weight; cannot sample {n}")
+        weighted = len(chosen) + np.count_nonzero(weights)  # those drawn already had a weight too
+        raise ValueError(f"only {weighted} unseen items have a sampling weight; cannot sample {n}")
     p = None if weights is None else weights / weights.sum()
     return chosen + rng.choice(allowed, size=n - len(chosen), replace=False, p=p).tolist()
 

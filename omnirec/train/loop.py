@@ -484,6 +484,7 @@ def fit(
         if result.stopped != "epochs":
             break
     bar.close(stop_note(result, validate is not None))
+    require_finite_validation(result)
     if best_state is None and averaged is not None:
         best_state = _copy_state(kept)  # no validation: the averaged weights of the last epoch
     if best_state is not None:
@@ -551,6 +552,15 @@ def _validate_epoch(
         result.best_metric, result.best_epoch = row["valid_ndcg@10"], row["epoch"]
         return True
     return False
+
+
+def require_finite_validation(result: TrainResult) -> None:
+    """Raise when training validated but no validation gave a finite NDCG: every epoch diverged (the
+    validation returns -inf on non-finite scores), so there are no weights worth keeping."""
+    evals = [r for r in result.history if "valid_ndcg@10" in r]
+    if evals and not any(math.isfinite(r["valid_ndcg@10"]) for r in evals):
+        raise ValueError(f"training diverged: all {len(evals)} validations, from epoch {evals[0]['epoch']} on, "
+                         "gave non-finite scores; lower the learning rate or check the data")
 
 
 def _bad_evals(result: TrainResult) -> int:

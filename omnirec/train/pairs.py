@@ -31,6 +31,7 @@ from omnirec.train.loop import (
     _validate_epoch,
     adamw,
     pick_device,
+    require_finite_validation,
     stop_note,
     timed,
 )
@@ -121,6 +122,7 @@ def fit_pairs(
             result.stopped = "patience" if bad_evals >= config.patience else "time budget"
             break
     bar.close(stop_note(result, validate is not None))
+    require_finite_validation(result)
     if best_state is not None:
         module.load_state_dict(best_state)
     else:

@@ -386,7 +386,8 @@ def test_sampled_eval_rejects_users_with_several_targets():
 
 def test_popularity_sampling_terminates_when_few_items_have_counts():
     # 10 items, only 1..3 occur in training; user 1 saw item 1 and its target is item 2, so item 3 is the
-    # only unseen item with weight and 6 others have weight 1e-12: drawing 3 negatives must still end
+    # only unseen item with a count and 7 others have weight 1e-12: drawing 3 negatives must end, with
+    # item 3 and two of the barely weighted ones (a weight, however small, makes an item drawable)
     counts = np.array([0, 5, 5, 5, 0, 0, 0, 0, 0, 0, 0], dtype=np.float64)
     weights = counts[1:] + 1e-12
     hist = histories([(1, 1)], 1)
@@ -395,12 +396,19 @@ def test_popularity_sampling_terminates_when_few_items_have_counts():
     try:
         out = sample_negatives(hist, np.array([1]), np.array([2]), 10, 3, weights / weights.sum(),
                                np.random.default_rng(0))
-    except ValueError:
-        return  # refusing is an acceptable answer
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    assert len(set(out[0].tolist())) == 3 and not set(out[0].tolist()) & {1, 2}
+    drawn = set(out[0].tolist())
+    assert len(drawn) == 3 and 3 in drawn and not drawn & {1, 2}
+
+
+def test_popularity_sampling_refuses_when_too_few_unseen_items_have_a_weight():
+    """Only item 3 is unseen and weighted: 3 negatives cannot be drawn, and the error counts item 3."""
+    counts = np.array([0, 5, 5, 5, 0, 0, 0, 0, 0, 0, 0], dtype=np.float64)
+    with pytest.raises(ValueError, match="only 1 unseen items have a sampling weight; cannot sample 3"):
+        sample_negatives(histories([(1, 1)], 1), np.array([1]), np.array([2]), 10, 3, counts[1:] / counts.sum(),
+                         np.random.default_rng(0))
 
 
 def _raise_timeout(signum, frame):
