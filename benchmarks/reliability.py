@@ -1,6 +1,6 @@
 """Reliability of `omnirec serve` on real server processes over loopback: capacity, a long soak, and faults.
 
-    python benchmarks/reliability.py --data-dir ../shared/data                  # everything, a 20-minute soak
+    python benchmarks/reliability.py --data-dir ../shared/data                  # everything, the 20-minute soak last
     python benchmarks/reliability.py --data-dir ../shared/data --quick          # a 1-minute soak, shorter capacity runs
     python benchmarks/reliability.py --data-dir ../shared/data --parts faults   # one part; the others' figures are kept
 
@@ -207,17 +207,34 @@ def capacity(bundle: Path, ids: dict, folder: Path, seconds: int) -> dict:
 
 class Pool:
     """Keep-alive HTTP/1.1 connections to one server: a request takes an idle connection or opens one.
-    Cheaper per request than a general client, so the generator keeps its schedule at a few hundred per second."""
+    Cheaper per request than a general client, so the generator keeps its schedule at a few hundred per second.
+    Like any client it drops connections idle for over 2 s (the server closes them at 5 s) and sends a request
+    again, once, on a fresh connection when a reused one turns out closed before any answer came."""
 
     def __init__(self, port: int):
         self.port, self.idle = port, []
 
     async def post(self, path: str, body: bytes, headers: str = "") -> int:
-        reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection("127.0.0.1", self.port)
+        request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n{headers}\r\n").encode() + body
+        now = time.monotonic()
+        while self.idle:
+            reader, writer, used = self.idle.pop()
+            if now - used < 2.0:
+                try:
+                    return await self._exchange(reader, writer, request)
+                except ConnectionError:
+                    break  # closed by the server while idle: the request never reached it
+            writer.close()
+        return await self._exchange(*await asyncio.open_connection("127.0.0.1", self.port), request)
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
         try:
-            writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                         f"Content-Length: {len(body)}\r\n{headers}\r\n".encode() + body)
-            status, length, close = int((await reader.readline()).split()[1]), 0, False
+            writer.write(request)
+            status_line = await reader.readline()
+            if not status_line:
+                raise ConnectionResetError("closed before answering")
+            status, length, close = int(status_line.split()[1]), 0, False
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 name, _, value = line.partition(b":")
                 length = int(value) if name.lower() == b"content-length" else length
@@ -229,7 +246,7 @@ class Pool:
         if close:
             writer.close()
         else:
-            self.idle.append((reader, writer))
+            self.idle.append((reader, writer, time.monotonic()))
         return status
 
 
@@ -246,7 +263,7 @@ async def open_loop(port: int, pid: int, ids: dict, rate: float, seconds: float,
     feedback = rng.random(len(at)) < 0.2
     users = rng.integers(len(ids["users"]), size=len(at))
     latency, status = np.full(len(at), np.nan), np.zeros(len(at), dtype=np.int32)
-    pool, loop, samples, tasks = Pool(port), asyncio.get_running_loop(), [], set()
+    pool, loop, samples, tasks, failures = Pool(port), asyncio.get_running_loop(), [], set(), Counter()
     key_header = f"X-API-Key: {KEY}\r\n"
 
     async def one(i: int, due: float) -> None:
@@ -256,8 +273,9 @@ async def open_loop(port: int, pid: int, ids: dict, rate: float, seconds: float,
             path, head, body = "/recommend", "", {"user": ids["users"][users[i]], "k": 10}
         try:
             status[i] = await asyncio.wait_for(pool.post(path, json.dumps(body).encode(), head), 30)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError):
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError) as error:
             status[i] = -1
+            failures[type(error).__name__] += 1
         latency[i] = loop.time() - due
 
     async def sample() -> None:
@@ -276,7 +294,7 @@ async def open_loop(port: int, pid: int, ids: dict, rate: float, seconds: float,
     await asyncio.gather(*tasks)
     samples.append({"t_s": round(loop.time() - start, 1), "rss_kb": rss_kb(pid), "load_1min": os.getloadavg()[0]})
     sampler.cancel()
-    return {"at": at, "feedback": feedback, "latency": latency, "status": status, "samples": samples}
+    return {"at": at, "feedback": feedback, "latency": latency, "status": status, "samples": samples, "failures": dict(failures)}
 
 
 def _pcts(ms: np.ndarray) -> dict:
@@ -296,7 +314,8 @@ def summarise_soak(raw: dict, rate: float, minutes: float, warmup_s: float) -> d
     after = [s["rss_kb"] for s in samples if s["t_s"] >= base["t_s"]]
     codes = Counter(int(c) for c in raw["status"][~ok])
     return {"rate_per_s": round(rate, 1), "minutes": minutes, "requests": int(at.size), "feedback_requests": int(fb.sum()),
-            "errors": int((~ok).sum()), "error_statuses": {str(k): v for k, v in sorted(codes.items())},
+            "errors": int((~ok).sum()), "error_statuses": {str(k): v for k, v in sorted(codes.items()) if k != -1},
+            "client_side_failures": raw["failures"],
             "all": _pcts(ms), "recommend": _pcts(ms[~fb]), "feedback": _pcts(ms[fb]), "max_ms": round(float(ms.max()), 2),
             "per_minute": per_minute, "warmup_s": warmup_s, "rss_at_warmup_mb": round(base["rss_kb"] / 1024, 1),
             "rss_end_mb": round(samples[-1]["rss_kb"] / 1024, 1), "rss_max_after_warmup_mb": round(max(after) / 1024, 1),
@@ -340,7 +359,7 @@ def fill_and_recover(client: httpx.Client, ids: dict, recommend_user: str, make_
         (acked if r.status_code == 200 else refused).append(key)
     n += 10
     reads = Counter(client.post("/recommend", json={"user": recommend_user, "k": 10}).status_code for _ in range(20))
-    reads.update({"health " + str(client.get("/health").status_code): 1})
+    health = client.get("/health").status_code
     make_room()
     after = Counter()
     for j in range(10):
@@ -349,7 +368,8 @@ def fill_and_recover(client: httpx.Client, ids: dict, recommend_user: str, make_
         after[r.status_code] += 1
         (acked if r.status_code == 200 else refused).extend(keys)
     return {"filling_statuses": dict(codes), "refusal": {"detail": detail, "retry_after": retry_after},
-            "writes_while_full": dict(while_full), "reads_while_full": dict(reads), "writes_after_space_returned": dict(after),
+            "writes_while_full": dict(while_full), "recommends_while_full": dict(reads), "health_while_full": health,
+            "writes_after_space_returned": dict(after),
             "acked": acked, "refused": refused}
 
 
@@ -426,20 +446,22 @@ def fault_bundles(bundle: Path, ids: dict, folder: Path) -> dict:
     return out
 
 
-def keyed_writers(base: str, ids: dict, prefix: str, stop: threading.Event, threads: int) -> tuple[list, list, Counter]:
-    """`threads` writers, one keyed event per request, until `stop`: (threads, acknowledged (key, time), statuses)."""
-    acked, codes, lock = [], Counter(), threading.Lock()
+def keyed_writers(base: str, ids: dict, prefix: str, stop: threading.Event, threads: int) -> tuple[list, list, Counter, list]:
+    """`threads` writers, one keyed event per request, until `stop`: (threads, acknowledged (key, time), statuses,
+    [the slowest answer in seconds])."""
+    acked, codes, lock, slowest = [], Counter(), threading.Lock(), [0.0]
 
     def write(w: int) -> None:
         with httpx.Client(base_url=base, headers=HEADERS, timeout=30) as client:
             i = 0
             while not stop.is_set():
-                key, i = f"{prefix}-{w}-{i}", i + 1
+                key, i, sent = f"{prefix}-{w}-{i}", i + 1, time.perf_counter()
                 try:
                     status = client.post("/feedback", json={"events": [event(ids, key, i * threads + w)]}).status_code
                 except httpx.HTTPError:
                     status = "connection error"
                 with lock:
+                    slowest[0] = max(slowest[0], time.perf_counter() - sent)
                     codes[status] += 1
                     if status == 200:
                         acked.append((key, time.time()))
@@ -447,14 +469,14 @@ def keyed_writers(base: str, ids: dict, prefix: str, stop: threading.Event, thre
     workers = [threading.Thread(target=write, args=(w,)) for w in range(threads)]
     for t in workers:
         t.start()
-    return workers, acked, codes
+    return workers, acked, codes, slowest
 
 
 def fault_postgres_restart(bundle: Path, ids: dict, folder: Path, pg: Postgres) -> dict:
     proc, base, _ = start_server(bundle, pg.url, folder / "pg_restart.log")
     stop = threading.Event()
     try:
-        workers, acked, codes = keyed_writers(base, ids, "pg", stop, threads=4)
+        workers, acked, codes, slowest = keyed_writers(base, ids, "pg", stop, threads=4)
         time.sleep(3)
         restarts = []
         for mode in ("fast", "immediate"):
@@ -473,7 +495,7 @@ def fault_postgres_restart(bundle: Path, ids: dict, folder: Path, pg: Postgres) 
     last = restarts[-1]["at"] + restarts[-1]["pg_ctl_restart_s"]
     return {"writers": 4, "restarts": [{k: v for k, v in r.items() if k != "at"} for r in restarts], "statuses": dict(codes),
             "acknowledged": len(keys), "acknowledged_lost": len(keys - stored),
-            "acknowledged_after_last_restart": sum(t > last for _, t in acked)}
+            "acknowledged_after_last_restart": sum(t > last for _, t in acked), "slowest_answer_s": round(slowest[0], 2)}
 
 
 def fault_workers(bundle: Path, ids: dict, folder: Path, store: str, name: str, n_keys: int = 1000) -> dict:
@@ -594,7 +616,7 @@ def report_soak(s: dict) -> list[str]:
              f"{s['minutes']:g} minutes at {s['rate_per_s']:.1f} requests/s (about 70% of capacity), Poisson arrivals, latency "
              "from each request's scheduled send time; 80% POST /recommend, 20% POST /feedback (one keyed event each).", "",
              f"- requests: {s['requests']:,} ({s['feedback_requests']:,} feedback); **errors: {s['errors']}** "
-             f"{s['error_statuses'] or ''}",
+             f"(statuses {s['error_statuses']}, no answer {s['client_side_failures']})",
              f"- latency, all: p50 {s['all']['p50_ms']} ms, p99 {s['all']['p99_ms']} ms, max {s['max_ms']} ms; /recommend p50 "
              f"{s['recommend']['p50_ms']} / p99 {s['recommend']['p99_ms']} ms; /feedback p50 {s['feedback']['p50_ms']} / p99 "
              f"{s['feedback']['p99_ms']} ms",
@@ -613,7 +635,8 @@ def report_faults(f: dict) -> list[str]:
     lines = ["## Faults", "", f"### (a) Disk full ({d['method']})", "",
              f"- filling (batches of 100 keyed events): statuses {d['filling_statuses']}; the refusal: "
              f"\"{d['refusal']['detail']}\" (Retry-After: {d['refusal']['retry_after']})",
-             f"- while full: 10 single-event writes {d['writes_while_full']}; 20 POST /recommend and GET /health {d['reads_while_full']}",
+             f"- while full: 10 single-event writes {d['writes_while_full']} (a small write can still fit); 20 POST /recommend "
+             f"{d['recommends_while_full']}; GET /health {d['health_while_full']}",
              f"- after space returned: 10 batches {d['writes_after_space_returned']}",
              f"- acknowledged events {d['acknowledged']:,}, lost **{d['acknowledged_lost']}**; refused {d['refused']:,}, of which "
              f"stored anyway **{d['refused_but_stored']}**" + (f"; integrity_check: {d['integrity_check']}" if "integrity_check" in d else ""),
@@ -627,7 +650,8 @@ def report_faults(f: dict) -> list[str]:
     else:
         lines += [f"- {pg['writers']} writers, one keyed event per request; restarts: " +
                   ", ".join(f"{r['mode']} ({r['pg_ctl_restart_s']} s)" for r in pg["restarts"]),
-                  f"- statuses: {pg['statuses']}",
+                  f"- statuses: {pg['statuses']}; the slowest answer took {pg['slowest_answer_s']} s (the store waits up to 5 s "
+                  "for the database to come back, then retries the transaction once)",
                   f"- acknowledged {pg['acknowledged']:,}, missing from the database afterwards **{pg['acknowledged_lost']}**; "
                   f"acknowledged after the last restart: {pg['acknowledged_after_last_restart']:,}"]
     lines += ["", "### (d) 4 server processes on one store, 8 writers sending the same keys", "",
@@ -661,7 +685,7 @@ def markdown(doc: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="../shared/data", help="holds ml-100k/ (synthetic data when it does not)")
-    p.add_argument("--parts", default="capacity,soak,faults", help="comma-separated: capacity, soak, faults")
+    p.add_argument("--parts", default="capacity,faults,soak", help="comma-separated, run in this order: capacity, faults, soak")
     p.add_argument("--soak-minutes", type=float, default=20.0)
     p.add_argument("--capacity-seconds", type=int, default=20, help="length of each wrk run")
     p.add_argument("--quick", action="store_true", help="a 1-minute soak and 5-second capacity runs, to try it out")

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import threading
+import time
 import uuid
 from urllib.parse import parse_qs, urlparse
 
@@ -83,13 +84,15 @@ def test_a_deletion_racing_writes_leaves_no_event_behind(store_url, fresh):
     writer, deleter = open_store(store_url), open_store(store_url)  # two connections, as two server processes have
     user, refused = fresh + "racer", threading.Event()
 
-    def write() -> None:
-        for i in range(2000):
+    def write() -> None:  # until the deletion refuses it (a deadline, in case it never does)
+        deadline, i = time.monotonic() + 10, 0
+        while time.monotonic() < deadline:
             try:
                 writer.add([Event(user, f"i{i}")])
             except UserDeleted:
                 refused.set()
                 return
+            i += 1
 
     thread = threading.Thread(target=write)
     thread.start()
