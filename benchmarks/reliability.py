@@ -4,7 +4,8 @@
     python benchmarks/reliability.py --data-dir ../shared/data --quick          # a 1-minute soak, shorter capacity runs
     python benchmarks/reliability.py --data-dir ../shared/data --parts faults   # one part; the others' figures are kept
 
-1. capacity: closed-loop saturation of POST /recommend with `wrk` (a Lua script cycles through known users).
+1. capacity: closed-loop saturation with `wrk` of the soak's mix (a Lua script: 4 in 5 POST /recommend for
+   known users in turn, 1 in 5 POST /feedback with a keyed event).
 2. soak: about 70% of that capacity for --soak-minutes, open loop: Poisson arrivals, and each request's
    latency counted from its scheduled send time, so a stalled server shows as latency instead of as fewer
    requests (no coordinated omission); 80% POST /recommend, 20% POST /feedback with keyed events. Errors,
@@ -158,9 +159,18 @@ def event(ids: dict, key: str, n: int) -> dict:
 # ---- capacity --------------------------------------------------------------------------------------------
 
 LUA = """local bodies = {%s}
+local users = {%s}
+local items = {%s}
 local n = 0
+local run = "warm"
+init = function(args) run = args[1] or run end  -- each run's keys are its own
 request = function()
   n = n + 1
+  if n %% 5 == 0 then  -- one request in five: a keyed feedback event, as in the soak
+    local event = string.format('{"events": [{"user": "%%s", "item": "%%s", "type": "click", "key": "cap-%%s-%%d"}]}',
+      users[(n %% #users) + 1], items[((n * 7) %% #items) + 1], run, n)
+    return wrk.format("POST", "/feedback", {["Content-Type"] = "application/json", ["X-API-Key"] = "%s"}, event)
+  end
   return wrk.format("POST", "/recommend", {["Content-Type"] = "application/json"}, bodies[(n %% #bodies) + 1])
 end
 """
@@ -182,17 +192,20 @@ def parse_wrk(out: str) -> dict:
 
 
 def capacity(bundle: Path, ids: dict, folder: Path, seconds: int) -> dict:
-    """Closed-loop saturation of POST /recommend at a few connection counts; the best is the capacity."""
+    """Closed-loop saturation with the soak's own mix (a mixed request costs the server more than a
+    /recommend alone) at a few connection counts; the best is the capacity."""
     rng = np.random.default_rng(0)
     bodies = [json.dumps({"user": u, "k": 10}) for u in rng.choice(ids["users"], size=min(500, len(ids["users"])), replace=False)]
-    script = folder / "recommend.lua"
-    script.write_text(LUA % ", ".join(f"[[{b}]]" for b in bodies))
+    script = folder / "mixed.lua"
+    quoted = [", ".join(f"[[{v}]]" for v in values) for values in (bodies, ids["users"][:500], ids["items"][:500])]
+    script.write_text(LUA % (*quoted, KEY))
     proc, base, _ = start_server(bundle, str(folder / "capacity.db"), folder / "capacity.log")
     try:
         subprocess.run(["wrk", "-t1", "-c8", "-d3s", "-s", str(script), base], capture_output=True, check=True)  # warm-up
         runs = []
         for connections in (4, 16, 64):
-            out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), base],
+            out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), base,
+                                  "--", f"c{connections}"],
                                  capture_output=True, text=True, check=True).stdout
             runs.append({"connections": connections, **parse_wrk(out)})
             print("capacity", runs[-1], flush=True)
@@ -200,7 +213,8 @@ def capacity(bundle: Path, ids: dict, folder: Path, seconds: int) -> dict:
         stop_server(proc)
     best = max(runs, key=lambda r: r["requests_per_s"])
     return {"requests_per_s": best["requests_per_s"], "at_connections": best["connections"], "seconds_per_run": seconds,
-            "runs": runs, "tool": "wrk -t1 (closed loop), POST /recommend {user, k: 10}, 500 known users in turn"}
+            "runs": runs, "tool": "wrk -t1 (closed loop), the soak's mix: 4 in 5 POST /recommend {user, k: 10} "
+                                  "(500 known users in turn), 1 in 5 POST /feedback (one keyed event)"}
 
 
 # ---- soak ------------------------------------------------------------------------------------------------
@@ -255,6 +269,13 @@ def rss_kb(pid: int) -> int:
         return int(next(line.split()[1] for line in f if line.startswith("VmRSS:")))
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def open_loop(port: int, pid: int, ids: dict, rate: float, seconds: float, seed: int) -> dict:
     """Poisson arrivals at `rate` for `seconds`; latency from each request's scheduled time."""
     rng = np.random.default_rng(seed)
@@ -262,11 +283,12 @@ async def open_loop(port: int, pid: int, ids: dict, rate: float, seconds: float,
     at = at[at < seconds]
     feedback = rng.random(len(at)) < 0.2
     users = rng.integers(len(ids["users"]), size=len(at))
-    latency, status = np.full(len(at), np.nan), np.zeros(len(at), dtype=np.int32)
+    latency, lag, status = np.full(len(at), np.nan), np.full(len(at), np.nan), np.zeros(len(at), dtype=np.int32)
     pool, loop, samples, tasks, failures = Pool(port), asyncio.get_running_loop(), [], set(), Counter()
     key_header = f"X-API-Key: {KEY}\r\n"
 
     async def one(i: int, due: float) -> None:
+        lag[i] = loop.time() - due  # how late the generator itself sent it
         if feedback[i]:
             path, head, body = "/feedback", key_header, {"events": [event(ids, f"soak-{seed}-{i}", int(users[i]) * 31 + i)]}
         else:
@@ -278,9 +300,15 @@ async def open_loop(port: int, pid: int, ids: dict, rate: float, seconds: float,
             failures[type(error).__name__] += 1
         latency[i] = loop.time() - due
 
+    def take() -> None:
+        now, cpu = loop.time(), cpu_s(pid)
+        share = (cpu - samples[-1]["cpu_s"]) / (now - samples[-1]["at"]) if samples else None
+        samples.append({"t_s": round(now - start, 1), "rss_kb": rss_kb(pid), "load_1min": os.getloadavg()[0],
+                        "server_cpu": None if share is None else round(share, 3), "cpu_s": cpu, "at": now})
+
     async def sample() -> None:
         while True:
-            samples.append({"t_s": round(loop.time() - start, 1), "rss_kb": rss_kb(pid), "load_1min": os.getloadavg()[0]})
+            take()
             await asyncio.sleep(10)
 
     start = loop.time() + 0.2
@@ -292,9 +320,12 @@ async def open_loop(port: int, pid: int, ids: dict, rate: float, seconds: float,
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks)
-    samples.append({"t_s": round(loop.time() - start, 1), "rss_kb": rss_kb(pid), "load_1min": os.getloadavg()[0]})
+    take()
     sampler.cancel()
-    return {"at": at, "feedback": feedback, "latency": latency, "status": status, "samples": samples, "failures": dict(failures)}
+    for sample_ in samples:
+        del sample_["cpu_s"], sample_["at"]
+    return {"at": at, "feedback": feedback, "latency": latency, "lag": lag, "status": status, "samples": samples,
+            "failures": dict(failures)}
 
 
 def _pcts(ms: np.ndarray) -> dict:
@@ -320,6 +351,10 @@ def summarise_soak(raw: dict, rate: float, minutes: float, warmup_s: float) -> d
             "per_minute": per_minute, "warmup_s": warmup_s, "rss_at_warmup_mb": round(base["rss_kb"] / 1024, 1),
             "rss_end_mb": round(samples[-1]["rss_kb"] / 1024, 1), "rss_max_after_warmup_mb": round(max(after) / 1024, 1),
             "rss_growth_pct": round(100 * (samples[-1]["rss_kb"] - base["rss_kb"]) / base["rss_kb"], 2),
+            "generator_lag_ms": {"p99": round(float(np.percentile(raw["lag"] * 1000, 99)), 2),
+                                 "max": round(float(np.max(raw["lag"]) * 1000), 2)},
+            "server_cpu_mean": round(float(np.mean([x["server_cpu"] for x in samples if x["server_cpu"] is not None])), 3),
+            "load_1min_mean": round(float(np.mean([x["load_1min"] for x in samples])), 2),
             "rss_samples": samples}
 
 
@@ -613,7 +648,7 @@ def report_capacity(c: dict) -> list[str]:
 def report_soak(s: dict) -> list[str]:
     p99 = [r["p99_ms"] for r in s["per_minute"] if r["p99_ms"] is not None]
     lines = ["## Soak", "",
-             f"{s['minutes']:g} minutes at {s['rate_per_s']:.1f} requests/s (about 70% of capacity), Poisson arrivals, latency "
+             f"{s['minutes']:g} minutes at {s['rate_per_s']:.1f} requests/s ({s['share_of_capacity'] or 0:.0%} of the capacity), Poisson arrivals, latency "
              "from each request's scheduled send time; 80% POST /recommend, 20% POST /feedback (one keyed event each).", "",
              f"- requests: {s['requests']:,} ({s['feedback_requests']:,} feedback); **errors: {s['errors']}** "
              f"(statuses {s['error_statuses']}, no answer {s['client_side_failures']})",
@@ -621,6 +656,9 @@ def report_soak(s: dict) -> list[str]:
              f"{s['recommend']['p50_ms']} / p99 {s['recommend']['p99_ms']} ms; /feedback p50 {s['feedback']['p50_ms']} / p99 "
              f"{s['feedback']['p99_ms']} ms",
              f"- p99 per minute: {min(p99)} to {max(p99)} ms (plot: `results/reliability_p99.png`)",
+             f"- the generator itself sent late by at most {s['generator_lag_ms']['max']} ms (p99 {s['generator_lag_ms']['p99']} ms), "
+             f"so the latency is the server's; server CPU {s['server_cpu_mean']:.0%} of one core on average (the 1-minute "
+             f"load average, all processes on the machine: {s['load_1min_mean']})",
              f"- server RSS: {s['rss_at_warmup_mb']} MB after the {s['warmup_s']:g} s warm-up, {s['rss_end_mb']} MB at the end "
              f"(max {s['rss_max_after_warmup_mb']} MB): **growth {s['rss_growth_pct']}%** (target < 10%)",
              f"- acknowledged feedback events: {s['acknowledged_events']:,}, missing from the store afterwards: "
@@ -687,6 +725,7 @@ def main() -> None:
     p.add_argument("--data-dir", default="../shared/data", help="holds ml-100k/ (synthetic data when it does not)")
     p.add_argument("--parts", default="capacity,faults,soak", help="comma-separated, run in this order: capacity, faults, soak")
     p.add_argument("--soak-minutes", type=float, default=20.0)
+    p.add_argument("--rate", type=float, default=None, help="soak requests/s (default: 70%% of the measured capacity)")
     p.add_argument("--capacity-seconds", type=int, default=20, help="length of each wrk run")
     p.add_argument("--quick", action="store_true", help="a 1-minute soak and 5-second capacity runs, to try it out")
     p.add_argument("--seed", type=int, default=0)
@@ -703,9 +742,11 @@ def main() -> None:
             if part == "capacity":
                 doc["capacity"] = capacity(folder / "bundle", ids, folder, seconds)
             elif part == "soak":
-                if "capacity" not in doc:
-                    raise SystemExit("the soak runs at 70% of the measured capacity: run --parts capacity first")
-                doc["soak"] = soak(folder / "bundle", ids, folder, 0.7 * doc["capacity"]["requests_per_s"], minutes, args.seed)
+                if "capacity" not in doc and args.rate is None:
+                    raise SystemExit("the soak runs at 70% of the measured capacity: run --parts capacity first, or give --rate")
+                rate = args.rate or 0.7 * doc["capacity"]["requests_per_s"]
+                doc["soak"] = soak(folder / "bundle", ids, folder, rate, minutes, args.seed)
+                doc["soak"]["share_of_capacity"] = round(rate / doc["capacity"]["requests_per_s"], 3) if "capacity" in doc else None
                 plot(doc["soak"])
             elif part == "faults":
                 doc["faults"] = faults(folder / "bundle", ids, folder)

@@ -215,8 +215,11 @@ def create_app(config: ServeConfig) -> FastAPI:
 
 def uvicorn_options(config: ServeConfig) -> dict[str, Any]:
     """Connection limits for uvicorn: request head (line + headers) at most 16 KiB, idle keep-alive
-    connections closed after 5 s, at most 1,000 open connections per process (more are answered 503)."""
-    return {"h11_max_incomplete_event_size": MAX_HEAD_BYTES, "timeout_keep_alive": 5, "limit_concurrency": 1000}
+    connections closed after 5 s, at most 1,000 open connections per process (more are answered 503);
+    with several workers, one still loading its bundle on a busy machine is given 60 s before it is
+    judged hung (uvicorn's default of 5 s killed workers mid-load)."""
+    return {"h11_max_incomplete_event_size": MAX_HEAD_BYTES, "timeout_keep_alive": 5, "limit_concurrency": 1000,
+            "timeout_worker_healthcheck": 60}
 
 
 DOCS = "/docs"  # Swagger UI, served from an installed package: it works offline
@@ -227,7 +230,9 @@ MAX_REQUESTS_PER_CONNECTION = 1000
 
 def _read_routes(app: FastAPI, config: ServeConfig) -> None:
     # Reads are short and CPU-bound: they run on the event loop one at a time (threads would only fight
-    # over the GIL and the CPU); writes wait on the disk and run in the thread pool.
+    # over the GIL and the CPU). So does feedback: one commit is about a millisecond, and in the thread pool
+    # a write waited for the GIL behind the loop's reads until connections piled up (measured: a soak at
+    # 70% of capacity collapsed). Deletion and reload, rare and long, run in the thread pool.
     @app.post("/recommend", response_model=RecommendResponse, responses=READ_ERRORS)
     async def recommend(body: RecommendRequest, svc: Svc) -> dict:
         # an anonymous visitor without history is answered by the scenario's fallback chain
@@ -243,7 +248,7 @@ def _read_routes(app: FastAPI, config: ServeConfig) -> None:
 
 
 def _write_routes(app: FastAPI, config: ServeConfig, metrics: dict) -> None:
-    def require_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
+    async def require_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
         if not config.api_key:
             raise HTTPException(403, "writes are disabled: the server was started without an API key")
         if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), config.api_key.encode()):
@@ -252,8 +257,8 @@ def _write_routes(app: FastAPI, config: ServeConfig, metrics: dict) -> None:
     keyed = [Depends(require_key)]
 
     @app.post("/feedback", response_model=FeedbackResponse, dependencies=keyed, responses=FEEDBACK_ERRORS)
-    def feedback(body: FeedbackRequest, svc: Svc,
-                 idempotency_key: Annotated[str | None, Header(max_length=200, pattern=PRINTABLE)] = None) -> dict:
+    async def feedback(body: FeedbackRequest, svc: Svc,
+                       idempotency_key: Annotated[str | None, Header(max_length=200, pattern=PRINTABLE)] = None) -> dict:
         events = [Event(e.user, e.item, e.type, e.value, e.time or 0,
                         e.key or (f"{idempotency_key}:{i}" if idempotency_key else None))
                   for i, e in enumerate(body.events)]

@@ -133,9 +133,11 @@ def _row(r: tuple) -> Event:
 
 
 class _Tables:
-    """The SQL both stores share. A subclass supplies the connection `_db`, the placeholder `_p`, the query
-    that tells whether a table exists, and `_write` / `_read`, which run a function in one transaction
-    under the process's lock and turn the backend's failures into StoreUnavailable."""
+    """The SQL both stores share. A subclass supplies the writing connection `_db`, the placeholder `_p`, the
+    query that tells whether a table exists, `_write`, which runs a function in one transaction under the
+    process's write lock, and `_fetch`, which runs one read-only statement on a connection of its own, so
+    that a read (a request's history) never waits for a write's commit to reach the disk. Both turn the
+    backend's failures into StoreUnavailable."""
 
     _db: Any
     _p = "?"
@@ -148,7 +150,7 @@ class _Tables:
     def _write(self, work: Callable[[], T]) -> T:
         raise NotImplementedError
 
-    def _read(self, work: Callable[[], T]) -> T:
+    def _fetch(self, sql: str, params: tuple = ()) -> list[tuple]:
         raise NotImplementedError
 
     def _lock_users(self, hashes: list[str], exclusive: bool) -> None:
@@ -207,8 +209,7 @@ class _Tables:
         return False
 
     def events_of(self, user: str) -> list[Event]:
-        rows = self._read(lambda: self._x(f"{SELECT} WHERE user_id = {{p}} ORDER BY seq", (user,)).fetchall())
-        return [_row(r) for r in rows]
+        return [_row(r) for r in self._fetch(f"{SELECT} WHERE user_id = {{p}} ORDER BY seq", (user,))]
 
     def delete_user(self, user: str) -> int:
         hashed = self._hash(user)
@@ -223,26 +224,24 @@ class _Tables:
         return removed
 
     def is_deleted(self, user: str) -> bool:
-        hashed = self._hash(user)
-        return self._read(lambda: self._x("SELECT 1 FROM tombstones WHERE user_hash = {p}", (hashed,)).fetchone()) is not None
+        return bool(self._fetch("SELECT 1 FROM tombstones WHERE user_hash = {p}", (self._hash(user),)))
 
     def deleted_among(self, users: Iterable[str]) -> set[str]:
-        dead = self._read(lambda: {r[0] for r in self._x("SELECT user_hash FROM tombstones").fetchall()})
+        dead = {r[0] for r in self._fetch("SELECT user_hash FROM tombstones")}
         return {u for u in users if self._hash(u) in dead} if dead else set()
 
     def deleted_count(self) -> int:
-        return int(self._read(lambda: self._x("SELECT count(*) FROM tombstones").fetchone()[0]))
+        return int(self._fetch("SELECT count(*) FROM tombstones")[0][0])
 
     def get_setting(self, key: str) -> str | None:
-        row = self._read(lambda: self._x("SELECT value FROM settings WHERE key = {p}", (key,)).fetchone())
-        return None if row is None else row[0]
+        rows = self._fetch("SELECT value FROM settings WHERE key = {p}", (key,))
+        return rows[0][0] if rows else None
 
     def set_setting(self, key: str, value: str) -> None:
         self._write(lambda: self._x(UPSERT_SETTING, (key, value)))
 
     def all_events(self) -> Iterator[Event]:
-        rows = self._read(lambda: self._x(f"{SELECT} ORDER BY seq").fetchall())
-        return (_row(r) for r in rows)
+        return (_row(r) for r in self._fetch(f"{SELECT} ORDER BY seq"))
 
 
 def _sqlite_failure(error: sqlite3.Error) -> str | None:
@@ -258,8 +257,9 @@ def _sqlite_failure(error: sqlite3.Error) -> str | None:
 
 
 class SQLiteStore(_Tables):
-    """One SQLite file in WAL mode; one connection shared under a lock (writes are serialised anyway, and
-    BEGIN IMMEDIATE serialises them across processes too, so the tombstone check needs no lock of its own)."""
+    """One SQLite file in WAL mode, with two connections, each under its own lock: one writes (writes are
+    serialised anyway, and BEGIN IMMEDIATE serialises them across processes too, so the tombstone check needs
+    no lock of its own), one reads the last committed state meanwhile (an in-memory store has one)."""
 
     _seq, _auto = "INTEGER", "AUTOINCREMENT"  # INTEGER PRIMARY KEY is the rowid
     _table_exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
@@ -274,6 +274,11 @@ class SQLiteStore(_Tables):
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten with zeros, not left in free space
         self._open()
+        if self.path == ":memory:":  # a second connection would open another, empty database
+            self._reader, self._read_lock = self._db, self._lock
+        else:
+            self._reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._read_lock = threading.Lock()
 
     def _write(self, work: Callable[[], T]) -> T:
         with self._lock:
@@ -294,9 +299,9 @@ class SQLiteStore(_Tables):
                 raise StoreUnavailable(why) from error
         return result
 
-    def _read(self, work: Callable[[], T]) -> T:
-        with self._lock:
-            return work()
+    def _fetch(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._read_lock:
+            return self._reader.execute(sql.format(p=self._p), params).fetchall()
 
     def _purge(self) -> None:
         with self._lock:
@@ -316,14 +321,49 @@ class SQLiteStore(_Tables):
             return False
 
     def close(self) -> None:
+        with self._read_lock:
+            self._reader.close()
         with self._lock:
             self._db.close()
 
 
+class _Link:
+    """One PostgreSQL connection and its lock, reopened when lost: waiting up to `patience` seconds for the
+    database the first time, then, while it stays unreachable, trying once per call."""
+
+    def __init__(self, psycopg: Any, url: str, patience: float):
+        self.psycopg, self.url, self.patience = psycopg, url, patience
+        self.lock, self.db, self.reachable = threading.Lock(), None, True
+
+    def connect(self) -> None:
+        if self.db is not None and not self.db.closed:
+            return
+        deadline = time.monotonic() + (self.patience if self.reachable else 0.0)
+        while True:
+            try:
+                self.db = self.psycopg.connect(self.url, autocommit=True, connect_timeout=2)
+                self.reachable = True
+                return
+            except self.psycopg.OperationalError:
+                if time.monotonic() >= deadline:
+                    self.reachable = False
+                    raise
+                time.sleep(0.1)
+
+    def lost(self) -> bool:
+        return self.db is None or self.db.closed
+
+    def close(self) -> None:
+        with self.lock:
+            if self.db is not None:
+                self.db.close()
+
+
 class PostgresStore(_Tables):
-    """The same tables in PostgreSQL (psycopg 3), for several server processes; one locked connection per
-    process. A write takes an advisory lock per user (shared for events, exclusive for a deletion), so a
-    deletion cannot miss an event another process is storing at the same moment.
+    """The same tables in PostgreSQL (psycopg 3), for several server processes; per process, one connection
+    writes and one reads, each under its own lock. A write takes an advisory lock per user (shared for
+    events, exclusive for a deletion), so a deletion cannot miss an event another process is storing at the
+    same moment.
 
     A lost connection (a restarted server) is reopened, waiting up to `patience` seconds, and the call is
     run once more. That is safe because the transaction records its id first: when the connection broke
@@ -338,47 +378,39 @@ class PostgresStore(_Tables):
     def __init__(self, url: str, patience: float = 5.0):
         import psycopg
 
-        self._psycopg, self.url, self.patience = psycopg, url, patience
-        self._lock = threading.Lock()
-        self._db, self._reachable = None, True
+        self._psycopg, self.url = psycopg, url
+        self._writer, self._reader = _Link(psycopg, url, patience), _Link(psycopg, url, patience)
         self._open()
 
-    def _connect(self) -> None:
-        if self._db is not None and not self._db.closed:
-            return
-        deadline = time.monotonic() + (self.patience if self._reachable else 0.0)
-        while True:
-            try:
-                self._db = self._psycopg.connect(self.url, autocommit=True, connect_timeout=2)
-                self._reachable = True
-                return
-            except self._psycopg.OperationalError:
-                if time.monotonic() >= deadline:
-                    self._reachable = False  # the next call tries once instead of waiting again
-                    raise
-                time.sleep(0.1)
+    @property
+    def _db(self) -> Any:  # the writing connection, which the shared SQL uses
+        return self._writer.db
+
+    def set_patience(self, seconds: float) -> None:
+        """How long a call waits for a lost database to come back before raising StoreUnavailable."""
+        self._writer.patience = self._reader.patience = seconds
 
     def _write(self, work: Callable[[], T]) -> T:
-        return self._run(work, write=True)
+        return self._run(self._writer, work, write=True)
 
-    def _read(self, work: Callable[[], T]) -> T:
-        return self._run(work, write=False)
+    def _fetch(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return self._run(self._reader, lambda: self._reader.db.execute(sql.format(p=self._p), params).fetchall(), write=False)
 
-    def _run(self, work: Callable[[], T], write: bool) -> T:
+    def _run(self, link: _Link, work: Callable[[], T], write: bool) -> T:
         lost: Exception | None = None
-        with self._lock:
+        with link.lock:
             for _ in range(2):
                 xid, done = None, False
                 try:
-                    self._connect()
+                    link.connect()
                     if not write:
                         return work()
-                    with self._db.transaction():
-                        xid = self._db.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
+                    with link.db.transaction():
+                        xid = link.db.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
                         result, done = work(), True
                     return result
                 except self._psycopg.OperationalError as error:
-                    if self._db is not None and not self._db.closed:
+                    if not link.lost():
                         raise  # the statement failed, not the connection
                     lost = error
                 if done and self._committed(xid):
@@ -389,7 +421,7 @@ class PostgresStore(_Tables):
     def _committed(self, xid: str) -> bool:
         """Whether transaction `xid` committed; raises StoreUnavailable when that cannot be known."""
         try:
-            self._connect()
+            self._writer.connect()
             status = self._db.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()[0]
         except self._psycopg.OperationalError as error:
             raise StoreUnavailable("the connection to the event store's database broke during a commit and the "
@@ -406,7 +438,7 @@ class PostgresStore(_Tables):
             self._db.execute(f"SELECT {function}(%s)", (key,))
 
     def _purge(self) -> None:
-        """VACUUM the events (best effort, on a connection of its own so this process's lock is not held):
+        """VACUUM the events (best effort, on a connection of its own so this process's locks are not held):
         the deleted rows' space is marked free for reuse; PostgreSQL gives no stronger promise."""
         try:
             with self._psycopg.connect(self.url, autocommit=True, connect_timeout=2) as db:
@@ -415,9 +447,8 @@ class PostgresStore(_Tables):
             pass  # the deletion itself is committed; the next VACUUM (or autovacuum) does this
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
+        self._reader.close()
+        self._writer.close()
 
 
 def open_store(url: str) -> EventStore:

@@ -105,6 +105,20 @@ def test_a_deletion_racing_writes_leaves_no_event_behind(store_url, fresh):
     deleter.close()
 
 
+def test_a_read_does_not_wait_for_a_write_to_commit(store_url, fresh):
+    store = open_store(store_url)
+    store.add([Event(fresh + "u", "i1")])
+    got: list = []
+    with store._writer.lock if isinstance(store, PostgresStore) else store._lock:  # a write is committing
+        reader = threading.Thread(target=lambda: got.append(store.events_of(fresh + "u")))
+        reader.start()
+        reader.join(5)
+        answered = list(got)
+    reader.join()
+    assert answered and [e.item for e in answered[0]] == ["i1"], "the read waited for the write"
+    store.close()
+
+
 def test_deletion_leaves_no_trace_of_the_id_in_the_store_files(tmp_path):
     path = tmp_path / "store" / "events.db"
     store, reader = open_store(str(path)), open_store(str(path))  # a second connection, as another process has
@@ -165,13 +179,13 @@ def _pg_ctl(url: str, action: str) -> None:
 
 
 def test_postgres_reconnects_after_a_restart(postgres_url, fresh):
-    store = PostgresStore(postgres_url, patience=5.0)
+    store = PostgresStore(postgres_url)
     assert store.add([Event(fresh + "u", "i1", key=fresh + "1")]) == [True]
     _pg_ctl(postgres_url, "restart")  # the store's connection is gone
     assert store.add([Event(fresh + "u", "i2", key=fresh + "2"), Event(fresh + "u", "i3")]) == [True, True]
     _pg_ctl(postgres_url, "stop")
     try:
-        store.patience = 0.2
+        store.set_patience(0.2)
         with pytest.raises(StoreUnavailable, match="unreachable"):
             store.add([Event(fresh + "u", "i4", key=fresh + "4")])
         with pytest.raises(StoreUnavailable, match="unreachable"):
@@ -202,7 +216,7 @@ class _CommitAnswerLost:
 
 def test_postgres_commit_whose_answer_was_lost_is_not_stored_twice(postgres_url, fresh):
     store = PostgresStore(postgres_url)
-    store._db = _CommitAnswerLost(store._db, store._psycopg)
+    store._writer.db = _CommitAnswerLost(store._writer.db, store._psycopg)
     assert store.add([Event(fresh + "u", "i1")]) == [True]  # no key: a blind retry would store it twice
     assert [e.item for e in store.events_of(fresh + "u")] == ["i1"]
     store.close()
