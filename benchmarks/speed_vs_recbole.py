@@ -56,6 +56,10 @@ TARGET_RATIO = 10.0  # the goal: omnirec reaches RecBole's best validation NDCG@
 SPEC = {"n_layers": 2, "n_heads": 2, "hidden": 64, "inner": 256, "max_len": 50, "dropout": 0.5, "loss": "ce",
         "batch_size": 256, "lr": 0.001, "optimizer": "adam", "weight_decay": 0.0}
 SIDES = ("omnirec-fp32", "recbole-fp32", "omnirec-bf16")  # the order within each repetition
+# An extra, labelled side: omnirec with 44 user windows a batch, which makes 512 optimiser steps an epoch
+# of about 257 targets each, as RecBole's 514 steps of 256 prefixes do (at 256 windows omnirec makes 88).
+EQUAL_STEPS, EQUAL_STEPS_BATCH = "omnirec-fp32-equal-steps", 44
+ALL_SIDES = (*SIDES, EQUAL_STEPS)
 OTHER_BENCHMARKS = r"benchmarks/(reliability|serve_load)\.py"
 
 # torch must stay at exactly this version: pip takes it from a local CPU wheel; any other version would
@@ -150,11 +154,12 @@ def launch(cmd: list[str], log: Path, threads: int) -> dict[str, object]:
 def side_command(side: str, data_dir: Path, atomic_dir: Path, budget: float, seed: int, threads: int,
                  export_dir: Path, out: Path) -> list[str]:
     """The child's command line: the same options on both sides."""
-    common = ["--spec", json.dumps(SPEC), "--budget-minutes", str(budget), "--seed", str(seed),
+    spec = {**SPEC, "batch_size": EQUAL_STEPS_BATCH} if side == EQUAL_STEPS else SPEC
+    common = ["--spec", json.dumps(spec), "--budget-minutes", str(budget), "--seed", str(seed),
               "--threads", str(threads), "--export-dir", str(export_dir), "--out", str(out)]
     if side == "recbole-fp32":
         return [str(venv_python()), str(RECBOLE_SCRIPT), "--data-dir", str(atomic_dir), *common]
-    precision = side.split("-")[1]
+    precision = side.split("-")[1]  # omnirec-fp32, omnirec-bf16, omnirec-fp32-equal-steps
     return [sys.executable, str(OMNIREC_SCRIPT), "train", "--data-dir", str(data_dir), "--precision", precision, *common]
 
 
@@ -165,6 +170,7 @@ def run_side(side: str, repetition: int, args: argparse.Namespace, work: Path) -
     out, exports = work / f"{name}.json", work / name
     cmd = side_command(side, args.data_dir, work / "data", budget, repetition, args.threads, exports, out)
     quiet = wait_quiet(args.load_below, 60 * args.load_wait_minutes)
+    quiet["library_sha256"] = source_digest(launcher=False)
     print(f"{time.strftime('%H:%M:%S')} {name}: budget {budget} min, load {quiet['load_avg_before']}", flush=True)
     process = launch(cmd, work / f"{name}.log", args.threads)
     if process["rc"] != 0:
@@ -272,6 +278,9 @@ def first_reach(curve: list[dict], level: float, key: str = "ndcg@10") -> float 
     return next((p["t"] for p in curve if p[key] >= level), None)
 
 
+OMNIREC_SIDES = ("omnirec-fp32", "omnirec-bf16", EQUAL_STEPS)
+
+
 def time_to_quality(runs: list[dict], key: str = "ndcg@10") -> dict[str, object]:
     """Per repetition: RecBole's best `key` and its time to it, each omnirec side's time to reach it and
     the ratio (RecBole's time / omnirec's); the median ratio per omnirec side."""
@@ -282,14 +291,14 @@ def time_to_quality(runs: list[dict], key: str = "ndcg@10") -> dict[str, object]
             continue
         best = max(recbole["curve"], key=lambda p: p[key])
         row = {"repetition": rep, "recbole_best": round(best[key], 4), "recbole_t": best["t"]}
-        for other in ("omnirec-fp32", "omnirec-bf16"):
+        for other in OMNIREC_SIDES:
             if (other, rep) in by:
                 t = first_reach(by[other, rep]["curve"], best[key], key)
                 row[f"{other}_t"] = t
                 row[f"{other}_ratio"] = None if t is None else round(best["t"] / t, 2)
         rows.append(row)
     medians = {}
-    for other in ("omnirec-fp32", "omnirec-bf16"):  # a repetition where omnirec never got there counts as 0
+    for other in OMNIREC_SIDES:  # a repetition where omnirec never got there counts as 0
         ratios = [row[f"{other}_ratio"] or 0.0 for row in rows if f"{other}_ratio" in row]
         medians[other] = round(statistics.median(ratios), 2) if ratios else None
     return {"per_repetition": rows, "median_ratio": medians}
@@ -315,12 +324,12 @@ def side_summary(runs: list[dict], side: str) -> dict[str, object]:
 LAYERS_NOT_USED = ("serve", "pipeline")  # nothing the benchmark runs imports them
 
 
-def source_digest() -> str:
-    """sha256 over omnirec's sources (but the layers it never imports) and this benchmark's three scripts:
-    shows whether they changed during the run."""
+def source_digest(launcher: bool = True) -> str:
+    """sha256 over omnirec's sources (but the layers it never imports), the two training scripts and,
+    with `launcher`, this one: shows whether they changed during the run."""
     digest = hashlib.sha256()
     library = [p for p in (REPO / "omnirec").rglob("*.py") if p.parent.name not in LAYERS_NOT_USED]
-    for path in sorted([*library, Path(__file__), OMNIREC_SCRIPT, RECBOLE_SCRIPT]):
+    for path in sorted([*library, OMNIREC_SCRIPT, RECBOLE_SCRIPT, *([Path(__file__)] if launcher else [])]):
         digest.update(path.relative_to(REPO).as_posix().encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -337,7 +346,7 @@ def code_version() -> str:
 def finish(doc: dict) -> None:
     """Add the summaries to `doc`, write the JSON, the plot and the report."""
     runs = doc["runs"]
-    doc["sides"] = {side: side_summary(runs, side) for side in SIDES if side_summary(runs, side)}
+    doc["sides"] = {side: side_summary(runs, side) for side in ALL_SIDES if side_summary(runs, side)}
     doc["time_to_recbole_best"] = time_to_quality(runs)
     doc["time_to_recbole_best_masked"] = time_to_quality(runs, "ndcg@10_masked")
     each = [row.get("omnirec-fp32_ratio") for row in doc["time_to_recbole_best"]["per_repetition"]]
@@ -355,7 +364,7 @@ def finish(doc: dict) -> None:
 # plot and report
 # --------------------------------------------------------------------------------------------------------
 
-COLOURS = {"omnirec-fp32": "tab:blue", "recbole-fp32": "tab:red", "omnirec-bf16": "tab:green"}
+COLOURS = {"omnirec-fp32": "tab:blue", "recbole-fp32": "tab:red", "omnirec-bf16": "tab:green", EQUAL_STEPS: "tab:purple"}
 
 
 def plot(doc: dict) -> None:
@@ -474,7 +483,7 @@ def markdown(doc: dict) -> str:
         f"{doc['threads']} torch threads on both sides, torch {doc['torch']}, RecBole {doc['recbole']}. "
         f"{doc['repeats']} repetitions, interleaved ({', '.join(doc['order'])}), each run a fresh process launched "
         f"the same way, none under `nice`. Budget per run: {doc['budget_minutes']:g} min (fp32 sides), "
-        f"{doc['bf16_budget_minutes']:g} min (the bf16 row); {doc['total_minutes']:.0f} min in all.", "",
+        f"{doc['bf16_budget_minutes']:g} min (the bf16 row); the runs took {sum(r['process_wall_s'] for r in doc['runs']) / 60:.0f} min of wall time in all.", "",
         "## Per side (medians over repetitions)", "", *side_table(doc), "",
         f"s / epoch is training only (whole epochs); validation s is one full-ranking validation of all "
         f"{doc['data']['valid_users']:,} users with each library's own code. Peak RSS is each process's own "
@@ -571,7 +580,7 @@ def header(args: argparse.Namespace, argv: list[str] | None, data: dict) -> dict
 
 def stop(signum: int, frame: object) -> None:
     """SIGTERM: end like Ctrl-C does, so the run under way is stopped and the temporary folder removed."""
-    raise SystemExit(f"stopped by signal {signum}")
+    raise SystemExit(f"{time.strftime('%H:%M:%S')} stopped by signal {signum}")
 
 
 RESUME_KEYS = ("spec", "budget_minutes", "bf16_budget_minutes", "threads", "data")
@@ -582,11 +591,13 @@ def resumed(doc: dict, args: argparse.Namespace) -> dict:
     if not RESULT.exists():
         return doc
     saved = json.loads(RESULT.read_text())
-    if saved.get("complete", True) or any(saved.get(key) != doc[key] for key in RESUME_KEYS):
-        raise SystemExit(f"{RESULT.relative_to(REPO)} is complete or has other settings: nothing to resume")
+    if any(saved.get(key) != doc[key] for key in RESUME_KEYS):
+        raise SystemExit(f"{RESULT.relative_to(REPO)} has other settings: nothing to resume")
     print(f"resuming: {len(saved['runs'])} runs kept from {saved['started']}", flush=True)
-    return {**doc, "runs": saved["runs"], "started": saved["started"], "resumed": True,
-            "source_sha256_start": saved["source_sha256_start"]}
+    order = [*saved["order"], *(side for side in doc["order"] if side not in saved["order"])]
+    return {**doc, "runs": saved["runs"], "started": saved["started"], "source_sha256_start": saved["source_sha256_start"],
+            "invocations": [*saved.get("invocations", [saved["command"]]), doc["command"]], "order": order,
+            "repeats": max(saved["repeats"], doc["repeats"]), "minutes_before": saved.get("total_minutes", 0.0)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -613,9 +624,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         finish(json.loads(RESULT.read_text()))
         return 0
-    unknown = set(args.sides) - set(SIDES)
+    unknown = set(args.sides) - set(ALL_SIDES)
     if unknown:
-        parser.error(f"unknown sides {sorted(unknown)}; expected some of {', '.join(SIDES)}")
+        parser.error(f"unknown sides {sorted(unknown)}; expected some of {', '.join(ALL_SIDES)}")
     ensure_recbole_venv()
     signal.signal(signal.SIGTERM, stop)
     with tempfile.TemporaryDirectory(prefix="speed-vs-recbole-") as tmp:
