@@ -53,13 +53,15 @@ NO_PUBLISHED = {
 }
 
 
-def code_version(script: str = "benchmarks/baselines.py") -> str:
-    """The commit the benchmark ran on, with '+dirty' when the library or the benchmark `script` had changes."""
+def code_version(*scripts: str) -> str:
+    """The commit the benchmark ran on, with '+dirty' when the library or the benchmark `scripts` (default:
+    this one) had changes."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "omnirec", script], cwd=HERE.parent,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        paths = ["omnirec", *(scripts or ["benchmarks/baselines.py"])]
+        dirty = subprocess.run(["git", "status", "--porcelain", *paths], cwd=HERE.parent, capture_output=True, text=True,
+                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")

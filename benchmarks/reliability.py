@@ -30,10 +30,7 @@ import json
 import os
 import platform
 import pwd
-import re
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -41,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -48,6 +46,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+import loadgen  # noqa: E402
+from loadgen import Pool, cpu_s, free_port, pcts, poisson_schedule, rss_kb, run_schedule, run_wrk, stop_server  # noqa: E402
+
 from omnirec.bundle import Bundle  # noqa: E402
 from omnirec.data.dataset import Dataset  # noqa: E402
 from omnirec.data.datasets import load_dataset  # noqa: E402
@@ -61,48 +63,10 @@ KEY = "reliability-key"
 HEADERS = {"X-API-Key": KEY}
 RESULTS = HERE / "results" / "reliability.json"
 PLOT = HERE / "results" / "reliability_p99.png"
+start_server = partial(loadgen.start_server, api_key=KEY)
 
 
 # ---- servers ---------------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(bundle: Path, store: str, log: Path, workers: int = 1, wait_s: float = 180) -> tuple[subprocess.Popen, str, float]:
-    """`omnirec serve` in a session of its own, once /health answers: (process, base URL, seconds to start).
-    Several workers log at INFO, so the log shows uvicorn replacing workers it judged hung."""
-    port = free_port()
-    command = [sys.executable, "-m", "omnirec.cli", "serve", "--bundle", str(bundle), "--store", store,
-               "--port", str(port), "--workers", str(workers)] + (["--quiet"] if workers == 1 else [])
-    with open(log, "ab") as sink:
-        proc = subprocess.Popen(command, env={**os.environ, "OMNIREC_API_KEY": KEY}, stdout=sink, stderr=sink,
-                                start_new_session=True)
-    base, start = f"http://127.0.0.1:{port}", time.time()
-    while time.time() < start + wait_s:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return proc, base, time.time() - start
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    stop_server(proc)
-    raise TimeoutError(f"server did not answer /health within {wait_s:.0f} s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's whole session (its worker processes too), SIGKILL after 30 s."""
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    time.sleep(0.5)  # worker processes exit after the supervisor
-
 
 class Postgres:
     """A throw-away PostgreSQL cluster (fsync on), run as the `postgres` user when this runs as root."""
@@ -176,21 +140,6 @@ end
 """
 
 
-def _ms(value: str, unit: str) -> float:
-    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-
-def parse_wrk(out: str) -> dict:
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    pct = {p: _ms(v, u) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
-    return {"requests": int(re.search(r"(\d+) requests in", out).group(1)),
-            "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": sum(map(int, errors.groups())) if errors else 0,
-            "p50_ms": pct.get("50"), "p99_ms": pct.get("99")}
-
-
 def capacity(bundle: Path, ids: dict, folder: Path, seconds: int) -> dict:
     """Closed-loop saturation with the soak's own mix (a mixed request costs the server more than a
     /recommend alone) at a few connection counts; the best is the capacity."""
@@ -201,13 +150,10 @@ def capacity(bundle: Path, ids: dict, folder: Path, seconds: int) -> dict:
     script.write_text(LUA % (*quoted, KEY))
     proc, base, _ = start_server(bundle, str(folder / "capacity.db"), folder / "capacity.log")
     try:
-        subprocess.run(["wrk", "-t1", "-c8", "-d3s", "-s", str(script), base], capture_output=True, check=True)  # warm-up
+        run_wrk(script, base, 8, 3)  # warm-up
         runs = []
         for connections in (4, 16, 64):
-            out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), base,
-                                  "--", f"c{connections}"],
-                                 capture_output=True, text=True, check=True).stdout
-            runs.append({"connections": connections, **parse_wrk(out)})
+            runs.append(run_wrk(script, base, connections, seconds, f"c{connections}"))
             print("capacity", runs[-1], flush=True)
     finally:
         stop_server(proc)
@@ -219,86 +165,22 @@ def capacity(bundle: Path, ids: dict, folder: Path, seconds: int) -> dict:
 
 # ---- soak ------------------------------------------------------------------------------------------------
 
-class Pool:
-    """Keep-alive HTTP/1.1 connections to one server: a request takes an idle connection or opens one.
-    Cheaper per request than a general client, so the generator keeps its schedule at a few hundred per second.
-    Like any client it drops connections idle for over 2 s (the server closes them at 5 s) and sends a request
-    again, once, on a fresh connection when a reused one turns out closed before any answer came."""
-
-    def __init__(self, port: int):
-        self.port, self.idle = port, []
-
-    async def post(self, path: str, body: bytes, headers: str = "") -> int:
-        request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                   f"Content-Length: {len(body)}\r\n{headers}\r\n").encode() + body
-        now = time.monotonic()
-        while self.idle:
-            reader, writer, used = self.idle.pop()
-            if now - used < 2.0:
-                try:
-                    return await self._exchange(reader, writer, request)
-                except ConnectionError:
-                    break  # closed by the server while idle: the request never reached it
-            writer.close()
-        return await self._exchange(*await asyncio.open_connection("127.0.0.1", self.port), request)
-
-    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
-        try:
-            writer.write(request)
-            status_line = await reader.readline()
-            if not status_line:
-                raise ConnectionResetError("closed before answering")
-            status, length, close = int(status_line.split()[1]), 0, False
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.partition(b":")
-                length = int(value) if name.lower() == b"content-length" else length
-                close = close or (name.lower() == b"connection" and b"close" in value.lower())
-            await reader.readexactly(length)
-        except BaseException:
-            writer.close()  # a half-read answer: the connection cannot be reused
-            raise
-        if close:
-            writer.close()
-        else:
-            self.idle.append((reader, writer, time.monotonic()))
-        return status
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return int(next(line.split()[1] for line in f if line.startswith("VmRSS:")))
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) the process has used."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def open_loop(port: int, pid: int, ids: dict, rate: float, seconds: float, seed: int) -> dict:
-    """Poisson arrivals at `rate` for `seconds`; latency from each request's scheduled time."""
+    """Poisson arrivals at `rate` for `seconds` (`loadgen.run_schedule`: latency from each request's scheduled
+    time); the server's RSS and CPU every 10 s."""
     rng = np.random.default_rng(seed)
-    at = np.cumsum(rng.exponential(1.0 / rate, int(rate * seconds * 1.2) + 100))
-    at = at[at < seconds]
+    at = poisson_schedule(rate, seconds, rng)
     feedback = rng.random(len(at)) < 0.2
     users = rng.integers(len(ids["users"]), size=len(at))
-    latency, lag, status = np.full(len(at), np.nan), np.full(len(at), np.nan), np.zeros(len(at), dtype=np.int32)
-    pool, loop, samples, tasks, failures = Pool(port), asyncio.get_running_loop(), [], set(), Counter()
+    pool, loop, samples = Pool(port), asyncio.get_running_loop(), []
     key_header = f"X-API-Key: {KEY}\r\n"
 
-    async def one(i: int, due: float) -> None:
-        lag[i] = loop.time() - due  # how late the generator itself sent it
+    async def send(i: int) -> int:
         if feedback[i]:
             path, head, body = "/feedback", key_header, {"events": [event(ids, f"soak-{seed}-{i}", int(users[i]) * 31 + i)]}
         else:
             path, head, body = "/recommend", "", {"user": ids["users"][users[i]], "k": 10}
-        try:
-            status[i] = await asyncio.wait_for(pool.post(path, json.dumps(body).encode(), head), 30)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, IndexError) as error:
-            status[i] = -1
-            failures[type(error).__name__] += 1
-        latency[i] = loop.time() - due
+        return (await pool.post(path, json.dumps(body).encode(), head))[0]
 
     def take() -> None:
         now, cpu = loop.time(), cpu_s(pid)
@@ -313,24 +195,13 @@ async def open_loop(port: int, pid: int, ids: dict, rate: float, seconds: float,
 
     start = loop.time() + 0.2
     sampler = asyncio.create_task(sample())
-    for i, offset in enumerate(at):
-        if (delay := start + offset - loop.time()) > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one(i, start + offset))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    await asyncio.gather(*tasks)
+    sent = await run_schedule(at, send, start)
     take()
     sampler.cancel()
     for sample_ in samples:
         del sample_["cpu_s"], sample_["at"]
-    return {"at": at, "feedback": feedback, "latency": latency, "lag": lag, "status": status, "samples": samples,
-            "failures": dict(failures)}
-
-
-def _pcts(ms: np.ndarray) -> dict:
-    return {"n": int(ms.size), "p50_ms": round(float(np.percentile(ms, 50)), 2) if ms.size else None,
-            "p99_ms": round(float(np.percentile(ms, 99)), 2) if ms.size else None}
+    return {"at": at, "feedback": feedback, "latency": sent.latency, "lag": sent.lag, "status": sent.status,
+            "samples": samples, "failures": dict(sent.failures)}
 
 
 def summarise_soak(raw: dict, rate: float, minutes: float, warmup_s: float) -> dict:
@@ -338,8 +209,8 @@ def summarise_soak(raw: dict, rate: float, minutes: float, warmup_s: float) -> d
     per_minute = []
     for m in range(int(np.ceil(minutes))):
         inside = (at >= 60 * m) & (at < 60 * (m + 1))
-        per_minute.append({"minute": m + 1, **_pcts(ms[inside]), "recommend_p99_ms": _pcts(ms[inside & ~fb])["p99_ms"],
-                           "feedback_p99_ms": _pcts(ms[inside & fb])["p99_ms"]})
+        per_minute.append({"minute": m + 1, **pcts(ms[inside]), "recommend_p99_ms": pcts(ms[inside & ~fb])["p99_ms"],
+                           "feedback_p99_ms": pcts(ms[inside & fb])["p99_ms"]})
     samples = raw["samples"]
     base = next((s for s in samples if s["t_s"] >= warmup_s), samples[-1])
     after = [s["rss_kb"] for s in samples if s["t_s"] >= base["t_s"]]
@@ -347,7 +218,7 @@ def summarise_soak(raw: dict, rate: float, minutes: float, warmup_s: float) -> d
     return {"rate_per_s": round(rate, 1), "minutes": minutes, "requests": int(at.size), "feedback_requests": int(fb.sum()),
             "errors": int((~ok).sum()), "error_statuses": {str(k): v for k, v in sorted(codes.items()) if k != -1},
             "client_side_failures": raw["failures"],
-            "all": _pcts(ms), "recommend": _pcts(ms[~fb]), "feedback": _pcts(ms[fb]), "max_ms": round(float(ms.max()), 2),
+            "all": pcts(ms), "recommend": pcts(ms[~fb]), "feedback": pcts(ms[fb]), "max_ms": round(float(ms.max()), 2),
             "per_minute": per_minute, "warmup_s": warmup_s, "rss_at_warmup_mb": round(base["rss_kb"] / 1024, 1),
             "rss_end_mb": round(samples[-1]["rss_kb"] / 1024, 1), "rss_max_after_warmup_mb": round(max(after) / 1024, 1),
             "rss_growth_pct": round(100 * (samples[-1]["rss_kb"] - base["rss_kb"]) / base["rss_kb"], 2),
