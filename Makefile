@@ -10,7 +10,7 @@ $(BIN)/omnirec: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(BIN)/omnirec
 
-.PHONY: install quickstart test benchmark
+.PHONY: install quickstart test benchmark readme
 install: $(BIN)/omnirec
 
 quickstart: install
@@ -21,3 +21,7 @@ test: install
 
 benchmark: install
 	$(BIN)/python benchmarks/baselines.py --data-dir ../shared/data
+
+# README's benchmark figures, rewritten from benchmarks/results/ (`--check` only compares)
+readme: install
+	$(BIN)/python benchmarks/readme_figures.py
