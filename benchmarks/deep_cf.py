@@ -4,8 +4,10 @@ Protocol, per dataset: leave-one-out, full ranking. Each model's hyperparameters
 validation targets only (fit on train, rank every item for each user's validation item); the chosen
 configuration is then fitted on train + validation (the neural models refit on it for the epochs early
 stopping chose; the others simply fit on it) and evaluated once on test, so every model has seen each
-user's validation item before ranking the test item. The best deep and the best simple model (by
-validation) are compared per user with a paired t-test and a Wilcoxon signed-rank test.
+user's validation item before ranking the test item. A grid whose best point is on an edge is extended
+until it is inside (`protocol.search`). The final fits are repeated for 3 seeds (mean ± std). The best
+deep and the best simple model (by validation) are compared with the one pre-declared test of
+`protocol.TEST` (a paired t-test over users, α = 0.01).
 
 On `ml-100k` a second protocol holds 10% of the users out of training entirely (`cold-users`): only their
 attributes (age, gender, occupation, zip region) are known, and two-tower is compared with popularity.
@@ -27,22 +29,26 @@ from pathlib import Path
 import numpy as np
 
 from omnirec.auto import build
-from omnirec.data.dataset import TrainData
 from omnirec.data.datasets import load_dataset
 from omnirec.data.split import split_dataset
 from omnirec.evaluate.ranking import full_ranking_eval
-from omnirec.experiment import paired_test
+from omnirec.experiment import fit_for_test
 from omnirec.models import MODELS
 from omnirec.utils import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from baselines import code_version, machine  # noqa: E402
+from protocol import (  # noqa: E402
+    SEEDS, TEST, Axis, describe_grid, describe_test, fmt_mean_std, mean_std, paired, search, seeded,
+    summary_over_seeds,
+)
 
 SIMPLE = ("itemknn", "als", "ease")
 DEEP = ("twotower", "neumf", "lightgcn")
 
-# The search space of each model: small grids around each method's published or library defaults.
+# The starting grid of each model: small grids around each method's published or library defaults.
+# `protocol.search` extends any axis whose best value lies on the grid's edge until it is inside.
 GRIDS: dict[str, list[dict]] = {
     "itemknn": [{"k": k, "shrink": s} for k in (50, 200) for s in (0.0, 10.0)],
     "als": [{"factors": f, "regularization": r, "alpha": a} for f in (64, 128) for r in (1.0, 10.0) for a in (1.0, 10.0)],
@@ -52,129 +58,163 @@ GRIDS: dict[str, list[dict]] = {
     "neumf": [{"train": {"lr": lr}} for lr in (1e-3, 3e-3)],
     "lightgcn": [{"reg": r, "train": {"lr": lr}} for r, lr in ((1e-4, 5e-3), (1e-3, 5e-3), (1e-4, 1e-2))],
 }
+AXES: dict[str, dict[str, Axis]] = {
+    "itemknn": {"k": Axis(low=1, integer=True), "shrink": Axis()},
+    "als": {"factors": Axis(low=1, integer=True), "regularization": Axis(), "alpha": Axis()},
+    "ease": {"l2": Axis()},
+    "twotower": {"temperature": Axis(), "dropout": Axis(high=0.9)},
+    "neumf": {"train.lr": Axis()},
+    "lightgcn": {"reg": Axis(), "train.lr": Axis()},
+}
 QUICK = {name: grid[:1] for name, grid in GRIDS.items()}
 
 
-def tune(name: str, grid: list[dict], dataset, split) -> tuple[dict, list[dict]]:
-    """Fit each configuration on train (no refit) and score it on the validation targets."""
+def tune(name: str, grid: list[dict], dataset, split) -> tuple[dict, list[dict], dict]:
+    """Fit each configuration on train (no refit) and score it on the validation targets, extending the
+    grid where its best point is on an edge (`protocol.search`)."""
     train = split.train_data(dataset.item_text, dataset.user_attributes)
     histories, targets = split.histories("valid"), split.targets("valid")
-    trials = []
-    for params in grid:
+    fit_seconds = {}
+
+    def evaluate(params: dict) -> float:
         start = time.perf_counter()
         model = build(name, params, trial=True).fit(train)  # the neural models: no refit while tuning
-        fit_s = time.perf_counter() - start
-        valid = full_ranking_eval(model, histories, targets, ks=(10,))["ndcg@10"]
-        trials.append({"params": params, "valid_ndcg@10": round(valid, 5), "fit_s": round(fit_s, 1)})
-        print(f"  {name} {params}: valid NDCG@10 {valid:.4f} ({fit_s:.0f} s)", flush=True)
-    best = max(trials, key=lambda t: t["valid_ndcg@10"])
-    return best["params"], trials
+        fit_seconds[json.dumps(params, sort_keys=True)] = round(time.perf_counter() - start, 1)
+        valid = round(full_ranking_eval(model, histories, targets, ks=(10,))["ndcg@10"], 5)
+        print(f"  {name} {params}: valid NDCG@10 {valid:.4f} ({fit_seconds[json.dumps(params, sort_keys=True)]:.0f} s)", flush=True)
+        return valid
+
+    best, trials, outcome = search(evaluate, grid, AXES.get(name, {}) if len(grid) > 1 else {})
+    for t in trials:
+        t["fit_s"] = fit_seconds[json.dumps(t["params"], sort_keys=True)]
+    print(f"  {name}: chosen {best}; grid {describe_grid(outcome)}", flush=True)
+    return best, trials, outcome
 
 
-def with_validation(split, dataset) -> TrainData:
-    """Train + validation interactions, for the final fit of the models without a refit of their own."""
-    return TrainData(split.train_and_valid(), split.n_users, split.n_items, dataset.item_text,
-                     user_attributes=dataset.user_attributes)
+def fit_seeds(name: str, params: dict, split, dataset, histories, targets, seeds: tuple[int, ...]) -> tuple[list, list]:
+    """The chosen configuration fitted for the test (`fit_for_test`) once per seed (once for a model with
+    no seed), each evaluated on the test targets: the results and the fit seconds."""
+    results, fit_s = [], []
+    for seed in seeds:
+        table = seeded(name, params, seed)
+        if table is None and results:
+            break  # deterministic: one fit is every seed's fit
+        start = time.perf_counter()
+        model = fit_for_test(build(name, params if table is None else table), split, dataset.item_text,
+                             dataset.user_attributes)
+        fit_s.append(round(time.perf_counter() - start, 1))
+        results.append(full_ranking_eval(model, histories, targets, ks=(10, 20)))
+        print(f"  {name} seed {seed}: test NDCG@10 {results[-1]['ndcg@10']:.4f} ({fit_s[-1]:.0f} s)", flush=True)
+    return results, fit_s
 
 
-def run_dataset(name: str, data_dir: Path, grids: dict[str, list[dict]], models: list[str]) -> dict:
+def run_dataset(name: str, data_dir: Path, grids: dict[str, list[dict]], models: list[str], seeds: tuple[int, ...]) -> dict:
     dataset = load_dataset(name, data_dir)
     split = split_dataset(dataset, "loo")
-    train = split.train_data(dataset.item_text, dataset.user_attributes)
-    train_valid = with_validation(split, dataset)
     histories, targets = split.histories("test"), split.targets("test")
     out: dict = {"dataset": name, "users": dataset.n_users, "items": dataset.n_items,
-                 "interactions": dataset.interactions.height, "models": {}}
+                 "interactions": dataset.interactions.height, "seeds": list(seeds), "models": {}}
     results = {}
     for model_name in models:
         print(f"{name}: tuning {model_name}", flush=True)
-        params, trials = tune(model_name, grids[model_name], dataset, split)
-        start = time.perf_counter()
-        model = build(model_name, params).fit(train if model_name in DEEP else train_valid)
-        fit_s = time.perf_counter() - start
-        results[model_name] = full_ranking_eval(model, histories, targets, ks=(10, 20))
-        best_valid = max(t["valid_ndcg@10"] for t in trials)
+        params, trials, outcome = tune(model_name, grids[model_name], dataset, split)
+        results[model_name], fit_s = fit_seeds(model_name, params, split, dataset, histories, targets, seeds)
         out["models"][model_name] = {
             "kind": "deep" if model_name in DEEP else "simple", "params": params, "trials": trials,
-            "valid_ndcg@10": best_valid, "fit_s": round(fit_s, 1),
-            "test": {k: round(v, 5) for k, v in results[model_name].summary.items() if "@" in k},
-            "training": getattr(model, "training", None),
+            "grid": outcome, "valid_ndcg@10": max(t["valid_ndcg@10"] for t in trials),
+            "deterministic": seeded(model_name, params, 0) is None, "fit_s": fit_s,
+            "test": summary_over_seeds(results[model_name], ("ndcg@10", "hr@10", "ndcg@20", "hr@20")),
         }
-        print(f"{name}: {model_name} test NDCG@10 {results[model_name]['ndcg@10']:.4f}, fit {fit_s:.0f} s", flush=True)
+        print(f"{name}: {model_name} test NDCG@10 {fmt_mean_std(out['models'][model_name]['test']['ndcg@10'])}", flush=True)
     by_valid = {kind: max((m for m in out["models"] if out["models"][m]["kind"] == kind),
                           key=lambda m: out["models"][m]["valid_ndcg@10"], default=None) for kind in ("deep", "simple")}
     if by_valid["deep"] and by_valid["simple"]:
-        test = paired_test(results[by_valid["deep"]], results[by_valid["simple"]], "ndcg@10")
+        test = paired(results[by_valid["deep"]], results[by_valid["simple"]])
         out["comparison"] = {"deep": by_valid["deep"], "simple": by_valid["simple"], **test}
     return out
 
 
-def run_cold_users(data_dir: Path, quick: bool) -> dict:
+def run_cold_users(data_dir: Path, seeds: tuple[int, ...]) -> dict:
     """ml-100k with 10% of users held out of training: two-tower (attributes) against popularity."""
     dataset = load_dataset("ml-100k", data_dir)
     split = split_dataset(dataset, "cold-users", user_frac=0.1, seed=0)
-    train = split.train_data(dataset.item_text, dataset.user_attributes)
     histories = split.histories("test")
     cold = split.targets("test").only_users(split.cold_users)
     warm = split.targets("test").only_users(np.setdiff1d(np.arange(1, dataset.n_users + 1), split.cold_users))
-    models = {"pop": MODELS["pop"](), "twotower": build("twotower", {}),
-              "twotower (no attributes)": None}
-    out: dict = {"cold_users": len(split.cold_users), "cold_targets": int(cold.lengths().sum()), "models": {}}
+    # label: (model, attributes it may read); the tower without attributes shows what they add
+    models = {"pop": ("pop", dataset.user_attributes), "twotower": ("twotower", dataset.user_attributes),
+              "twotower (no attributes)": ("twotower", None)}
+    out: dict = {"cold_users": len(split.cold_users), "cold_targets": int(cold.lengths().sum()), "seeds": list(seeds),
+                 "models": {}}
     results = {}
-    for label, model in models.items():
-        if model is None:  # the same tower without the attributes: what they add
-            model = build("twotower", {})
-            fit_data = split.train_data(dataset.item_text, None)
-        else:
-            fit_data = train
-        start = time.perf_counter()
-        model.fit(fit_data)
-        fit_s = time.perf_counter() - start
-        results[label] = full_ranking_eval(model, histories, cold, ks=(10,))
-        out["models"][label] = {"cold_ndcg@10": round(results[label]["ndcg@10"], 5),
-                                "cold_hr@10": round(results[label]["hr@10"], 5),
-                                "warm_ndcg@10": round(full_ranking_eval(model, histories, warm, ks=(10,))["ndcg@10"], 5),
-                                "fit_s": round(fit_s, 1)}
+    for label, (name, attributes) in models.items():
+        results[label], warm_ndcg, fit_s = [], [], []
+        for seed in seeds:
+            table = seeded(name, {}, seed)
+            if table is None and results[label]:
+                break
+            start = time.perf_counter()
+            model = fit_for_test(MODELS[name]() if table is None else build(name, table), split, dataset.item_text, attributes)
+            fit_s.append(round(time.perf_counter() - start, 1))
+            results[label].append(full_ranking_eval(model, histories, cold, ks=(10,)))
+            warm_ndcg.append(full_ranking_eval(model, histories, warm, ks=(10,))["ndcg@10"])
+        out["models"][label] = {**{f"cold_{m}": s for m, s in summary_over_seeds(results[label], ("ndcg@10", "hr@10")).items()},
+                                "warm_ndcg@10": mean_std(warm_ndcg), "fit_s": fit_s}
         print(f"cold users: {label} {out['models'][label]}", flush=True)
-    out["twotower_vs_pop"] = paired_test(results["twotower"], results["pop"], "ndcg@10")
+    out["twotower_vs_pop"] = paired(results["twotower"], results["pop"])
     return out
+
+
+def grid_note(m: dict) -> str:
+    """The grid column: 'interior', or what is not, with the number of points added beyond the start."""
+    added = sum(t.get("added", False) for t in m["trials"])
+    text = describe_grid(m.get("grid", {})) if m.get("grid") else "one point"
+    return f"{text} (+{added} points)" if added else text
+
+
+def model_rows(models: dict) -> list[str]:
+    rows = ["| model | kind | chosen | grid | valid NDCG@10 | test NDCG@10 | test HR@10 | fit s |",
+            "|---|---|---|---|---:|---:|---:|---:|"]
+    for name, m in models.items():
+        chosen = ", ".join(f"{k}={v}" for k, v in m["params"].items() if k != "train")
+        lr = m["params"].get("train", {}).get("lr")
+        chosen = ", ".join(x for x in (chosen, f"lr={lr:g}" if lr else "") if x) or "defaults"
+        seeds = " (no seed)" if m.get("deterministic") else ""
+        rows.append(f"| {name} | {m['kind']} | {chosen} | {grid_note(m)} | {m['valid_ndcg@10']:.4f} "
+                    f"| {fmt_mean_std(m['test']['ndcg@10'])}{seeds} | {fmt_mean_std(m['test']['hr@10'])} "
+                    f"| {float(np.median(m['fit_s'])):.0f} |")
+    return rows
 
 
 def markdown(doc: dict) -> str:
     lines = ["# Deep collaborative models against tuned simple ones", "",
              "Generated by `benchmarks/deep_cf.py`; do not edit by hand. Leave-one-out, full ranking over every "
-             "item. Hyperparameters chosen on the validation targets only; the chosen configuration is fitted "
-             "on train + validation (the neural models: early stopping on validation, then a refit on both for "
-             "the chosen epochs) and evaluated once on test. `fit s` is that final fit.", ""]
+             "item. Hyperparameters chosen on the validation targets only (fitted on train, one seed); a grid "
+             "whose best point lies on an edge is extended until the best point is inside (the `grid` column "
+             "says so, or why not). For the test, every model is fitted on train + validation: the neural "
+             "models stop early on validation and then refit on both for the chosen epochs; the others fit on "
+             f"both at once. Test figures are mean ± sample std over seeds {', '.join(map(str, doc.get('seeds', SEEDS)))} "
+             "(item-kNN and EASE have no seed: one fit). `fit s` is the median final fit. "
+             f"Pre-declared test: {doc.get('test', TEST)}.", ""]
     for ds in doc["datasets"]:
         lines += [f"## {ds['dataset']} ({ds['users']:,} users, {ds['items']:,} items, {ds['interactions']:,} interactions)", "",
-                  "| model | kind | chosen | valid NDCG@10 | test NDCG@10 | test HR@10 | fit s |",
-                  "|---|---|---|---:|---:|---:|---:|"]
-        for name, m in ds["models"].items():
-            chosen = ", ".join(f"{k}={v}" for k, v in m["params"].items() if k != "train")
-            lr = m["params"].get("train", {}).get("lr")
-            chosen = ", ".join(x for x in (chosen, f"lr={lr}" if lr else "") if x) or "defaults"
-            lines.append(f"| {name} | {m['kind']} | {chosen} | {m['valid_ndcg@10']:.4f} | {m['test']['ndcg@10']:.4f} "
-                         f"| {m['test']['hr@10']:.4f} | {m['fit_s']:.0f} |")
+                  *model_rows(ds["models"])]
         c = ds.get("comparison")
         if c:
-            verdict = ("better" if c["mean_diff"] > 0 else "worse") if min(c["t_test_p"], c["wilcoxon_p"]) < 0.05 else "not significantly different"
             lines += ["", f"Best deep ({c['deep']}) against best simple ({c['simple']}), both chosen on validation: "
-                      f"mean NDCG@10 difference {c['mean_diff']:+.4f} over {c['n_users']:,} users, paired t-test p = "
-                      f"{c['t_test_p']:.3g}, Wilcoxon p = {c['wilcoxon_p']:.3g}: **{verdict}**."]
+                      f"{describe_test(c)}."]
         lines.append("")
     cold = doc.get("cold_users")
     if cold:
         lines += ["## ml-100k, cold users", "",
-                  f"{cold['cold_users']} users (10%, seed 0) held out of training entirely; their "
+                  f"{cold['cold_users']} users (10%, split seed 0) held out of training entirely; their "
                   f"{cold['cold_targets']:,} interactions are the targets, ranked with an empty history. "
                   "Warm users: leave-one-out.", "",
                   "| model | cold NDCG@10 | cold HR@10 | warm NDCG@10 | fit s |", "|---|---:|---:|---:|---:|"]
         for label, m in cold["models"].items():
-            lines.append(f"| {label} | {m['cold_ndcg@10']:.4f} | {m['cold_hr@10']:.4f} | {m['warm_ndcg@10']:.4f} | {m['fit_s']:.0f} |")
-        t = cold["twotower_vs_pop"]
-        lines += ["", f"two-tower against popularity on cold users: {t['mean_diff']:+.4f}, paired t-test p = "
-                  f"{t['t_test_p']:.3g}, Wilcoxon p = {t['wilcoxon_p']:.3g}.", ""]
+            lines.append(f"| {label} | {fmt_mean_std(m['cold_ndcg@10'])} | {fmt_mean_std(m['cold_hr@10'])} "
+                         f"| {fmt_mean_std(m['warm_ndcg@10'])} | {float(np.median(m['fit_s'])):.0f} |")
+        lines += ["", f"two-tower against popularity on cold users: {describe_test(cold['twotower_vs_pop'])}.", ""]
     lines += [f"Command: `{doc['command']}`; code {doc['code']}; machine: {doc['machine']['cpus']} CPUs, "
               f"torch {doc['machine']['torch']}, {doc['machine']['torch_threads']} threads.", ""]
     return "\n".join(lines)
@@ -185,27 +225,34 @@ def main() -> int:
     parser.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"))
     parser.add_argument("--datasets", default="ml-100k,beauty,scientific")
     parser.add_argument("--models", default=",".join(SIMPLE + DEEP))
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="seeds of the final fits (comma-separated)")
     parser.add_argument("--quick", action="store_true", help="one configuration per model (a smoke run)")
     parser.add_argument("--no-cold", action="store_true", help="skip the ml-100k cold-user protocol")
+    parser.add_argument("--report-only", action="store_true", help="rewrite DEEP_CF.md from the saved JSON")
     parser.add_argument("--out", default=str(HERE / "results" / "deep_cf.json"))
     args = parser.parse_args()
+    if args.report_only:
+        atomic_write_text(HERE / "DEEP_CF.md", markdown(json.loads(Path(args.out).read_text())))
+        return 0
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
         print(f"{data_dir}: no such folder; pass --data-dir (the folder holding ml-100k/, s3rec/ ...)", file=sys.stderr)
         return 2
     grids = QUICK if args.quick else GRIDS
+    seeds = tuple(int(x) for x in args.seeds.split(","))
     doc = {"command": "python benchmarks/deep_cf.py " + " ".join(sys.argv[1:]), "code": code_version("benchmarks/deep_cf.py"),
-           "machine": machine(), "datasets": []}
+           "machine": machine(), "seeds": list(seeds), "test": TEST, "datasets": []}
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not args.no_cold:
-        doc["cold_users"] = run_cold_users(data_dir, args.quick)
+    report = HERE / "DEEP_CF.md" if Path(args.out).resolve() == (HERE / "results" / "deep_cf.json").resolve() else Path(args.out).with_suffix(".md")
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
-        doc["datasets"].append(run_dataset(name, data_dir, grids, models))
+        doc["datasets"].append(run_dataset(name, data_dir, grids, models, seeds))
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, json.dumps(doc, indent=2))
-        atomic_write_text(HERE / "DEEP_CF.md", markdown(doc))
+        atomic_write_text(report, markdown(doc))
+    if not args.no_cold:
+        doc["cold_users"] = run_cold_users(data_dir, seeds)
     atomic_write_text(args.out, json.dumps(doc, indent=2))
-    atomic_write_text(HERE / "DEEP_CF.md", markdown(doc))
+    atomic_write_text(report, markdown(doc))
     return 0
 
 

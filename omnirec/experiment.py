@@ -93,22 +93,44 @@ def paired_test(a: EvalResult, b: EvalResult, metric: str) -> dict[str, float]:
     return {"metric": metric, "mean_diff": float(diff.mean()), "t_test_p": t_p, "wilcoxon_p": w_p, "n_users": len(x)}
 
 
+def fit_for_test(
+    model: Recommender, split: Split, item_text: list[str] | None = None, user_attributes: Any = None,
+) -> Recommender:
+    """Fit `model` the way the test protocol does for every model: on train + validation. A model that
+    stops early on the validation targets gets them beside the training data and refits itself on both;
+    any other model is fitted on both at once.
+
+    >>> from omnirec.data.synthetic import SyntheticConfig, generate
+    >>> from omnirec.models.popularity import Popularity
+    >>> split = split_dataset(Dataset.from_frames(*generate(SyntheticConfig(n_users=30, n_items=20))))
+    >>> model = fit_for_test(Popularity(), split)
+    >>> int(model.counts.sum()) == split.train.height + split.valid.height
+    True
+    """
+    if model.learns_from_validation:
+        return model.fit(split.train_data(item_text, user_attributes))
+    return model.fit(split.refit_data(item_text, user_attributes))
+
+
 def run_experiment(
     dataset: Dataset, models: dict[str, Recommender], ks: tuple[int, ...] = (10, 20), split: Split | None = None,
     progress: bool = False,
 ) -> ExperimentReport:
-    """Leave-one-out split (unless `split` is given), fit every model on train, evaluate on test.
+    """Leave-one-out split (unless `split` is given), fit every model on train + validation
+    (`fit_for_test`), evaluate on test.
 
-    Test histories include the validation item; validation targets are only for early stopping.
+    Test histories include the validation item. The neural models stop early on the validation targets
+    and then refit on train + validation; the others fit on train + validation directly.
     """
     split = split or split_dataset(dataset, "loo")
     train = split.train_data(dataset.item_text, dataset.user_attributes)
+    both = split.refit_data(dataset.item_text, dataset.user_attributes)  # built once: see `fit_for_test`
     histories, targets = split.histories("test"), split.targets("test")
     item_vectors = item_vectors_from_matrix(train.matrix)
     results, fit_s = {}, {}
     for name, model in tqdm(models.items(), desc="models", unit="model", disable=not progress):
         start = time.perf_counter()
-        model.fit(train)
+        model.fit(train if model.learns_from_validation else both)  # as `fit_for_test` does
         fit_s[name] = time.perf_counter() - start
         results[name] = full_ranking_eval(
             model, histories, targets, ks=ks, item_users=train.item_users, item_vectors=item_vectors,

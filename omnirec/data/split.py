@@ -52,6 +52,11 @@ class Split:
         return TrainData(self.train, self.n_users, self.n_items, item_text, valid=self.targets("valid"),
                          user_attributes=user_attributes)
 
+    def refit_data(self, item_text: list[str] | None = None, user_attributes: Attributes | None = None) -> TrainData:
+        """Train + validation interactions and no validation targets: what a model that does not stop early
+        fits on for the test, so that it has learnt from the same items as a neural model after its refit."""
+        return TrainData(self.train_and_valid(), self.n_users, self.n_items, item_text, user_attributes=user_attributes)
+
     def histories(self, phase: str) -> Histories:
         """Model input and mask when evaluating `phase`: train for 'valid'; train + valid for 'test'."""
         if phase == "valid":

@@ -238,6 +238,11 @@ class Recommender(ABC):
 
     name: ClassVar[str] = "base"
     Config: ClassVar[type] = NoConfig
+    # What the model does with `TrainData.valid`. True: it stops early on the validation targets and then
+    # refits itself on train + validation (the neural models). False: it ignores them, so the test protocol
+    # fits it on train + validation instead (`Split.refit_data`), and every model has learnt from the same
+    # items when it ranks the test targets.
+    learns_from_validation: ClassVar[bool] = False
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()

@@ -61,6 +61,8 @@ def validation_users(histories: Histories, targets: Histories, most: int, seed: 
 class PairRecommender(Recommender):
     """Base of the collaborative neural models. Config must have `train: PairTrainConfig`."""
 
+    learns_from_validation = True  # early stopping on `data.valid`, then a refit on train + validation
+
     history: list[dict[str, float]]
     module: torch.nn.Module
 

@@ -99,6 +99,8 @@ def validation_ndcg(
 class SequentialRecommender(Recommender):
     """Base of the Transformer next-item models. Config must have max_len, loss, n_negatives and train."""
 
+    learns_from_validation = True  # early stopping on `data.valid`, then a refit on train + validation
+
     history: list[dict[str, float]]
 
     @abstractmethod
