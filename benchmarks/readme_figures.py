@@ -115,7 +115,8 @@ def p_text(p: float) -> str:
 def seed_count(doc: Any) -> int:
     """The most seeds any summary in `doc` is over (0 when it holds single runs only)."""
     if isinstance(doc, dict):
-        seeds = doc.get("seeds") if {"mean", "std"} <= doc.keys() else None  # a list of seeds, or their count
+        # a list of seeds, or their count, or the values over the seeds (`protocol.mean_std`)
+        seeds = doc.get("seeds", doc.get("values")) if {"mean", "std"} <= doc.keys() else None
         own = len(seeds) if isinstance(seeds, list) else int(seeds or 0)
         return max([own, *(seed_count(v) for v in doc.values())])
     if isinstance(doc, list):
@@ -174,14 +175,20 @@ LABELS = {"itemknn": "item-kNN", "als": "ALS", "ease": "EASE", "twotower": "two-
 
 
 def verdict(comparison: dict) -> str:
-    """deep_cf.py's verdict on the best deep against the best simple model, in words."""
+    """deep_cf.py's verdict on the best deep against the best simple model, in words: the one pre-declared
+    test (`p`, `verdict`); an older result without it held a t-test and a Wilcoxon test, either deciding."""
     deep, simple = LABELS[comparison["deep"]], LABELS[comparison["simple"]]
-    t, w = comparison["t_test_p"], comparison["wilcoxon_p"]
-    if min(t, w) >= 0.05:  # deep_cf.py's rule: significant when either paired test is
-        return f"{deep} and {simple} not significantly different ({p_text(t)})"
-    if comparison["mean_diff"] > 0:
-        return f"{deep} better ({p_text(max(t, w))})"
-    return f"{simple} better than the best deep ({deep}; {p_text(max(t, w))})"
+    if "verdict" in comparison:
+        p, outcome = comparison["p"], comparison["verdict"]
+    else:
+        t, w = comparison["t_test_p"], comparison["wilcoxon_p"]
+        p = t if min(t, w) >= 0.05 else max(t, w)
+        outcome = "not significantly different" if min(t, w) >= 0.05 else ("better" if comparison["mean_diff"] > 0 else "worse")
+    if outcome == "not significantly different":
+        return f"{deep} and {simple} not significantly different ({p_text(p)})"
+    if outcome == "better":
+        return f"{deep} better ({p_text(p)})"
+    return f"{simple} better than the best deep ({deep}; {p_text(p)})"
 
 
 def deep_cf(load: Load) -> list[str]:
@@ -199,19 +206,23 @@ def deep_cf(load: Load) -> list[str]:
 def deep_cf_cold(cold: dict) -> str:
     """The cold-users sentence: two-tower from attributes against popularity."""
     models, test = cold["models"], cold["twotower_vs_pop"]
-    caveat = ", so suggestive only" if test["t_test_p"] >= 0.05 else ""
+    p = test.get("p", test.get("t_test_p"))
+    caveat = ", so suggestive only" if p >= test.get("alpha", 0.05) else ""
     return (f"On `{cold.get('dataset', 'ml-100k')}` users held out of training, two-tower lists from attributes "
             f"alone reach NDCG@10 {fmt(models['twotower']['cold_ndcg@10'], 3)} against "
             f"{fmt(models['pop']['cold_ndcg@10'], 3)} for popularity ({cold['cold_users']} users; "
-            f"{p_text(test['t_test_p'])}{caveat}); without the attributes the same tower gets "
+            f"{p_text(p)}{caveat}); without the attributes the same tower gets "
             f"{fmt(models['twotower (no attributes)']['cold_ndcg@10'], 3)}.")
 
 
 def slowest_fit(doc: dict, dataset: str) -> str:
     """The sentence bounding every final fit's time on `dataset`."""
     models = next(ds for ds in doc["datasets"] if ds["dataset"] == dataset)["models"]
-    name = max(models, key=lambda n: mean_of(models[n]["fit_s"]))
-    seconds = mean_of(models[name]["fit_s"])
+    def longest(fit_s: Any) -> float:  # one fit's seconds, or a list of each seed's
+        return max(fit_s) if isinstance(fit_s, list) else mean_of(fit_s)
+
+    name = max(models, key=lambda n: longest(models[n]["fit_s"]))
+    seconds = longest(models[name]["fit_s"])
     return (f"Every final fit on `{dataset}` takes under {math.floor(seconds / 60) + 1} minutes on "
             f"{cpus(doc)} CPU cores ({LABELS[name]} the longest, {fmt(seconds, 0)} s).")
 

@@ -1,11 +1,12 @@
 """The Transformer sequence models (sasrec, hstu) on the public benchmarks: leave-one-out, full ranking,
-default configs (the same on every dataset), training time and peak memory.
+default configs (the same on every dataset), training time and peak memory; 3 seeds (mean ± std), and
+the one pre-declared paired test of `protocol.TEST` between the models run together.
 
 Writes `benchmarks/results/sequential/<dataset>.json` and the "Sequential models" part of
 `benchmarks/SEQUENTIAL.md`, with published numbers of the same data and protocol beside ours.
 
     python benchmarks/sequential.py --data-dir ../shared/data
-    python benchmarks/sequential.py --datasets beauty --models sasrec --max-minutes 10
+    python benchmarks/sequential.py --datasets beauty --models sasrec --max-minutes 10 --seeds 0
     python benchmarks/sequential.py --report-only    # rewrite SEQUENTIAL.md from results/sequential/*.json
 """
 
@@ -23,10 +24,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from baselines import code_version, machine
+from protocol import SEEDS, TEST, describe_test, fmt_mean_std, mean_std, paired
 
 from omnirec.data.datasets import DATASETS, load_dataset
 from omnirec.data.split import split_dataset
-from omnirec.evaluate.ranking import full_ranking_eval
+from omnirec.evaluate.ranking import EvalResult, full_ranking_eval
 from omnirec.models import MODELS
 from omnirec.utils import atomic_write_text
 
@@ -52,15 +54,14 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_model(name: str, dataset_name: str, data_dir: Path, max_minutes: float) -> dict:
-    """Fit one model with its default config (optionally under a time budget), evaluate on test. Run in a
-    process of its own, so that the peak memory is this model's."""
+def run_model(name: str, dataset_name: str, data_dir: Path, max_minutes: float, seed: int) -> dict:
+    """Fit one model with its default config and `seed` (optionally under a time budget), evaluate on test.
+    Run in a process of its own, so that the peak memory is this model's."""
     dataset = load_dataset(dataset_name, data_dir)
     split = split_dataset(dataset, "loo")
     cls = MODELS[name]
     config = cls.Config()
-    if max_minutes:
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_minutes=max_minutes))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed, max_minutes=max_minutes))
     model = cls(config)
     start = time.perf_counter()
     model.fit(split.train_data(dataset.item_text))
@@ -68,19 +69,36 @@ def run_model(name: str, dataset_name: str, data_dir: Path, max_minutes: float) 
     result = full_ranking_eval(model, split.histories("test"), split.targets("test"), ks=(10, 20))
     epoch_s = [row["train_s"] for row in model.history]
     return {
-        "metrics": {k: round(v, 5) for k, v in result.summary.items()},
+        "seed": seed, "metrics": {k: round(v, 5) for k, v in result.summary.items()},
         "fit_s": round(fit_s, 1), "eval_s": round(result.eval_s, 2),
         "epoch_s_median": round(statistics.median(epoch_s), 2), "training": model.training,
         "peak_rss_mib": round(peak_rss_mib(), 1), "config": dataclasses.asdict(config),
-        "history": model.history,
+        "history": model.history, "users": result.users, "per_user_ndcg@10": result.per_user["ndcg@10"],
     }
 
 
-def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float) -> dict:
+def over_seeds(runs: list[dict]) -> dict:
+    """One model's row: each metric's mean ± std over the seeds' runs, the medians of the times, the
+    largest peak memory, and every run (without its per-user values)."""
+    metrics = {m: mean_std([r["metrics"][m] for r in runs]) for m in runs[0]["metrics"]}
+    kept = [{k: v for k, v in r.items() if k not in ("users", "per_user_ndcg@10", "config")} for r in runs]
+    return {"metrics": metrics, "seeds": [r["seed"] for r in runs],
+            "fit_s": round(statistics.median(r["fit_s"] for r in runs), 1),
+            "epoch_s_median": round(statistics.median(r["epoch_s_median"] for r in runs), 2),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in runs), "config": runs[0]["config"], "runs": kept,
+            "training": runs[0]["training"]}
+
+
+def as_results(runs: list[dict]) -> list[EvalResult]:
+    return [EvalResult("loo", r["users"], {"ndcg@10": r["per_user_ndcg@10"]}, {"ndcg@10": r["metrics"]["ndcg@10"]}, 0.0)
+            for r in runs]
+
+
+def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float, seeds: tuple[int, ...]) -> dict:
     dataset = load_dataset(name, data_dir)
     document = {
         "dataset": name, "protocol": "loo-full", "n_users": dataset.n_users, "n_items": dataset.n_items,
-        "n_interactions": dataset.interactions.height, "results": {},
+        "n_interactions": dataset.interactions.height, "results": {}, "seeds": list(seeds), "test": TEST,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "code": code_version(),
         "machine": machine(),
         "published": [{"model": m, "metrics": v, "source": s} for m, v, s in PUBLISHED.get(name, [])],
@@ -89,15 +107,22 @@ def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float
     if previous.exists():  # keep the other models' results; the rows say which code made them
         old = json.loads(previous.read_text())
         kept = old["results"]
-        document["results"] = {m: {"code": old["code"], **kept[m]} for m in kept if m not in models}
+        document["results"] = {m: {"code": kept[m].get("code", old["code"]), **kept[m]} for m in kept if m not in models}
+    per_model = {}
     for model in models:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
-            document["results"][model] = child.submit(run_model, model, name, data_dir, max_minutes).result()
-        row = document["results"][model]
-        row["code"] = document["code"]
-        print(f"{name} {model}: ndcg@10 {row['metrics']['ndcg@10']:.4f} hr@10 {row['metrics']['hr@10']:.4f} "
-              f"fit {row['fit_s']:.0f} s ({row['training']['epochs_run']} epochs, best {row['training']['best_epoch']}), "
-              f"peak {row['peak_rss_mib']:.0f} MiB", flush=True)
+        runs = []
+        for seed in seeds:
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+                runs.append(child.submit(run_model, model, name, data_dir, max_minutes, seed).result())
+            r = runs[-1]
+            print(f"{name} {model} seed {seed}: ndcg@10 {r['metrics']['ndcg@10']:.4f} fit {r['fit_s']:.0f} s "
+                  f"({r['training']['epochs_run']} epochs, best {r['training']['best_epoch']}), peak {r['peak_rss_mib']:.0f} MiB",
+                  flush=True)
+        per_model[model] = as_results(runs)
+        document["results"][model] = {**over_seeds(runs), "code": document["code"]}
+    if len(per_model) == 2:
+        (a, ra), (b, rb) = per_model.items()
+        document["comparison"] = {"a": a, "b": b, **paired(ra, rb)}
     return document
 
 
@@ -109,43 +134,32 @@ def markdown(documents: list[dict]) -> str:
              "items ranked, history items masked. `epochs (best)` is the early-stopping run (the refit then trains",
              "`best` epochs); `fit s` covers both. Where a time budget was given (`--max-minutes`), it bounds the",
              "early-stopping run only. The weights validated and kept are an exponential moving average of the",
-             "trained ones over about one epoch (`ema_epochs`); AdamW with weight decay 0.1.", ""]
+             "trained ones over about one epoch (`ema_epochs`); AdamW with weight decay 0.1. Figures are mean ±",
+             "sample std over the seeds (`seeds` column; a row with one seed has std 0); `epochs (best)` and",
+             "`stopped by` are the first seed's, times are medians over the seeds, peak MiB the largest.",
+             f"Pre-declared test between the two models of a dataset run together: {TEST}.", ""]
     for doc in documents:
         lines += [f"## {doc['dataset']}", "", f"{doc['n_users']:,} users, {doc['n_items']:,} items, "
                   f"{doc['n_interactions']:,} interactions. {doc['machine']['cpus']} CPUs, "
                   f"torch {doc['machine']['torch']}, {doc['machine']['torch_threads']} threads.", "",
-                  "| model | ndcg@10 | hr@10 | ndcg@20 | hr@20 | epochs (best) | stopped by | s/epoch | fit s | peak MiB | code |",
-                  "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+                  "| model | ndcg@10 | hr@10 | ndcg@20 | hr@20 | epochs (best) | stopped by | s/epoch | fit s | peak MiB | seeds | code |",
+                  "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
         for model, row in doc["results"].items():
             m, t = row["metrics"], row["training"]
-            lines.append(f"| {model} | {m['ndcg@10']:.4f} | {m['hr@10']:.4f} | {m['ndcg@20']:.4f} | {m['hr@20']:.4f} | "
-                         f"{t['epochs_run']} ({t['best_epoch']}) | {t['stopped']} | {row['epoch_s_median']:.1f} | {row['fit_s']:.0f} | "
-                         f"{row['peak_rss_mib']:.0f} | {row.get('code', doc['code'])} |")
+            lines.append(f"| {model} | {fmt_mean_std(m['ndcg@10'])} | {fmt_mean_std(m['hr@10'])} | {fmt_mean_std(m['ndcg@20'])} "
+                         f"| {fmt_mean_std(m['hr@20'])} | {t['epochs_run']} ({t['best_epoch']}) | {t['stopped']} "
+                         f"| {row['epoch_s_median']:.1f} | {row['fit_s']:.0f} | {row['peak_rss_mib']:.0f} "
+                         f"| {len(row.get('seeds', [0]))} | {row.get('code', doc['code'])} |")
         for pub in doc["published"]:
             m = pub["metrics"]
-            lines.append(f"| *{pub['model']}* ({pub['source']}) | {m['ndcg@10']:.4f} | {m['hr@10']:.4f} | | | | | | | | |")
+            lines.append(f"| *{pub['model']}* ({pub['source']}) | {m['ndcg@10']:.4f} | {m['hr@10']:.4f} | | | | | | | | | |")
+        if doc.get("comparison"):
+            c = doc["comparison"]
+            lines += ["", f"{c['a']} against {c['b']}: {describe_test(c)}."]
         lines.append("")
-    return "\n".join(lines + speed_section())
-
-
-def speed_section() -> list[str]:
-    """The side-by-side training speed against RecBole, from `speed_vs_recbole.py`'s result, if present."""
-    path = HERE / "results" / "speed_vs_recbole.json"
-    if not path.exists():
-        return []
-    doc = json.loads(path.read_text())
-    if "omnirec" not in doc:
-        return []
-    from speed_vs_recbole import markdown as speed_table
-
-    return ["## Training speed against RecBole 1.2.1", "",
-            f"`{doc['command']}` at commit {doc['commit'][:7]}: SASRec with 2 layers, d=64, max_len 50, full",
-            f"cross-entropy, {doc['epochs']} epoch(s) on `beauty`, the same {doc['omnirec']['train_instances']:,} supervised",
-            f"(prefix, next item) pairs per epoch on both sides, {doc['machine']['torch_threads']} torch threads, "
-            f"{doc['machine']['cpus']} CPUs. After one epoch the two are not at the same quality: omnirec takes",
-            "one optimiser step per 128 users (about 750 positions), RecBole one per 256 prefixes, so RecBole",
-            "makes 3x more steps per epoch; and RecBole's full ranking does not mask history items.", "",
-            speed_table(doc), ""]
+    lines += ["Training speed against RecBole (fp32 on both sides, time to the same validation quality): "
+              "[SPEED.md](SPEED.md).", ""]
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -154,6 +168,7 @@ def main() -> int:
     parser.add_argument("--datasets", default="beauty,beauty-bert4rec,ml-100k")
     parser.add_argument("--models", default="sasrec,hstu")
     parser.add_argument("--max-minutes", type=float, default=0.0, help="training budget per model (0 = none)")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="training seeds (comma-separated)")
     parser.add_argument("--report-only", action="store_true", help="rewrite SEQUENTIAL.md from the saved results")
     args = parser.parse_args()
     if args.report_only:
@@ -166,7 +181,8 @@ def main() -> int:
         if name not in DATASETS:
             print(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}", file=sys.stderr)
             return 2
-        document = run_dataset(name, data_dir, args.models.split(","), args.max_minutes)
+        seeds = tuple(int(x) for x in args.seeds.split(","))
+        document = run_dataset(name, data_dir, args.models.split(","), args.max_minutes, seeds)
         atomic_write_text(OUT / f"{name}.json", json.dumps(document, indent=2))
     documents = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
     atomic_write_text(HERE / "SEQUENTIAL.md", markdown(documents))

@@ -55,17 +55,18 @@ def test_poisson_schedule_rejects_a_rate_of_zero() -> None:
 
 
 def test_latency_is_counted_from_the_scheduled_time_so_it_includes_the_generators_lateness() -> None:
-    """Request 0 blocks the generator's loop for 60 ms: requests 1 and 2, due 1 and 2 ms in, go out late, and
-    their latency must include that wait although the server (here: nothing) answered them at once."""
+    """Request 0 blocks the generator's loop for 300 ms: requests 1 and 2, due 50 and 60 ms in, go out late,
+    and their latency must include that wait although the server (here: nothing) answered them at once.
+    The gaps are wide so that a busy machine cannot send 1 and 2 before 0 has blocked."""
     async def send(i: int) -> int:
         if i == 0:
-            time.sleep(0.06)  # blocking on purpose: the generator itself stalls
+            time.sleep(0.3)  # blocking on purpose: the generator itself stalls
         return 200
 
-    sent = asyncio.run(loadgen.run_schedule(np.array([0.0, 0.001, 0.002]), send, timeout=5))
+    sent = asyncio.run(loadgen.run_schedule(np.array([0.0, 0.05, 0.06]), send, timeout=5))
     assert (sent.status == 200).all()
-    assert sent.lag[1] > 0.05 and sent.lag[2] > 0.05
-    assert (sent.latency[1:] >= sent.lag[1:]).all() and sent.latency[1] > 0.05
+    assert sent.lag[1] > 0.2 and sent.lag[2] > 0.2
+    assert (sent.latency[1:] >= sent.lag[1:]).all() and sent.latency[1] > 0.2
 
 
 def test_open_loop_does_not_wait_for_slow_answers_and_counts_failures_by_kind() -> None:

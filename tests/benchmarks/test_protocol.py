@@ -1,0 +1,64 @@
+"""The benchmarks' shared protocol (benchmarks/protocol.py): seeds, grids that end inside, the one test."""
+
+from __future__ import annotations
+
+import doctest
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from omnirec.evaluate.ranking import EvalResult
+
+_SPEC = importlib.util.spec_from_file_location("protocol", Path(__file__).resolve().parents[2] / "benchmarks" / "protocol.py")
+protocol = importlib.util.module_from_spec(_SPEC)
+sys.modules.setdefault("protocol", protocol)  # its dataclasses look their module up by name
+_SPEC.loader.exec_module(protocol)
+
+
+def test_docstring_examples() -> None:
+    assert doctest.testmod(protocol).failed == 0
+
+
+def test_a_grid_whose_best_point_is_on_its_edge_is_extended_until_it_is_inside() -> None:
+    """The validation score peaks at l2 = 20, below the grid's smallest point (50): the grid grows down."""
+    score = lambda p: -(math.log(p["l2"]) - math.log(20.0)) ** 2  # noqa: E731
+    best, trials, outcome = protocol.search(score, [{"l2": x} for x in (50.0, 200.0, 500.0)], {"l2": protocol.Axis()})
+    assert best == {"l2": 12.5} and outcome == {"l2": "interior"}
+    assert [t["params"]["l2"] for t in trials if t["added"]] == [12.5, 3.125]
+
+
+def test_an_axis_at_its_domain_bound_says_so_and_nested_axes_are_extended() -> None:
+    score = lambda p: -p["shrink"] - abs(math.log10(p["train"]["lr"]) + 2)  # noqa: E731 - best: shrink 0, lr 0.01
+    grid = [{"shrink": s, "train": {"lr": lr}} for s in (0.0, 10.0) for lr in (1e-3, 3e-3)]
+    best, trials, outcome = protocol.search(score, grid, {"shrink": protocol.Axis(), "train.lr": protocol.Axis()})
+    assert best["shrink"] == 0.0 and outcome["shrink"] == "bound"
+    assert outcome["train.lr"] == "interior" and math.isclose(best["train"]["lr"], 9e-3)
+    assert "shrink at its domain's bound" in protocol.describe_grid(outcome)
+
+
+def test_an_axis_still_on_its_edge_after_the_extensions_is_reported() -> None:
+    best, _, outcome = protocol.search(lambda p: p["k"], [{"k": 10}, {"k": 20}], {"k": protocol.Axis(low=1, integer=True)})
+    assert outcome == {"k": "edge"} and best == {"k": 20 * 2 ** protocol.MAX_EXTENSIONS}
+    assert protocol.describe_grid(outcome) == "k still on an edge"
+
+
+def test_seeds_go_where_each_model_reads_them() -> None:
+    assert protocol.seeded("sasrec", {"train": {"lr": 0.01}}, 2) == {"train": {"lr": 0.01, "seed": 2}}
+    assert protocol.seeded("als", {"factors": 64}, 1) == {"factors": 64, "seed": 1}
+    assert protocol.seeded("ease", {"l2": 50.0}, 1) is None  # deterministic: one fit serves every seed
+
+
+def test_the_paired_test_averages_seeds_per_user_and_decides_at_alpha() -> None:
+    rng = np.random.default_rng(0)
+    users = np.arange(1, 501)
+    res = lambda x: EvalResult("loo", users, {"ndcg@10": x}, {"ndcg@10": float(x.mean())}, 0.0)  # noqa: E731
+    base = rng.random(500)
+    small = [res(base + rng.normal(0.01, 0.3, 500)) for _ in range(3)]  # a small gain drowned in noise
+    large = [res(base + rng.normal(0.2, 0.3, 500)) for _ in range(3)]
+    assert protocol.paired(large, [res(base)])["verdict"] == "better"
+    assert protocol.paired([res(base)], large)["verdict"] == "worse"
+    out = protocol.paired(small, [res(base)])
+    assert out["verdict"] == "not significantly different" and out["p"] > protocol.ALPHA and out["seeds"] == [3, 1]
