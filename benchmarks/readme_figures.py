@@ -293,6 +293,13 @@ def text(load: Load) -> list[str]:
              "textseq text, each standardized per user and averaged, the text model standing in for items "
              f"without training data) reaches {fmt(cold[HYBRID]['cold']['ndcg@10'], 4)} on cold and "
              f"{fmt(cold[HYBRID]['warm']['ndcg@10'], 4)} on warm targets.")
+    # the pre-declared tests, where the result holds them (a result over seeds; a single run has none)
+    for where, c in (("leave-one-out", doc.get("loo_comparison")), ("cold targets", doc["cold"].get("comparison"))):
+        if c:
+            a, b = TEXT_MODELS.get(c["a"], c["a"]), TEXT_MODELS.get(c["b"], c["b"])
+            outcome = {"better": f"{a} better than {b}", "worse": f"{b} better than {a}"}.get(
+                c["verdict"], f"{a} and {b} not significantly different")
+            prose += f" Pre-declared test on {where}, each side chosen on validation: {outcome} ({p_text(c['p'])})."
     header = ["", *TEXT_MODELS.values()]
     return [*table(header, rows, "l" + "r" * len(TEXT_MODELS)), "", *wrap(prose), "",
             source(load, "text_cold_start/scientific.json")]
@@ -320,22 +327,31 @@ PIPELINE_BEST = ("ndcg@10", "hr@10")  # the columns whose best value is marked
 
 
 def pipeline(load: Load) -> list[str]:
-    """Final lists on `beauty` against the best single model; the content-aware pipeline on cold items."""
+    """Final lists on `beauty` against the best single model; the content-aware pipeline on cold items. A
+    result over seeds names the MMR weight chosen on validation and the paired test of the learned ranker
+    against the best single model (an older one-seed result: the weight as it recorded it)."""
     doc = load("pipeline/beauty.json")
     best, learned = doc["best_single"], doc["verdict"]["learned ranker"]
     weight = learned["weight_with_most_ild_at_5pct_loss"]
+    on_validation = learned.get("chosen_on") == "validation"
     lists = {f"{best} alone": doc["single"][best],
-             f"pipeline, ranked by {best}": doc["pipelines"][f"pipeline, {best} ranker"],
+             "pipeline, ranked by sasrec": doc["pipelines"]["pipeline, sasrec ranker"],
              "pipeline, rank fusion (nothing trained)": doc["pipelines"]["pipeline, fusion ranker (RRF)"],
              "pipeline, learned ranker": doc["pipelines"]["pipeline, learned ranker"],
-             f"pipeline, learned ranker, MMR weight {weight}": doc["sweeps"]["learned ranker"][weight]}
+             f"pipeline, learned ranker, MMR weight {weight}" + (" (chosen on validation)" if on_validation else ""):
+                 doc["sweeps"]["learned ranker"][weight]}
     columns = {c: best_cells({k: v[c] for k, v in lists.items()}, lists, d) if c in PIPELINE_BEST
                else [fmt(v[c], d) for v in lists.values()] for c, d in PIPELINE_COLUMNS.items()}
     rows = [[label, *(columns[c][i] for c in PIPELINE_COLUMNS)] for i, label in enumerate(lists)]
     header = ["final list", "NDCG@10", "HR@10", "ILD@10", "coverage@10"]
     gain = "adds" if learned["pipeline_vs_best"] >= 0 else "loses"
+    versus = "over" if learned["pipeline_vs_best"] >= 0 else "against"
+    test = doc.get("tests", {}).get("pipeline, learned ranker")
+    tested = f" (paired t-test over users: {test['verdict']}, {p_text(test['p'])})" if test else ""
+    mmr = "MMR at the weight chosen on validation" if on_validation else "MMR"
+    largest = " (the largest weight of the grid)" if learned.get("weight_is_grid_max") else ""
     prose = (f"The learned ranker (fitted on validation targets) {gain} {pct(learned['pipeline_vs_best'])} NDCG@10 "
-             f"over {best}; MMR then buys {pct(learned['ild_gain'])} more intra-list diversity for "
+             f"{versus} {best}{tested}; {mmr}{largest} then buys {pct(learned['ild_gain'])} more intra-list diversity for "
              f"{pct(learned['ndcg_change'])} of that NDCG. {pipeline_cold(load('pipeline/cold.json'))}")
     return [*table(header, rows, "lrrrr"), "", *wrap(prose), "",
             source(load, "pipeline/beauty.json", "pipeline/cold.json")]
