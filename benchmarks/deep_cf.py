@@ -62,7 +62,7 @@ AXES: dict[str, dict[str, Axis]] = {
     "itemknn": {"k": Axis(low=1, integer=True), "shrink": Axis()},
     "als": {"factors": Axis(low=1, integer=True), "regularization": Axis(), "alpha": Axis()},
     "ease": {"l2": Axis()},
-    "twotower": {"temperature": Axis(), "dropout": Axis(high=0.9)},
+    "twotower": {"temperature": Axis(), "dropout": Axis(high=0.9, scale="linear")},
     "neumf": {"train.lr": Axis()},
     "lightgcn": {"reg": Axis(), "train.lr": Axis()},
 }

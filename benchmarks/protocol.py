@@ -14,6 +14,8 @@
 [{'l2': 'edge'}]
 >>> next_value([50.0, 200.0, 500.0], 50.0, Axis(low=0.0))
 12.5
+>>> next_value([0.1, 0.3], 0.1, Axis(high=0.9, scale="linear"))  # a dropout: down to 0, its bound
+0.0
 >>> fmt_mean_std(mean_std([0.0571, 0.0575, 0.0566]))
 '0.0571 ± 0.0004'
 """
@@ -127,11 +129,14 @@ def describe_test(c: dict) -> str:
 
 @dataclass(frozen=True)
 class Axis:
-    """A numeric hyperparameter: the bounds of its domain (inclusive) and whether it is an integer."""
+    """A numeric hyperparameter: the bounds of its domain (inclusive), whether it is an integer, and its
+    scale: "log" steps by the grid's ratio (a learning rate, a penalty), "linear" by its difference (a
+    dropout rate, which should reach 0 rather than creep towards it)."""
 
     low: float = 0.0
     high: float = math.inf
     integer: bool = False
+    scale: str = "log"
 
 
 def _get(params: dict, path: str) -> float | None:
@@ -159,10 +164,10 @@ def next_value(values: list[float], edge: float, axis: Axis) -> float | None:
     ordered = sorted(set(values))
     up = edge == ordered[-1]
     inner = ordered[-2] if up else ordered[1]
-    if edge > 0 and inner > 0:
-        new = edge * (edge / inner)
+    if axis.scale == "log" and edge > 0 and inner > 0:
+        new = float(f"{edge * (edge / inner):.3g}")  # three significant digits: a value a person would write
     else:
-        new = edge + (edge - inner)
+        new = round(edge + (edge - inner), 10)
     if axis.integer:
         new = float(round(new))
     if new == edge or not axis.low <= new <= axis.high:

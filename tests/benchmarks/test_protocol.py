@@ -27,7 +27,7 @@ def test_a_grid_whose_best_point_is_on_its_edge_is_extended_until_it_is_inside()
     score = lambda p: -(math.log(p["l2"]) - math.log(20.0)) ** 2  # noqa: E731
     best, trials, outcome = protocol.search(score, [{"l2": x} for x in (50.0, 200.0, 500.0)], {"l2": protocol.Axis()})
     assert best == {"l2": 12.5} and outcome == {"l2": "interior"}
-    assert [t["params"]["l2"] for t in trials if t["added"]] == [12.5, 3.125]
+    assert [t["params"]["l2"] for t in trials if t["added"]] == [12.5, 3.12]
 
 
 def test_an_axis_at_its_domain_bound_says_so_and_nested_axes_are_extended() -> None:
@@ -62,3 +62,10 @@ def test_the_paired_test_averages_seeds_per_user_and_decides_at_alpha() -> None:
     assert protocol.paired([res(base)], large)["verdict"] == "worse"
     out = protocol.paired(small, [res(base)])
     assert out["verdict"] == "not significantly different" and out["p"] > protocol.ALPHA and out["seeds"] == [3, 1]
+
+
+def test_a_linear_axis_such_as_dropout_steps_to_its_bound_instead_of_creeping_towards_it() -> None:
+    score = lambda p: -p["dropout"]  # noqa: E731 - less dropout is always better here
+    best, trials, outcome = protocol.search(score, [{"dropout": 0.1}, {"dropout": 0.3}],
+                                            {"dropout": protocol.Axis(high=0.9, scale="linear")})
+    assert best == {"dropout": 0.0} and outcome == {"dropout": "bound"} and len(trials) == 3
