@@ -181,6 +181,8 @@ def _ndcg(rows: dict, name: str, group: str | None = "metrics") -> str:
     """NDCG@10 of `rows[name][group]` (or of `rows[name]`) as a table cell; empty where not measured."""
     row = rows.get(name, {})
     value = (row if group is None else row.get(group, {})).get("ndcg@10")
+    if isinstance(value, dict):  # mean ± std over seeds (`protocol.mean_std`)
+        return f"{value['mean']:.4f} ± {value['std']:.4f}"
     return "" if value is None else f"{value:.4f}"
 
 
@@ -191,7 +193,7 @@ def text_section(folder: Path) -> list[str]:
         return []
     lines = ["## Item text, cold items, transfer", "",
              "From `benchmarks/text_cold_start.py`; the full tables, the protocol and the transfer curves are in",
-             "[TEXT.md](TEXT.md). NDCG@10, full ranking.", "",
+             "[TEXT.md](TEXT.md). NDCG@10, full ranking; mean ± std over the seeds where the run has seeds.", "",
              "| dataset | sasrec | tfidf | textseq id+text | textseq text | cold targets: tfidf | cold: textseq text "
              "| zero-shot transfer | pop |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for d in docs:

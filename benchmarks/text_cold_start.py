@@ -11,41 +11,62 @@ Four parts, each optional (`--parts`):
 - transfer: `textseq` (text mode) pretrained on `--pretrain`, then evaluated zero-shot on the dataset, and
   fine-tuned from the pretrained weights, against training from scratch (validation curves as a PNG).
 
-Writes `benchmarks/results/text_cold_start/<dataset>.json`, the PNG beside it, and `benchmarks/TEXT.md`.
+The protocol of every benchmark (`benchmarks/protocol.py`): every model is fitted for the test on train +
+validation (`fit_for_test`: the neural models stop early on the validation targets, then refit on both);
+each seeded model runs once per seed of `--seeds`, the others once; table cells are mean ± sample std over
+the seeds, the JSON keeps each seed's value. Each table has one pre-declared test (`protocol.paired`):
+
+- loo: the better `textseq` mode by validation NDCG@10 against the best by validation of the ID-only and
+  linear models (pop, itemknn, tfidf, sasrec);
+- cold: the better `textseq` mode by validation against tfidf, on the cold targets (the cold split's
+  validation targets are all warm: no cold item is in train or valid);
+- transfer: fine-tuned against from scratch, on the test targets.
+
+Writes `<--out>/<dataset>.json` and the PNG beside it (default `benchmarks/results/text_cold_start/`), and
+`benchmarks/TEXT.md` (RESULTS.md's summary too); with another `--out`, its own TEXT.md there and nothing else.
 
     python benchmarks/text_cold_start.py --data-dir ../shared/data
-    python benchmarks/text_cold_start.py --dataset scientific --parts loo,cold
+    python benchmarks/text_cold_start.py --parts loo,cold --seeds 0,1 --max-minutes 0.2 --out /tmp/text_smoke
+    python benchmarks/text_cold_start.py --report-only    # TEXT.md and the PNG from the saved JSON
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
 from baselines import code_version, machine, rewrite_results
+from protocol import SEEDS, TEST, describe_test, fmt_mean_std, mean_std, paired, seeded, summary_over_seeds
 
+from omnirec.auto import build
 from omnirec.data.dataset import Dataset, TrainData
 from omnirec.data.datasets import DATASETS, load_dataset
+from omnirec.data.schema import ITEM, TIME, USER
 from omnirec.data.split import Split, cold_items, split_dataset
-from omnirec.evaluate.ranking import full_ranking_eval
+from omnirec.evaluate.ranking import EvalResult, full_ranking_eval
+from omnirec.experiment import fit_for_test
 from omnirec.features import text
-from omnirec.features.sequences import UserBatch
+from omnirec.features.sequences import Histories, UserBatch
 from omnirec.features.text import TextEncoderConfig, encode_texts
-from omnirec.models import MODELS
 from omnirec.models.base import Recommender
-from omnirec.models.textseq import TextSeq, TextSeqConfig, standardize
+from omnirec.models.textseq import TextSeq, standardize
 from omnirec.utils import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "text_cold_start"
 KS = (10, 20)
+METRICS = tuple(f"{m}@{k}" for m in ("ndcg", "hr", "mrr", "coverage") for k in KS)
+TEXT_MODELS = ("textseq-id+text", "textseq-text")  # the sentence-encoder models each pre-declared test is about
+HYBRID = "hybrid (sasrec + textseq-text)"
 
 # Published on a close version of the data (the note below is printed with them): (model, metrics, source).
 PUBLISHED = {
@@ -63,12 +84,30 @@ PUBLISHED_NOTE = {
 }
 
 
+def with_validation(data: TrainData) -> TrainData:
+    """`data`'s training interactions followed by its validation targets, as training data without
+    targets: what the test protocol fits a model that ignores validation on (as `Split.refit_data`)."""
+    if data.valid is None:
+        return data
+    if data.valid.times is None:
+        raise ValueError("the validation targets carry no times; cannot order them after the training items")
+    lengths = data.valid.lengths()
+    columns = data.interactions.select(USER, ITEM, TIME)
+    valid = pl.DataFrame({USER: np.repeat(np.arange(len(lengths)), lengths), ITEM: data.valid.items,
+                          TIME: data.valid.times}).cast(dict(columns.schema))
+    both = pl.concat([columns, valid]).sort([USER, TIME], maintain_order=True)
+    return TrainData(both, data.n_users, data.n_items, data.item_text, user_attributes=data.user_attributes)
+
+
 class Hybrid(Recommender):
     """An ID model and a text model, each standardized per user, averaged; on items without training
-    interactions the text model's score stands in for the ID model's. `fit` fits both parts; parts that
-    are fitted already can be combined with `Hybrid.of`."""
+    interactions the text model's score stands in for the ID model's. `fit` fits each part the way the
+    test protocol does (`fit_for_test`): a part that stops early gets the validation targets and refits
+    itself on train + validation, any other part is fitted on both. Parts fitted already that way are
+    combined with `Hybrid.of`."""
 
     name = "hybrid"
+    learns_from_validation = True  # so `fit_for_test` hands over the validation targets; `_fit` passes them on
 
     def __init__(self, ids: Recommender, text: Recommender):
         super().__init__()
@@ -76,20 +115,26 @@ class Hybrid(Recommender):
 
     @classmethod
     def of(cls, ids: Recommender, text: Recommender, data: TrainData) -> Hybrid:
-        """The hybrid of two parts already fitted on `data`."""
+        """The hybrid of two parts already fitted for the test on `data` (`Split.train_data`)."""
         model = cls(ids, text)
         model.n_users, model.n_items = data.n_users, data.n_items
         model._note_trained(data)
         return model
+
+    @property
+    def training(self) -> dict:
+        """Its parts' training records."""
+        return {"ids": training_of(self.ids), "text": training_of(self.text)}
 
     def _note_trained(self, data: TrainData) -> None:
         seen = data.sequences.items if data.valid is None else data.sequences.extend(data.valid).items
         self.untrained = torch.from_numpy(np.bincount(seen, minlength=data.n_items + 1) == 0)
 
     def _fit(self, data: TrainData) -> None:
-        self.ids.fit(data)
-        self.text.fit(data)
-        self._note_trained(data)  # the refit of sequence models trains on validation items too
+        both = with_validation(data)
+        for part in (self.ids, self.text):
+            part.fit(data if part.learns_from_validation else both)
+        self._note_trained(data)  # every part has learnt from the validation items too
 
     def _score(self, batch: UserBatch) -> torch.Tensor:
         text = standardize(self.text.score(batch))
@@ -103,35 +148,101 @@ class Hybrid(Recommender):
         raise TypeError("Hybrid is saved as its two parts")
 
 
-def metrics_of(model: Recommender, split: Split, targets=None) -> dict[str, float]:
-    targets = split.targets("test") if targets is None else targets
-    result = full_ranking_eval(model, split.histories("test"), targets, ks=KS)
-    return {k: round(v, 5) for k, v in result.summary.items() if k.split("@")[0] in ("ndcg", "hr", "mrr", "coverage")}
+# --------------------------------------------------------------------------------------------------------
+# fits over seeds
+# --------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Fits:
+    """One model fitted for the test once per seed (once, seeds empty, for a model without a seed)."""
+
+    models: list[Recommender] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    fit_s: list[float] = field(default_factory=list)
+    valid: list[float | None] = field(default_factory=list)  # validation NDCG@10, trained on train only
 
 
-def make_model(name: str, vectors: np.ndarray | None, max_minutes: float, **options: object) -> Recommender:
-    """A default-config model by name; "textseq-text" / "textseq-id+text" pick textseq's mode."""
-    if name.startswith("textseq"):
-        config = TextSeqConfig(mode=name.split("-", 1)[1], **options)
-        model: Recommender = TextSeq(config)
+def make_model(name: str, vectors: np.ndarray | None, max_minutes: float, seed: int) -> tuple[Recommender, bool]:
+    """A default-config model by name with `seed` where it has one ("textseq-text" / "textseq-id+text" pick
+    textseq's mode), and whether it has one."""
+    base, _, mode = name.partition("-")
+    params = {"mode": mode} if mode else {}
+    table = seeded(base, params, seed)
+    model = build(base, params if table is None else table, max_minutes)
+    if isinstance(model, TextSeq):
         model.item_vectors = vectors
-    else:
-        model = MODELS[name]()
-    train = getattr(model.config, "train", None)
-    if train is not None and max_minutes:
-        model.config = dataclasses.replace(model.config, train=dataclasses.replace(train, max_minutes=max_minutes))
-    return model
+    return model, table is not None
 
 
-def fit_timed(model: Recommender, split: Split, dataset: Dataset) -> tuple[Recommender, float]:
-    start = time.perf_counter()
-    model.fit(split.train_data(dataset.item_text))
-    return model, round(time.perf_counter() - start, 1)
+def validation_ndcg(name: str, model: Recommender, split: Split, dataset: Dataset, vectors: np.ndarray | None,
+                    max_minutes: float) -> float | None:
+    """Validation NDCG@10 of `model`'s configuration trained on train only: a neural model's early-stopping
+    figure (its refit comes after it), else a second fit on train, ranked for the validation targets."""
+    if model.learns_from_validation:
+        value = model.training.get("best_valid_ndcg@10")
+        return None if value is None else round(float(value), 5)
+    trial, _ = make_model(name, vectors, max_minutes, 0)
+    trial.fit(split.train_data(dataset.item_text))
+    return round(full_ranking_eval(trial, split.histories("valid"), split.targets("valid"), ks=(10,))["ndcg@10"], 5)
+
+
+def fit_seeds(name: str, split: Split, dataset: Dataset, vectors: np.ndarray | None, max_minutes: float,
+              seeds: tuple[int, ...], start: list[TextSeq] | None = None) -> Fits:
+    """`name` fitted for the test (`fit_for_test`) once per seed, or once where it has no seed; with
+    `start`, each seed's textseq starts from the pretrained model of the same position."""
+    fits = Fits()
+    for i, seed in enumerate(seeds):
+        model, has_seed = make_model(name, vectors, max_minutes, seed)
+        if start is not None:
+            model.start_from(start[i])
+        begin = time.perf_counter()
+        fit_for_test(model, split, dataset.item_text)
+        fits.models.append(model)
+        fits.fit_s.append(round(time.perf_counter() - begin, 1))
+        fits.valid.append(validation_ndcg(name, model, split, dataset, vectors, max_minutes))
+        if not has_seed:
+            break  # deterministic: one fit is every seed's fit
+        fits.seeds.append(seed)
+    return fits
+
+
+def evaluate(fits: Fits, split: Split, groups: dict[str, Histories]) -> dict[str, list[EvalResult]]:
+    """Each fit ranked for each group of test targets, from the test histories (train + validation)."""
+    histories = split.histories("test")
+    return {g: [full_ranking_eval(m, histories, t, ks=KS) for m in fits.models] for g, t in groups.items()}
 
 
 def training_of(model: Recommender) -> dict:
-    return getattr(model, "training", {}) or {}
+    return model.training if model.learns_from_validation else {}
 
+
+def row(fits: Fits, results: dict[str, list[EvalResult]]) -> dict:
+    """One model's row: each group's metrics as mean ± std over the fits (each seed's value kept), the
+    validation NDCG@10 it is chosen by, its seeds, each fit's seconds and training record."""
+    valid = [v for v in fits.valid if v is not None]
+    return {**{group: summary_over_seeds(rs, METRICS) for group, rs in results.items()},
+            "valid_ndcg@10": mean_std(valid) if valid else None, "seeds": fits.seeds,
+            "deterministic": not fits.seeds, "fit_s": fits.fit_s,
+            "training": [training_of(m) for m in fits.models]}
+
+
+def declared_test(rows: dict, results: dict[str, list[EvalResult]], text_side: tuple[str, ...],
+                  other_side: tuple[str, ...]) -> dict | None:
+    """The pre-declared test: the best of `text_side` against the best of `other_side`, each chosen by
+    validation NDCG@10 (mean over seeds); None where a side has no model with a validation figure."""
+    def best(names: tuple[str, ...]) -> str | None:
+        known = [n for n in names if n in rows and rows[n]["valid_ndcg@10"] is not None]
+        return max(known, key=lambda n: rows[n]["valid_ndcg@10"]["mean"], default=None)
+
+    a, b = best(text_side), best(other_side)
+    if a is None or b is None:
+        return None
+    return {"a": a, "b": b, "chosen_by": "validation NDCG@10", **paired(results[a], results[b])}
+
+
+# --------------------------------------------------------------------------------------------------------
+# the parts
+# --------------------------------------------------------------------------------------------------------
 
 def part_encode(dataset: Dataset) -> dict:
     with tempfile.TemporaryDirectory() as cache:
@@ -151,15 +262,24 @@ def part_encode(dataset: Dataset) -> dict:
             "threads": torch.get_num_threads()}
 
 
-def part_loo(dataset: Dataset, vectors: np.ndarray, models: list[str], max_minutes: float) -> dict:
+def part_loo(dataset: Dataset, vectors: np.ndarray, models: list[str], max_minutes: float,
+             seeds: tuple[int, ...]) -> tuple[dict, dict | None, dict[str, Fits]]:
+    """The leave-one-out rows, the pre-declared test, and the fits (the transfer part reuses textseq's)."""
     split = split_dataset(dataset, "loo")
-    out = {}
+    groups = {"metrics": split.targets("test")}
+    rows, results, fits = {}, {}, {}
     for name in models:
-        model, fit_s = fit_timed(make_model(name, vectors, max_minutes), split, dataset)
-        out[name] = {"metrics": metrics_of(model, split), "fit_s": fit_s, "training": training_of(model)}
-        print(f"loo {name}: ndcg@10 {out[name]['metrics']['ndcg@10']:.4f} hr@10 {out[name]['metrics']['hr@10']:.4f} "
-              f"fit {fit_s:.0f} s", flush=True)
-    return out
+        fits[name] = fit_seeds(name, split, dataset, vectors, max_minutes, seeds)
+        results[name] = evaluate(fits[name], split, groups)["metrics"]
+        rows[name] = row(fits[name], {"metrics": results[name]})
+        m = rows[name]["metrics"]
+        print(f"loo {name}: ndcg@10 {fmt_mean_std(m['ndcg@10'])} hr@10 {fmt_mean_std(m['hr@10'])} "
+              f"valid {fmt_mean_std(rows[name]['valid_ndcg@10'] or float('nan'))} fit {fits[name].fit_s} s", flush=True)
+    others = tuple(n for n in models if n not in TEXT_MODELS)
+    test = declared_test(rows, results, TEXT_MODELS, others)
+    if test:
+        print(f"loo: {test['a']} against {test['b']}: {describe_test(test)}", flush=True)
+    return rows, test, fits
 
 
 def cold_split(dataset: Dataset) -> Split:
@@ -170,52 +290,92 @@ def cold_split(dataset: Dataset) -> Split:
     return cold_items(dataset.interactions, dataset.n_users, dataset.n_items, **options)
 
 
-def part_cold(dataset: Dataset, vectors: np.ndarray, models: list[str], max_minutes: float) -> dict:
+def part_cold(dataset: Dataset, vectors: np.ndarray, models: list[str], max_minutes: float,
+              seeds: tuple[int, ...]) -> dict:
     split = cold_split(dataset)
     targets = split.targets("test")
     warm = np.setdiff1d(np.arange(1, dataset.n_items + 1), split.cold)
     groups = {"cold": targets.only(split.cold), "warm": targets.only(warm)}
-    fitted, out = {}, {"notes": list(split.notes), "n_cold_items": len(split.cold),
-                       "targets": {g: int((t.lengths() > 0).sum()) for g, t in groups.items()}, "results": {}}
+    out = {"notes": list(split.notes), "n_cold_items": len(split.cold), "seeds": list(seeds),
+           "targets": {g: int((t.lengths() > 0).sum()) for g, t in groups.items()}, "results": {}}
+    fits, results = {}, {}
     for name in models:
-        fitted[name], fit_s = fit_timed(make_model(name, vectors, max_minutes), split, dataset)
-        out["results"][name] = {"fit_s": fit_s, **{g: metrics_of(fitted[name], split, t) for g, t in groups.items()}}
-    if {"sasrec", "textseq-text"} <= fitted.keys():
-        hybrid = Hybrid.of(fitted["sasrec"], fitted["textseq-text"], split.train_data(dataset.item_text))
-        out["results"]["hybrid (sasrec + textseq-text)"] = {"fit_s": 0.0, **{g: metrics_of(hybrid, split, t)
-                                                                             for g, t in groups.items()}}
-    for name, row in out["results"].items():
-        print(f"cold {name}: cold ndcg@10 {row['cold']['ndcg@10']:.4f}, warm ndcg@10 {row['warm']['ndcg@10']:.4f}",
-              flush=True)
+        fits[name] = fit_seeds(name, split, dataset, vectors, max_minutes, seeds)
+    if {"sasrec", "textseq-text"} <= fits.keys():  # each seed's two parts, fitted for the test already
+        ids, txt, data = fits["sasrec"], fits["textseq-text"], split.train_data(dataset.item_text)
+        fits[HYBRID] = Fits([Hybrid.of(i, t, data) for i, t in zip(ids.models, txt.models)], txt.seeds,
+                            [round(a + b, 1) for a, b in zip(ids.fit_s, txt.fit_s)], [None] * len(txt.models))
+    for name, f in fits.items():
+        results[name] = evaluate(f, split, groups)
+        out["results"][name] = row(f, results[name])
+        r = out["results"][name]
+        print(f"cold {name}: cold ndcg@10 {fmt_mean_std(r['cold']['ndcg@10'])}, warm ndcg@10 "
+              f"{fmt_mean_std(r['warm']['ndcg@10'])}", flush=True)
+    test = declared_test(out["results"], {n: r["cold"] for n, r in results.items()}, TEXT_MODELS, ("tfidf",))
+    if test:
+        out["comparison"] = test
+        print(f"cold: {test['a']} against {test['b']} on cold targets: {describe_test(test)}", flush=True)
     return out
 
 
-def part_transfer(dataset: Dataset, vectors: np.ndarray, pretrain: str, data_dir: Path, max_minutes: float) -> dict:
+def valid_curve(model: Recommender) -> list[float]:
+    return [round(r["valid_ndcg@10"], 5) for r in model.history if "valid_ndcg@10" in r]
+
+
+def epochs_to(curve: list[float], best: float | None) -> int | None:
+    """The first epoch whose validation reaches `best`; None where none does."""
+    return None if best is None else next((i + 1 for i, v in enumerate(curve) if v >= best), None)
+
+
+def part_transfer(dataset: Dataset, vectors: np.ndarray, pretrain: str, data_dir: Path, max_minutes: float,
+                  seeds: tuple[int, ...], scratch: Fits | None = None) -> dict:
+    """Per seed: textseq (text) pretrained on `pretrain`, zero-shot and fine-tuned here, against from
+    scratch (`scratch`: the leave-one-out part's textseq-text fits of the same seeds, where it ran)."""
     source = load_dataset(pretrain, data_dir)
     source_split = split_dataset(source, "loo")
     source_vectors = encode_texts(source.item_text, TextEncoderConfig(progress=False))
-    pretrained, pre_s = fit_timed(make_model("textseq-text", source_vectors, max_minutes), source_split, source)
+    pretrained = fit_seeds("textseq-text", source_split, source, source_vectors, max_minutes, seeds)
     split = split_dataset(dataset, "loo")
-    zero = TextSeq.zero_shot(pretrained, vectors, dataset.n_users)
-    out = {"pretrain": pretrain, "pretrain_fit_s": pre_s, "pretrain_metrics": metrics_of(pretrained, source_split),
-           "zero_shot": metrics_of(zero, split), "pop": metrics_of(MODELS["pop"]().fit(split.train_data()), split)}
-    for label, start in (("scratch", None), ("fine-tuned", pretrained)):
-        model = make_model("textseq-text", vectors, max_minutes)
-        if start is not None:
-            model.start_from(start)
-        model, fit_s = fit_timed(model, split, dataset)
-        curve = [row["valid_ndcg@10"] for row in model.history if "valid_ndcg@10" in row]
-        out[label] = {"metrics": metrics_of(model, split), "fit_s": fit_s, "training": training_of(model),
-                      "valid_curve": [round(v, 5) for v in curve]}
-    best = max(out["scratch"]["valid_curve"])
+    if scratch is None or scratch.seeds != list(seeds):
+        scratch = fit_seeds("textseq-text", split, dataset, vectors, max_minutes, seeds)
+    zero = [TextSeq.zero_shot(p, vectors, dataset.n_users) for p in pretrained.models]
+    fits = {"zero_shot": Fits(zero, pretrained.seeds, [0.0] * len(zero), [None] * len(zero)),
+            "pop": fit_seeds("pop", split, dataset, None, max_minutes, seeds), "scratch": scratch,
+            "fine-tuned": fit_seeds("textseq-text", split, dataset, vectors, max_minutes, seeds, pretrained.models)}
+    results = {label: evaluate(f, split, {"test": split.targets("test")})["test"] for label, f in fits.items()}
+    on_source = evaluate(pretrained, source_split, {"test": source_split.targets("test")})["test"]
+    out = {"pretrain": pretrain, "seeds": list(seeds), "pretrain_fit_s": pretrained.fit_s,
+           "pretrain_metrics": summary_over_seeds(on_source, METRICS),
+           **{label: summary_over_seeds(results[label], METRICS) for label in ("zero_shot", "pop")}}
+    bests = [max(valid_curve(m), default=None) for m in scratch.models]
     for label in ("scratch", "fine-tuned"):
-        curve = out[label]["valid_curve"]
-        out[label]["epochs_to_scratch_best"] = next((i + 1 for i, v in enumerate(curve) if v >= best), None)
-    print(f"transfer from {pretrain}: zero-shot ndcg@10 {out['zero_shot']['ndcg@10']:.4f} (pop "
-          f"{out['pop']['ndcg@10']:.4f}); epochs to the from-scratch best: scratch "
-          f"{out['scratch']['epochs_to_scratch_best']}, fine-tuned {out['fine-tuned']['epochs_to_scratch_best']}",
-          flush=True)
+        curves = [valid_curve(m) for m in fits[label].models]
+        out[label] = {**row(fits[label], {"metrics": results[label]}), "valid_curve": curves,
+                      "epochs_to_scratch_best": [epochs_to(c, b) for c, b in zip(curves, bests)]}
+    out["comparison"] = {"a": "fine-tuned", "b": "scratch", **paired(results["fine-tuned"], results["scratch"])}
+    print(f"transfer from {pretrain}: zero-shot ndcg@10 {fmt_mean_std(out['zero_shot']['ndcg@10'])} (pop "
+          f"{fmt_mean_std(out['pop']['ndcg@10'])}); epochs to the from-scratch best: scratch "
+          f"{out['scratch']['epochs_to_scratch_best']}, fine-tuned {out['fine-tuned']['epochs_to_scratch_best']}; "
+          f"fine-tuned against scratch: {describe_test(out['comparison'])}", flush=True)
     return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# reports: the JSON of this protocol (mean ± std dicts, lists over seeds) and of the single runs before it
+# --------------------------------------------------------------------------------------------------------
+
+def mean(value: dict | float) -> float:
+    return value["mean"] if isinstance(value, dict) else value
+
+
+def per_seed(value: list | float | int | None) -> list:
+    """A value recorded once per seed (a list) or once (an older single run)."""
+    return value if isinstance(value, list) else [value]
+
+
+def curves_of(run: dict) -> list[list[float]]:
+    curve = run["valid_curve"]
+    return curve if curve and isinstance(curve[0], list) else [curve]
 
 
 def plot_transfer(doc: dict, path: Path) -> None:
@@ -226,12 +386,17 @@ def plot_transfer(doc: dict, path: Path) -> None:
 
     t = doc["transfer"]
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-    for label, style in (("scratch", "o-"), ("fine-tuned", "s-")):
-        curve = t[label]["valid_curve"]
-        ax.plot(range(1, len(curve) + 1), curve, style, ms=3, label=f"textseq (text), {label}")
-    ax.axhline(t["zero_shot"]["ndcg@10"], color="grey", ls="--", lw=1, label=f"zero-shot from {t['pretrain']} (test)")
-    ax.axhline(t["pop"]["ndcg@10"], color="grey", ls=":", lw=1, label="popularity (test)")
-    ax.set(xlabel="epoch", ylabel="validation NDCG@10", title=f"{doc['dataset']}: pretrained on {t['pretrain']} vs scratch")
+    for label, style, color in (("scratch", "o-", "C0"), ("fine-tuned", "s-", "C1")):
+        curves = curves_of(t[label])
+        name = f"textseq (text), {label}" + (f", {len(curves)} seeds" if len(curves) > 1 else "")
+        for i, curve in enumerate(curves):
+            ax.plot(range(1, len(curve) + 1), curve, style, ms=3, color=color, alpha=1.0 if len(curves) == 1 else 0.6,
+                    label=name if i == 0 else None)
+    ax.axhline(mean(t["zero_shot"]["ndcg@10"]), color="grey", ls="--", lw=1,
+               label=f"zero-shot from {t['pretrain']} (test)")
+    ax.axhline(mean(t["pop"]["ndcg@10"]), color="grey", ls=":", lw=1, label="popularity (test)")
+    ax.set(xlabel="epoch", ylabel="validation NDCG@10",
+           title=f"{doc['dataset']}: pretrained on {t['pretrain']} vs scratch")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -242,17 +407,94 @@ def plot_transfer(doc: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def markdown(docs: list[dict]) -> str:
-    """TEXT.md: one section per dataset benchmarked."""
+def markdown(docs: list[dict], images: str = "results/text_cold_start/") -> str:
+    """TEXT.md: one section per dataset benchmarked; `images`: the PNGs' folder, relative to TEXT.md."""
     lines = ["# Item text: text-aware sequential models, cold items, transfer", "",
              "Generated by `benchmarks/text_cold_start.py`; do not edit by hand. Full ranking over the whole",
-             "catalogue, history items masked, default configs. Text encoder: all-MiniLM-L6-v2 (frozen, 384-d).", ""]
+             "catalogue, history items masked, default configs. Text encoder: all-MiniLM-L6-v2 (frozen, 384-d).", "",
+             "Protocol (RESULTS.md): every model is fitted for the test on train + validation: the neural models",
+             "stop early on the validation targets, then refit from scratch on both for the chosen epochs; pop,",
+             "itemknn and tfidf fit on both at once. Cells are mean ± sample std over the seeds; pop, itemknn and",
+             "tfidf have no seed (one fit, std 0). `valid` is the validation NDCG@10 of the configuration trained on",
+             "train only (the neural models' early-stopping figure): the only figure the compared models are",
+             f"chosen by. Each table has one pre-declared test: {TEST}. `fit s` is the median over the seeds.", ""]
     for doc in docs:
-        lines += dataset_markdown(doc)
+        lines += dataset_markdown(doc, images)
     return "\n".join(lines)
 
 
-def dataset_markdown(doc: dict) -> list[str]:
+def cell(value: dict | float | None) -> str:
+    return "" if value is None else fmt_mean_std(value)
+
+
+def fit_cell(fit_s: list | float) -> str:
+    return f"{statistics.median(per_seed(fit_s)):.0f}"
+
+
+def older(rows: list[dict]) -> list[str]:
+    """A line where a table comes from a single run before the common protocol."""
+    if all("seeds" in r for r in rows):
+        return []
+    return ["*A single run from before the common protocol: one seed; pop, itemknn and tfidf fitted on train "
+            "only. Rerun the benchmark for the protocol's figures.*", ""]
+
+
+def test_line(what: str, test: dict | None) -> list[str]:
+    return [] if not test else [f"Pre-declared test, {what}: {describe_test(test)}.", ""]
+
+
+def loo_markdown(doc: dict) -> list[str]:
+    lines = ["### Leave-one-out", "", "| model | valid ndcg@10 | ndcg@10 | hr@10 | ndcg@20 | hr@20 | fit s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in doc["loo"].items():
+        m = r["metrics"]
+        lines.append(f"| {name} | {cell(r.get('valid_ndcg@10'))} | {cell(m['ndcg@10'])} | {cell(m['hr@10'])} | "
+                     f"{cell(m['ndcg@20'])} | {cell(m['hr@20'])} | {fit_cell(r['fit_s'])} |")
+    for model, m, source in PUBLISHED.get(doc["dataset"], []):
+        lines.append(f"| *{model}* ({source}) | | {m['ndcg@10']:.4f} | {m['hr@10']:.4f} | | | |")
+    lines += ["", PUBLISHED_NOTE[doc["dataset"]], ""] if doc["dataset"] in PUBLISHED_NOTE else [""]
+    test = doc.get("loo_comparison")
+    what = test and (f"{test['a']} (the better textseq mode by validation) against {test['b']} (the best ID-only or "
+                     "linear model by validation), test targets")
+    return [*lines, *test_line(what, test), *older(list(doc["loo"].values()))]
+
+
+def cold_markdown(doc: dict) -> list[str]:
+    c = doc["cold"]
+    lines = ["### Cold items", "", "; ".join(c["notes"]) + f". Test targets: {c['targets']['cold']:,} cold, "
+             f"{c['targets']['warm']:,} warm. The validation targets are all warm (no cold item is in train or "
+             f"valid); the hybrid's fit is its two parts' fits.", "",
+             "| model | valid ndcg@10 | cold ndcg@10 | cold hr@10 | warm ndcg@10 | warm hr@10 | fit s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in c["results"].items():
+        lines.append(f"| {name} | {cell(r.get('valid_ndcg@10'))} | {cell(r['cold']['ndcg@10'])} | "
+                     f"{cell(r['cold']['hr@10'])} | {cell(r['warm']['ndcg@10'])} | {cell(r['warm']['hr@10'])} | "
+                     f"{fit_cell(r['fit_s'])} |")
+    test = c.get("comparison")
+    what = test and f"{test['a']} (the better textseq mode by validation) against {test['b']}, cold targets"
+    return [*lines, "", *test_line(what, test), *older([c])]
+
+
+def transfer_markdown(doc: dict, images: str) -> list[str]:
+    t = doc["transfer"]
+    seeds = (f" over seeds {', '.join(map(str, t['seeds']))}; each seed's fine-tuned model starts from the same "
+             "seed's pretrained one") if "seeds" in t else ""
+    lines = ["### Transfer", "", f"`textseq` (text mode) pretrained on `{t['pretrain']}` (its own test NDCG@10 "
+             f"{cell(t['pretrain_metrics']['ndcg@10'])}), then used on `{doc['dataset']}`{seeds}.", "",
+             "| run | test ndcg@10 | test hr@10 | epochs to the from-scratch best validation (each seed) | fit s |",
+             "|---|---:|---:|---:|---:|",
+             f"| popularity | {cell(t['pop']['ndcg@10'])} | {cell(t['pop']['hr@10'])} | | |",
+             f"| zero-shot | {cell(t['zero_shot']['ndcg@10'])} | {cell(t['zero_shot']['hr@10'])} | 0 (no training) | 0 |"]
+    for label in ("scratch", "fine-tuned"):
+        r = t[label]
+        epochs = ", ".join(str(e or "not reached") for e in per_seed(r["epochs_to_scratch_best"]))
+        lines.append(f"| {label} | {cell(r['metrics']['ndcg@10'])} | {cell(r['metrics']['hr@10'])} | {epochs} | "
+                     f"{fit_cell(r['fit_s'])} |")
+    lines += ["", *test_line("fine-tuned against from scratch, test targets", t.get("comparison")), *older([t])]
+    return [*lines, f"![validation curves]({images}{doc['dataset']}_transfer.png)", ""]
+
+
+def dataset_markdown(doc: dict, images: str) -> list[str]:
     lines = [f"## `{doc['dataset']}`", "", f"Command: `{doc['command']}`.",
              f"{doc['n_users']:,} users, {doc['n_items']:,} items, "
              f"{doc['n_interactions']:,} interactions. Code {doc['code']}; {doc['machine']['cpus']} CPUs, "
@@ -263,37 +505,26 @@ def dataset_markdown(doc: dict) -> list[str]:
                   f"{e['first_s']:.1f} s with an empty cache (model loading included), {e['cached_s']:.2f} s from "
                   f"the cache; {e['threads']} torch threads.", ""]
     if "loo" in doc:
-        lines += ["### Leave-one-out", "", "| model | ndcg@10 | hr@10 | ndcg@20 | hr@20 | fit s |", "|---|---:|---:|---:|---:|---:|"]
-        for name, row in doc["loo"].items():
-            m = row["metrics"]
-            lines.append(f"| {name} | {m['ndcg@10']:.4f} | {m['hr@10']:.4f} | {m['ndcg@20']:.4f} | {m['hr@20']:.4f} | "
-                         f"{row['fit_s']:.0f} |")
-        for model, m, source in PUBLISHED.get(doc["dataset"], []):
-            lines.append(f"| *{model}* ({source}) | {m['ndcg@10']:.4f} | {m['hr@10']:.4f} | | | |")
-        lines += ["", PUBLISHED_NOTE[doc["dataset"]], ""] if doc["dataset"] in PUBLISHED_NOTE else [""]
+        lines += loo_markdown(doc)
     if "cold" in doc:
-        c = doc["cold"]
-        lines += ["### Cold items", "", "; ".join(c["notes"]) + f". Test targets: {c['targets']['cold']:,} cold, "
-                  f"{c['targets']['warm']:,} warm.", "",
-                  "| model | cold ndcg@10 | cold hr@10 | warm ndcg@10 | warm hr@10 | fit s |", "|---|---:|---:|---:|---:|---:|"]
-        for name, row in c["results"].items():
-            lines.append(f"| {name} | {row['cold']['ndcg@10']:.4f} | {row['cold']['hr@10']:.4f} | "
-                         f"{row['warm']['ndcg@10']:.4f} | {row['warm']['hr@10']:.4f} | {row['fit_s']:.0f} |")
-        lines.append("")
+        lines += cold_markdown(doc)
     if "transfer" in doc:
-        t = doc["transfer"]
-        lines += ["### Transfer", "", f"`textseq` (text mode) pretrained on `{t['pretrain']}` (its own test NDCG@10 "
-                  f"{t['pretrain_metrics']['ndcg@10']:.4f}), then used on `{doc['dataset']}`.", "",
-                  "| run | test ndcg@10 | test hr@10 | epochs to the from-scratch best validation | fit s |",
-                  "|---|---:|---:|---:|---:|",
-                  f"| popularity | {t['pop']['ndcg@10']:.4f} | {t['pop']['hr@10']:.4f} | | |",
-                  f"| zero-shot | {t['zero_shot']['ndcg@10']:.4f} | {t['zero_shot']['hr@10']:.4f} | 0 (no training) | 0 |"]
-        for label in ("scratch", "fine-tuned"):
-            row = t[label]
-            lines.append(f"| {label} | {row['metrics']['ndcg@10']:.4f} | {row['metrics']['hr@10']:.4f} | "
-                         f"{row['epochs_to_scratch_best'] or 'not reached'} | {row['fit_s']:.0f} |")
-        lines += ["", f"![validation curves](results/text_cold_start/{doc['dataset']}_transfer.png)", ""]
+        lines += transfer_markdown(doc, images)
     return lines
+
+
+def write_reports(out: Path) -> None:
+    """The PNGs and TEXT.md from every JSON in `out`; in the results folder, benchmarks/TEXT.md and
+    RESULTS.md, elsewhere (a smoke run) TEXT.md in `out` and nothing else."""
+    docs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    for doc in docs:
+        if "transfer" in doc:
+            plot_transfer(doc, out / f"{doc['dataset']}_transfer.png")
+    if out.resolve() == OUT.resolve():
+        atomic_write_text(HERE / "TEXT.md", markdown(docs))
+        rewrite_results()
+    else:
+        atomic_write_text(out / "TEXT.md", markdown(docs, images=""))
 
 
 def main() -> int:
@@ -305,7 +536,16 @@ def main() -> int:
     parser.add_argument("--loo-models", default="pop,itemknn,tfidf,sasrec,textseq-id+text,textseq-text")
     parser.add_argument("--cold-models", default="tfidf,sasrec,textseq-id+text,textseq-text")
     parser.add_argument("--max-minutes", type=float, default=0.0, help="training budget per model (0 = none)")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)),
+                        help="seeds of the seeded models, comma-separated (a model without a seed is fitted once)")
+    parser.add_argument("--out", default=str(OUT), help="folder of the JSON and PNG; another folder than the default "
+                        "gets its own TEXT.md and leaves benchmarks/TEXT.md and RESULTS.md alone (smoke runs)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite TEXT.md and the PNGs from the saved JSON")
     args = parser.parse_args()
+    out = Path(args.out)
+    if args.report_only:
+        write_reports(out)
+        return 0
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
         print(f"benchmark data not found at {data_dir}; pass --data-dir", file=sys.stderr)
@@ -317,26 +557,33 @@ def main() -> int:
     if dataset.item_text is None:
         print(f"dataset {args.dataset!r} has no item text", file=sys.stderr)
         return 2
-    parts = set(args.parts.split(","))
-    path = OUT / f"{args.dataset}.json"
+    run(args, dataset, data_dir, out)
+    return 0
+
+
+def run(args: argparse.Namespace, dataset: Dataset, data_dir: Path, out: Path) -> None:
+    """The parts asked for, each written into the dataset's JSON (other parts kept), then the reports."""
+    parts, seeds = set(args.parts.split(",")), tuple(int(s) for s in args.seeds.split(","))
+    path = out / f"{args.dataset}.json"
     doc = json.loads(path.read_text()) if path.exists() else {}
     doc.update({"dataset": args.dataset, "n_users": dataset.n_users, "n_items": dataset.n_items,
-                "n_interactions": dataset.interactions.height, "code": code_version(), "machine": machine(),
-                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])})
+                "n_interactions": dataset.interactions.height, "code": code_version("benchmarks/text_cold_start.py"),
+                "machine": machine(), "test": TEST, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])})
     if "encode" in parts:
         doc["encode"] = part_encode(dataset)
     vectors = encode_texts(dataset.item_text, TextEncoderConfig(progress=False))
+    fits: dict[str, Fits] = {}
     if "loo" in parts:
-        doc["loo"] = part_loo(dataset, vectors, args.loo_models.split(","), args.max_minutes)
+        doc["loo"], doc["loo_comparison"], fits = part_loo(dataset, vectors, args.loo_models.split(","),
+                                                           args.max_minutes, seeds)
     if "cold" in parts:
-        doc["cold"] = part_cold(dataset, vectors, args.cold_models.split(","), args.max_minutes)
+        doc["cold"] = part_cold(dataset, vectors, args.cold_models.split(","), args.max_minutes, seeds)
     if "transfer" in parts:
-        doc["transfer"] = part_transfer(dataset, vectors, args.pretrain, data_dir, args.max_minutes)
-        plot_transfer(doc, OUT / f"{args.dataset}_transfer.png")
+        doc["transfer"] = part_transfer(dataset, vectors, args.pretrain, data_dir, args.max_minutes, seeds,
+                                        fits.get("textseq-text"))
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(doc, indent=2))
-    atomic_write_text(HERE / "TEXT.md", markdown([json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]))
-    rewrite_results()
-    return 0
+    write_reports(out)
 
 
 if __name__ == "__main__":
