@@ -82,22 +82,24 @@ def test_events_for_a_deleted_user_are_refused(store_url, fresh):
 
 def test_a_deletion_racing_writes_leaves_no_event_behind(store_url, fresh):
     writer, deleter = open_store(store_url), open_store(store_url)  # two connections, as two server processes have
-    user, refused = fresh + "racer", threading.Event()
+    user, refused, started = fresh + "racer", threading.Event(), threading.Event()
 
     def write() -> None:  # until the deletion refuses it (a deadline, in case it never does)
-        deadline, i = time.monotonic() + 10, 0
+        deadline, i = time.monotonic() + 60, 0
         while time.monotonic() < deadline:
             try:
                 writer.add([Event(user, f"i{i}")])
             except UserDeleted:
                 refused.set()
                 return
+            started.set()
             i += 1
 
     thread = threading.Thread(target=write)
     thread.start()
-    while thread.is_alive() and not writer.events_of(user):
-        pass  # delete once the first events are in
+    # delete once the first events are in, while the writer goes on; waiting on an event (not polling the
+    # writer's own connection) keeps the race real on a loaded machine
+    assert started.wait(30)
     deleter.delete_user(user)
     thread.join()
     assert refused.is_set() and deleter.events_of(user) == [] and writer.events_of(user) == []
