@@ -643,6 +643,13 @@ def main(argv: list[str] | None = None) -> int:
                 doc["runs"].append(run_side(side, repetition, args, work))
                 check_same_data(doc)
                 RESULT.write_text(json.dumps({**doc, "complete": False}, indent=2) + "\n")
+    have = {(r["side"], r["repetition"]) for r in doc["runs"]}
+    missing = [(side, rep) for rep in range(doc["repeats"]) for side in doc["order"] if (side, rep) not in have]
+    if missing:  # an invocation that ran only some sides or repetitions: keep the result open for --resume
+        RESULT.write_text(json.dumps({**doc, "complete": False}, indent=2) + "\n")
+        print(f"{len(missing)} runs still missing ({', '.join(f'{s} #{r}' for s, r in missing)}): "
+              f"run again with --resume; {RESULT.relative_to(REPO)} stays incomplete")
+        return 0
     versions = {r["library"]: r["versions"] for r in doc["runs"]}
     doc.update(complete=True, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), total_minutes=(time.monotonic() - began) / 60,
                source_sha256_end=source_digest(), code_version=code_version(),
