@@ -215,6 +215,8 @@ def markdown(doc: dict) -> str:
             lines.append(f"| {label} | {fmt_mean_std(m['cold_ndcg@10'])} | {fmt_mean_std(m['cold_hr@10'])} "
                          f"| {fmt_mean_std(m['warm_ndcg@10'])} | {float(np.median(m['fit_s'])):.0f} |")
         lines += ["", f"two-tower against popularity on cold users: {describe_test(cold['twotower_vs_pop'])}.", ""]
+        if cold.get("command"):  # run apart from the datasets (its own process), then merged with --merge-cold
+            lines += [f"Cold users: `{cold['command']}`; code {cold['code']}.", ""]
     lines += [f"Command: `{doc['command']}`; code {doc['code']}; machine: {doc['machine']['cpus']} CPUs, "
               f"torch {doc['machine']['torch']}, {doc['machine']['torch_threads']} threads.", ""]
     return "\n".join(lines)
@@ -230,9 +232,15 @@ def main() -> int:
     parser.add_argument("--no-cold", action="store_true", help="skip the ml-100k cold-user protocol")
     parser.add_argument("--report-only", action="store_true", help="rewrite DEEP_CF.md from the saved JSON")
     parser.add_argument("--out", default=str(HERE / "results" / "deep_cf.json"))
+    parser.add_argument("--merge-cold", help="put the cold-user part of this result JSON into --out, then rewrite the report")
     args = parser.parse_args()
-    if args.report_only:
-        atomic_write_text(HERE / "DEEP_CF.md", markdown(json.loads(Path(args.out).read_text())))
+    if args.report_only or args.merge_cold:
+        doc = json.loads(Path(args.out).read_text())
+        if args.merge_cold:  # the cold-user protocol of another invocation (`--datasets ""`), with its provenance
+            other = json.loads(Path(args.merge_cold).read_text())
+            doc["cold_users"] = {**other["cold_users"], "command": other["command"], "code": other["code"]}
+            atomic_write_text(args.out, json.dumps(doc, indent=2))
+        atomic_write_text(HERE / "DEEP_CF.md", markdown(doc))
         return 0
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
