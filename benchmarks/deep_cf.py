@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -217,6 +218,10 @@ def markdown(doc: dict) -> str:
         lines += ["", f"two-tower against popularity on cold users: {describe_test(cold['twotower_vs_pop'])}.", ""]
         if cold.get("command"):  # run apart from the datasets (its own process), then merged with --merge-cold
             lines += [f"Cold users: `{cold['command']}`; code {cold['code']}.", ""]
+    asked = re.search(r"--datasets[ =](\S*)", doc["command"])
+    missing = [d for d in (asked.group(1).split(",") if asked else []) if d and d not in {x["dataset"] for x in doc["datasets"]}]
+    if missing:
+        lines += [f"Not in this result: {', '.join(missing)} (the run ended before finishing it).", ""]
     lines += [f"Command: `{doc['command']}`; code {doc['code']}; machine: {doc['machine']['cpus']} CPUs, "
               f"torch {doc['machine']['torch']}, {doc['machine']['torch_threads']} threads.", ""]
     return "\n".join(lines)
