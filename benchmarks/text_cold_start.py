@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import torch
 from baselines import code_version, machine, rewrite_results
 from protocol import SEEDS, TEST, describe_test, fmt_mean_std, mean_std, paired, seeded, summary_over_seeds
@@ -50,7 +49,6 @@ from protocol import SEEDS, TEST, describe_test, fmt_mean_std, mean_std, paired,
 from omnirec.auto import build
 from omnirec.data.dataset import Dataset, TrainData
 from omnirec.data.datasets import DATASETS, load_dataset
-from omnirec.data.schema import ITEM, TIME, USER
 from omnirec.data.split import Split, cold_items, split_dataset
 from omnirec.evaluate.ranking import EvalResult, full_ranking_eval
 from omnirec.experiment import fit_for_test
@@ -84,30 +82,12 @@ PUBLISHED_NOTE = {
 }
 
 
-def with_validation(data: TrainData) -> TrainData:
-    """`data`'s training interactions followed by its validation targets, as training data without
-    targets: what the test protocol fits a model that ignores validation on (as `Split.refit_data`)."""
-    if data.valid is None:
-        return data
-    if data.valid.times is None:
-        raise ValueError("the validation targets carry no times; cannot order them after the training items")
-    lengths = data.valid.lengths()
-    columns = data.interactions.select(USER, ITEM, TIME)
-    valid = pl.DataFrame({USER: np.repeat(np.arange(len(lengths)), lengths), ITEM: data.valid.items,
-                          TIME: data.valid.times}).cast(dict(columns.schema))
-    both = pl.concat([columns, valid]).sort([USER, TIME], maintain_order=True)
-    return TrainData(both, data.n_users, data.n_items, data.item_text, user_attributes=data.user_attributes)
-
-
 class Hybrid(Recommender):
     """An ID model and a text model, each standardized per user, averaged; on items without training
-    interactions the text model's score stands in for the ID model's. `fit` fits each part the way the
-    test protocol does (`fit_for_test`): a part that stops early gets the validation targets and refits
-    itself on train + validation, any other part is fitted on both. Parts fitted already that way are
-    combined with `Hybrid.of`."""
+    interactions the text model's score stands in for the ID model's. It is built from parts already
+    fitted for the test (`fit_for_test`) with `Hybrid.of`; it is not fitted, nor saved, as one model."""
 
     name = "hybrid"
-    learns_from_validation = True  # so `fit_for_test` hands over the validation targets; `_fit` passes them on
 
     def __init__(self, ids: Recommender, text: Recommender):
         super().__init__()
@@ -131,10 +111,7 @@ class Hybrid(Recommender):
         self.untrained = torch.from_numpy(np.bincount(seen, minlength=data.n_items + 1) == 0)
 
     def _fit(self, data: TrainData) -> None:
-        both = with_validation(data)
-        for part in (self.ids, self.text):
-            part.fit(data if part.learns_from_validation else both)
-        self._note_trained(data)  # every part has learnt from the validation items too
+        raise TypeError("Hybrid is built from fitted parts: use Hybrid.of")
 
     def _score(self, batch: UserBatch) -> torch.Tensor:
         text = standardize(self.text.score(batch))
