@@ -204,6 +204,8 @@ def markdown(doc: dict) -> str:
         if c:
             lines += ["", f"Best deep ({c['deep']}) against best simple ({c['simple']}), both chosen on validation: "
                       f"{describe_test(c)}."]
+        if ds.get("command"):  # run in its own invocation, then merged with --merge
+            lines += ["", f"{ds['dataset']}: `{ds['command']}`; code {ds['code']}."]
         lines.append("")
     cold = doc.get("cold_users")
     if cold:
@@ -216,7 +218,7 @@ def markdown(doc: dict) -> str:
             lines.append(f"| {label} | {fmt_mean_std(m['cold_ndcg@10'])} | {fmt_mean_std(m['cold_hr@10'])} "
                          f"| {fmt_mean_std(m['warm_ndcg@10'])} | {float(np.median(m['fit_s'])):.0f} |")
         lines += ["", f"two-tower against popularity on cold users: {describe_test(cold['twotower_vs_pop'])}.", ""]
-        if cold.get("command"):  # run apart from the datasets (its own process), then merged with --merge-cold
+        if cold.get("command"):  # run apart from the datasets (its own process), then merged with --merge
             lines += [f"Cold users: `{cold['command']}`; code {cold['code']}.", ""]
     asked = re.search(r"--datasets[ =](\S*)", doc["command"])
     missing = [d for d in (asked.group(1).split(",") if asked else []) if d and d not in {x["dataset"] for x in doc["datasets"]}]
@@ -225,6 +227,15 @@ def markdown(doc: dict) -> str:
     lines += [f"Command: `{doc['command']}`; code {doc['code']}; machine: {doc['machine']['cpus']} CPUs, "
               f"torch {doc['machine']['torch']}, {doc['machine']['torch_threads']} threads.", ""]
     return "\n".join(lines)
+
+
+def merge(doc: dict, other: dict) -> None:
+    """Take the parts `other` (another invocation's result) has into `doc`, each keeping its own provenance."""
+    provenance = {"command": other["command"], "code": other["code"]}
+    for ds in other["datasets"]:
+        doc["datasets"] = [d for d in doc["datasets"] if d["dataset"] != ds["dataset"]] + [{**ds, **provenance}]
+    if other.get("cold_users"):
+        doc["cold_users"] = {**other["cold_users"], **provenance}
 
 
 def main() -> int:
@@ -237,13 +248,13 @@ def main() -> int:
     parser.add_argument("--no-cold", action="store_true", help="skip the ml-100k cold-user protocol")
     parser.add_argument("--report-only", action="store_true", help="rewrite DEEP_CF.md from the saved JSON")
     parser.add_argument("--out", default=str(HERE / "results" / "deep_cf.json"))
-    parser.add_argument("--merge-cold", help="put the cold-user part of this result JSON into --out, then rewrite the report")
+    parser.add_argument("--merge", help="put the datasets (replacing those of the same name) and the cold-user part of "
+                        "this result JSON of another invocation into --out, each with its command and code; then rewrite the report")
     args = parser.parse_args()
-    if args.report_only or args.merge_cold:
+    if args.report_only or args.merge:
         doc = json.loads(Path(args.out).read_text())
-        if args.merge_cold:  # the cold-user protocol of another invocation (`--datasets ""`), with its provenance
-            other = json.loads(Path(args.merge_cold).read_text())
-            doc["cold_users"] = {**other["cold_users"], "command": other["command"], "code": other["code"]}
+        if args.merge:
+            merge(doc, json.loads(Path(args.merge).read_text()))
             atomic_write_text(args.out, json.dumps(doc, indent=2))
         atomic_write_text(HERE / "DEEP_CF.md", markdown(doc))
         return 0
