@@ -370,7 +370,20 @@ def pipeline_cold(doc: dict) -> str:
             "text neighbours, new items, popular; rank fusion) reaches NDCG@10 "
             f"{short(home['cold']['ndcg@10'])} on targets no model has seen an interaction of "
             f"(TF-IDF {short(known['tfidf']['cold']['ndcg@10'])}, item-kNN "
-            f"{short(known['itemknn']['cold']['ndcg@10'])}) and {short(home['warm']['ndcg@10'])} on the others.")
+            f"{short(known['itemknn']['cold']['ndcg@10'])}) and {short(home['warm']['ndcg@10'])} on the others. "
+            f"{over_all_targets(home, known)}")
+
+
+def over_all_targets(home: dict, known: dict) -> str:
+    """Over all targets at once: whom the `home` pipeline trails and whom it leads, as measured."""
+    ours = mean_of(home["all"]["ndcg@10"])
+    peers = {"TF-IDF": known["tfidf"], "item-kNN": known["itemknn"]}
+    figures = ", ".join(f"{name} {fmt(m['all']['ndcg@10'], 3)}" for name, m in peers.items())
+    behind = [name for name, m in peers.items() if mean_of(m["all"]["ndcg@10"]) > ours]
+    if not behind:
+        return f"Over all targets it leads with {fmt(home['all']['ndcg@10'], 3)} ({figures})."
+    return (f"Over all targets together it trails {' and '.join(behind)}: {fmt(home['all']['ndcg@10'], 3)} "
+            f"against {figures}.")
 
 
 def serve(load: Load) -> list[str]:
