@@ -471,10 +471,22 @@ def transfer_markdown(doc: dict, images: str) -> list[str]:
     return [*lines, f"![validation curves]({images}{doc['dataset']}_transfer.png)", ""]
 
 
+def provenance_text(doc: dict) -> str:
+    """Which command and code measured which part: one run, or the parts of several runs into one result."""
+    runs = doc.get("runs") or {"all parts": {"command": doc["command"], "code": doc["code"]}}
+    by_run: dict[tuple[str, str], list[str]] = {}
+    for part, r in runs.items():
+        by_run.setdefault((r["command"], r["code"]), []).append(part)
+    if len(by_run) == 1:
+        (command, code), = by_run
+        return f"Command: `{command}`; code {code}"
+    return "; ".join(f"{', '.join(parts)}: `{command}` at {code}" for (command, code), parts in by_run.items())
+
+
 def dataset_markdown(doc: dict, images: str) -> list[str]:
-    lines = [f"## `{doc['dataset']}`", "", f"Command: `{doc['command']}`.",
+    lines = [f"## `{doc['dataset']}`", "", f"{provenance_text(doc)}.",
              f"{doc['n_users']:,} users, {doc['n_items']:,} items, "
-             f"{doc['n_interactions']:,} interactions. Code {doc['code']}; {doc['machine']['cpus']} CPUs, "
+             f"{doc['n_interactions']:,} interactions. {doc['machine']['cpus']} CPUs, "
              f"torch {doc['machine']['torch']}.", ""]
     if "encode" in doc:
         e = doc["encode"]
@@ -543,23 +555,33 @@ def run(args: argparse.Namespace, dataset: Dataset, data_dir: Path, out: Path) -
     parts, seeds = set(args.parts.split(",")), tuple(int(s) for s in args.seeds.split(","))
     path = out / f"{args.dataset}.json"
     doc = json.loads(path.read_text()) if path.exists() else {}
+    provenance = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                  "code": code_version("benchmarks/text_cold_start.py")}
     doc.update({"dataset": args.dataset, "n_users": dataset.n_users, "n_items": dataset.n_items,
-                "n_interactions": dataset.interactions.height, "code": code_version("benchmarks/text_cold_start.py"),
-                "machine": machine(), "test": TEST, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])})
+                "n_interactions": dataset.interactions.height, "machine": machine(), "test": TEST, **provenance})
+    runs = doc.setdefault("runs", {})  # part -> the command and code that measured it (parts may come from several runs)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save(part: str) -> None:  # after each part, so a stopped run keeps what it finished
+        runs[part] = provenance
+        atomic_write_text(path, json.dumps(doc, indent=2))
+
     if "encode" in parts:
         doc["encode"] = part_encode(dataset)
+        save("encode")
     vectors = encode_texts(dataset.item_text, TextEncoderConfig(progress=False))
     fits: dict[str, Fits] = {}
     if "loo" in parts:
         doc["loo"], doc["loo_comparison"], fits = part_loo(dataset, vectors, args.loo_models.split(","),
                                                            args.max_minutes, seeds)
+        save("loo")
     if "cold" in parts:
         doc["cold"] = part_cold(dataset, vectors, args.cold_models.split(","), args.max_minutes, seeds)
+        save("cold")
     if "transfer" in parts:
         doc["transfer"] = part_transfer(dataset, vectors, args.pretrain, data_dir, args.max_minutes, seeds,
                                         fits.get("textseq-text"))
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(doc, indent=2))
+        save("transfer")
     write_reports(out)
 
 
