@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -119,8 +120,11 @@ def markdown(doc: dict) -> str:
             lines.append(f"| {t['value']:g}{mark} | {cells} | {t['mean_log_valid_ndcg@10']:.4f} |")
         verdict = "unchanged" if not q["changed"] else f"changed from {q['default_before']:g}"
         lines += ["", f"Chosen: {q['chosen']:g} ({verdict}); grid: {describe_grid(q['grid'])}.", ""]
-    lines += [f"Command: `{doc['command']}`; code {doc['code']}; machine: {doc['machine']['cpus']} CPUs, "
-              f"torch {doc['machine']['torch']}.", ""]
+        if q.get("command"):  # answered in its own invocation and merged
+            lines += [f"Command: `{q['command']}`; code {q['code']}.", ""]
+    if doc.get("command"):
+        lines += [f"Command: `{doc['command']}`; code {doc['code']}.", ""]
+    lines += [f"Machine: {doc['machine']['cpus']} CPUs, torch {doc['machine']['torch']}.", ""]
     return "\n".join(lines)
 
 
@@ -134,9 +138,23 @@ def main() -> int:
     parser.add_argument("--report-only", action="store_true", help="rewrite DEFAULTS.md from the saved result")
     parser.add_argument("--datasets", default="", help="only these datasets (a smoke run); default: each question's own")
     parser.add_argument("--out", type=Path, default=RESULT, help="the result JSON; a report .md is written beside it")
+    parser.add_argument("--merge", type=Path, nargs="+", default=[], help="result JSONs of other invocations (e.g. one "
+                        "question each, run side by side): their answered questions go into --out, each with its own "
+                        "command and code; then the report is rewritten")
     args = parser.parse_args()
     if args.out.resolve() != RESULT.resolve():
         RESULT, REPORT = args.out, args.out.with_suffix(".md")
+    if args.merge:
+        doc = json.loads(RESULT.read_text()) if RESULT.exists() else {"questions": {}}
+        for path in args.merge:
+            other = json.loads(path.read_text())
+            for name, q in other["questions"].items():
+                command = re.sub(r" --out \S+", "", other["command"])  # where it wrote for the merge is beside the point
+                doc["questions"][name] = {**q, "command": command, "code": other["code"]}
+            doc.setdefault("machine", other["machine"])
+        doc.update(command="", code="")  # each question carries its own
+        save(doc)
+        return 0
     if args.report_only:
         atomic_write_text(REPORT, markdown(json.loads(RESULT.read_text())))
         return 0
