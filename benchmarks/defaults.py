@@ -119,7 +119,13 @@ def markdown(doc: dict) -> str:
             mark = " **(chosen)**" if t["value"] == q["chosen"] else ""
             lines.append(f"| {t['value']:g}{mark} | {cells} | {t['mean_log_valid_ndcg@10']:.4f} |")
         verdict = "unchanged" if not q["changed"] else f"changed from {q['default_before']:g}"
-        lines += ["", f"Chosen: {q['chosen']:g} ({verdict}); grid: {describe_grid(q['grid'])}.", ""]
+        ranked = sorted(q["trials"], key=lambda t: -t["mean_log_valid_ndcg@10"])
+        margin = ""
+        if len(ranked) > 1:  # how decisive the choice is: one seed, so a small margin is within seed noise
+            gap = ranked[0]["mean_log_valid_ndcg@10"] - ranked[1]["mean_log_valid_ndcg@10"]
+            margin = (f"; ahead of the runner-up ({ranked[1]['value']:g}) by {gap:.4f} in mean log, a geometric mean "
+                      f"{math.expm1(gap):.2%} higher")
+        lines += ["", f"Chosen: {q['chosen']:g} ({verdict}){margin}; grid: {describe_grid(q['grid'])}.", ""]
         if q.get("command"):  # answered in its own invocation and merged
             lines += [f"Command: `{q['command']}`; code {q['code']}.", ""]
     if doc.get("command"):

@@ -72,7 +72,7 @@ def _space(name: str, trial: Any) -> dict[str, Any]:
 DEFAULT_TRIAL = {
     "itemknn": {"k": 100, "shrink": 10.0}, "ease": {"l2": 500.0},
     "als": {"factors": 64, "regularization": 10.0, "alpha": 10.0},
-    "sasrec": {"d_model": 128, "n_layers": 1, "dropout": 0.2, "lr": 1e-3},
+    "sasrec": {"d_model": 64, "n_layers": 1, "dropout": 0.2, "lr": 1e-3},
     "twotower": {"temperature": 0.05, "dropout": 0.1, "lr": 1e-3},
 }
 TRAINS_IN_EPOCHS = ("sasrec", "twotower")
