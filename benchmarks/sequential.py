@@ -8,6 +8,9 @@ Writes `benchmarks/results/sequential/<dataset>.json` and the "Sequential models
     python benchmarks/sequential.py --data-dir ../shared/data
     python benchmarks/sequential.py --datasets beauty --models sasrec --max-minutes 10 --seeds 0
     python benchmarks/sequential.py --report-only    # rewrite SEQUENTIAL.md from results/sequential/*.json
+
+Each finished (model, seed) run is kept in `--cache` and reused by a later invocation while the library
+(`omnirec/`, by its git tree) is unchanged, so a stopped run continues where it was.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import multiprocessing
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -94,7 +98,39 @@ def as_results(runs: list[dict]) -> list[EvalResult]:
             for r in runs]
 
 
-def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float, seeds: tuple[int, ...]) -> dict:
+def library_tree() -> str | None:
+    """The git tree of `omnirec/` at HEAD, which changes exactly when the library does; None when it has
+    uncommitted changes or git is not at hand (nothing is then reused)."""
+    try:
+        tree = subprocess.run(["git", "rev-parse", "HEAD:omnirec"], cwd=HERE.parent, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "omnirec"], cwd=HERE.parent, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return None if dirty else tree
+
+
+def cached_run(cache: Path | None, name: str, model: str, data_dir: Path, max_minutes: float, seed: int) -> dict:
+    """One (model, seed) run, from the cache where the same library made it, else fitted in a process of its
+    own (so that the peak memory is this model's) and then kept."""
+    tree = library_tree() if cache else None
+    path = cache / name / f"{model}-seed{seed}-{max_minutes:g}min.json" if cache else None
+    if tree and path.exists():
+        saved = json.loads(path.read_text())
+        if saved["library_tree"] == tree:
+            print(f"{name} {model} seed {seed}: reused from {path} (code {saved['run']['code']})", flush=True)
+            return saved["run"]
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+        run = {**child.submit(run_model, model, name, data_dir, max_minutes, seed).result(), "code": code_version()}
+    if tree:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"library_tree": tree, "run": run}))
+    return run
+
+
+def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float, seeds: tuple[int, ...],
+                cache: Path | None = None) -> dict:
     dataset = load_dataset(name, data_dir)
     document = {
         "dataset": name, "protocol": "loo-full", "n_users": dataset.n_users, "n_items": dataset.n_items,
@@ -112,14 +148,14 @@ def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float
     for model in models:
         runs = []
         for seed in seeds:
-            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
-                runs.append(child.submit(run_model, model, name, data_dir, max_minutes, seed).result())
+            runs.append(cached_run(cache, name, model, data_dir, max_minutes, seed))
             r = runs[-1]
             print(f"{name} {model} seed {seed}: ndcg@10 {r['metrics']['ndcg@10']:.4f} fit {r['fit_s']:.0f} s "
                   f"({r['training']['epochs_run']} epochs, best {r['training']['best_epoch']}), peak {r['peak_rss_mib']:.0f} MiB",
                   flush=True)
         per_model[model] = as_results(runs)
-        document["results"][model] = {**over_seeds(runs), "code": document["code"]}
+        codes = dict.fromkeys(r.get("code", document["code"]) for r in runs)  # reused runs keep the code that made them
+        document["results"][model] = {**over_seeds(runs), "code": "/".join(codes)}
     if len(per_model) == 2:
         (a, ra), (b, rb) = per_model.items()
         document["comparison"] = {"a": a, "b": b, **paired(ra, rb)}
@@ -170,6 +206,8 @@ def main() -> int:
     parser.add_argument("--max-minutes", type=float, default=0.0, help="training budget per model (0 = none)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="training seeds (comma-separated)")
     parser.add_argument("--report-only", action="store_true", help="rewrite SEQUENTIAL.md from the saved results")
+    parser.add_argument("--cache", default="runs/sequential", help="finished runs are kept here and reused while the "
+                        "library is unchanged ('' = none)")
     args = parser.parse_args()
     if args.report_only:
         args.datasets = ""
@@ -182,7 +220,8 @@ def main() -> int:
             print(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}", file=sys.stderr)
             return 2
         seeds = tuple(int(x) for x in args.seeds.split(","))
-        document = run_dataset(name, data_dir, args.models.split(","), args.max_minutes, seeds)
+        document = run_dataset(name, data_dir, args.models.split(","), args.max_minutes, seeds,
+                               Path(args.cache) if args.cache else None)
         atomic_write_text(OUT / f"{name}.json", json.dumps(document, indent=2))
     documents = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
     atomic_write_text(HERE / "SEQUENTIAL.md", markdown(documents))
