@@ -21,6 +21,7 @@ Writes `benchmarks/results/deep_cf.json` and `benchmarks/DEEP_CF.md`.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -41,8 +42,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from baselines import code_version, machine  # noqa: E402
 from protocol import (  # noqa: E402
-    SEEDS, TEST, Axis, describe_grid, describe_test, fmt_mean_std, mean_std, paired, search, seeded,
-    summary_over_seeds,
+    SEEDS, TEST, Axis, RunCache, describe_grid, describe_test, fmt_mean_std, mean_std, paired, results_from_json,
+    results_to_json, search, seeded, summary_over_seeds,
 )
 
 SIMPLE = ("itemknn", "als", "ease")
@@ -109,7 +110,16 @@ def fit_seeds(name: str, params: dict, split, dataset, histories, targets, seeds
     return results, fit_s
 
 
-def run_dataset(name: str, data_dir: Path, grids: dict[str, list[dict]], models: list[str], seeds: tuple[int, ...]) -> dict:
+CODE = ("omnirec", "benchmarks/deep_cf.py", "benchmarks/protocol.py")  # what makes a kept model's figures
+
+
+def digest(grid: list[dict]) -> str:
+    """A short name for a starting grid, so that a kept model is reused only for the grid it was tuned on."""
+    return hashlib.sha1(json.dumps(grid, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def run_dataset(name: str, data_dir: Path, grids: dict[str, list[dict]], models: list[str], seeds: tuple[int, ...],
+                cache: RunCache = RunCache(None)) -> dict:
     dataset = load_dataset(name, data_dir)
     split = split_dataset(dataset, "loo")
     histories, targets = split.histories("test"), split.targets("test")
@@ -117,6 +127,13 @@ def run_dataset(name: str, data_dir: Path, grids: dict[str, list[dict]], models:
                  "interactions": dataset.interactions.height, "seeds": list(seeds), "models": {}}
     results = {}
     for model_name in models:
+        # a finished model is kept (its row and per-user test results) and reused while omnirec/ is unchanged
+        key = (name, f"{model_name}-{digest(grids[model_name])}-seeds{'_'.join(map(str, seeds))}")
+        kept = cache.get(*key)
+        if kept is not None:
+            out["models"][model_name], results[model_name] = kept["row"], results_from_json(kept["results"])
+            print(f"{name}: {model_name} reused from {cache.folder} (code {kept['row']['code']})", flush=True)
+            continue
         print(f"{name}: tuning {model_name}", flush=True)
         params, trials, outcome = tune(model_name, grids[model_name], dataset, split)
         results[model_name], fit_s = fit_seeds(model_name, params, split, dataset, histories, targets, seeds)
@@ -125,7 +142,9 @@ def run_dataset(name: str, data_dir: Path, grids: dict[str, list[dict]], models:
             "grid": outcome, "valid_ndcg@10": max(t["valid_ndcg@10"] for t in trials),
             "deterministic": seeded(model_name, params, 0) is None, "fit_s": fit_s,
             "test": summary_over_seeds(results[model_name], ("ndcg@10", "hr@10", "ndcg@20", "hr@20")),
+            "code": code_version("benchmarks/deep_cf.py"),
         }
+        cache.put({"row": out["models"][model_name], "results": results_to_json(results[model_name])}, *key)
         print(f"{name}: {model_name} test NDCG@10 {fmt_mean_std(out['models'][model_name]['test']['ndcg@10'])}", flush=True)
     by_valid = {kind: max((m for m in out["models"] if out["models"][m]["kind"] == kind),
                           key=lambda m: out["models"][m]["valid_ndcg@10"], default=None) for kind in ("deep", "simple")}
@@ -248,6 +267,8 @@ def main() -> int:
     parser.add_argument("--no-cold", action="store_true", help="skip the ml-100k cold-user protocol")
     parser.add_argument("--report-only", action="store_true", help="rewrite DEEP_CF.md from the saved JSON")
     parser.add_argument("--out", default=str(HERE / "results" / "deep_cf.json"))
+    parser.add_argument("--cache", default="runs/deep_cf", help="each finished model is kept here and reused while the "
+                        "library is unchanged, so a stopped run continues ('' = none)")
     parser.add_argument("--merge", help="put the datasets (replacing those of the same name) and the cold-user part of "
                         "this result JSON of another invocation into --out, each with its command and code; then rewrite the report")
     args = parser.parse_args()
@@ -269,7 +290,8 @@ def main() -> int:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     report = HERE / "DEEP_CF.md" if Path(args.out).resolve() == (HERE / "results" / "deep_cf.json").resolve() else Path(args.out).with_suffix(".md")
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
-        doc["datasets"].append(run_dataset(name, data_dir, grids, models, seeds))
+        cache = RunCache(Path(args.cache) if args.cache else None, CODE)
+        doc["datasets"].append(run_dataset(name, data_dir, grids, models, seeds, cache))
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, json.dumps(doc, indent=2))
         atomic_write_text(report, markdown(doc))

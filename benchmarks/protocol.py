@@ -25,14 +25,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from omnirec.evaluate.ranking import EvalResult
 from omnirec.models import MODELS
+from omnirec.utils import atomic_write_text
 
 SEEDS = (0, 1, 2)
 ALPHA = 0.01
@@ -225,3 +229,55 @@ def describe_grid(outcome: dict[str, str]) -> str:
         return "interior"
     parts = [f"{k} at its domain's bound" if v == "bound" else f"{k} still on an edge" for k, v in outcome.items() if v != "interior"]
     return "; ".join(parts)
+
+
+# --- finished runs, kept so that a stopped benchmark continues ---------------------------------------
+
+
+def library_tree(paths: tuple[str, ...] = ("omnirec",)) -> str | None:
+    """The git objects of `paths` at HEAD (the library's tree, a script's blob), which change exactly when
+    they do; None when one has uncommitted changes or git is not at hand (then nothing is kept or reused)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        objects = [subprocess.run(["git", "rev-parse", f"HEAD:{p}"], cwd=root, capture_output=True, text=True,
+                                  check=True).stdout.strip() for p in paths]
+        dirty = subprocess.run(["git", "status", "--porcelain", *paths], cwd=root, capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return None if dirty else "+".join(objects)
+
+
+@dataclass(frozen=True)
+class RunCache:
+    """Finished runs as JSON files under `folder` (None: keep nothing), each reused only while `code` (the
+    library, and the scripts whose logic makes a run) is what made it (`library_tree`); a change to any
+    makes every run fresh again."""
+
+    folder: Path | None
+    code: tuple[str, ...] = ("omnirec",)
+
+    def _path(self, key: tuple[str, ...]) -> Path:
+        return self.folder.joinpath(*key[:-1], key[-1] + ".json")
+
+    def get(self, *key: str) -> Any | None:
+        tree = library_tree(self.code) if self.folder else None
+        if tree is None or not self._path(key).exists():
+            return None
+        saved = json.loads(self._path(key).read_text())
+        return saved["run"] if saved["library_tree"] == tree else None
+
+    def put(self, value: Any, *key: str) -> None:
+        tree = library_tree(self.code) if self.folder else None
+        if tree is not None:
+            self._path(key).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self._path(key), json.dumps({"library_tree": tree, "run": value}))
+
+
+def results_to_json(results: list[EvalResult], metric: str = "ndcg@10") -> list[dict]:
+    """What `paired` and `summary_over_seeds` read of each seed's result: the users, their `metric`, the summary."""
+    return [{"users": r.users.tolist(), metric: r.per_user[metric].tolist(), "summary": r.summary} for r in results]
+
+
+def results_from_json(rows: list[dict], metric: str = "ndcg@10") -> list[EvalResult]:
+    return [EvalResult("loo", np.asarray(r["users"]), {metric: np.asarray(r[metric])}, r["summary"], 0.0) for r in rows]

@@ -21,14 +21,13 @@ import json
 import multiprocessing
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from baselines import code_version, machine
-from protocol import SEEDS, TEST, describe_test, fmt_mean_std, mean_std, paired
+from protocol import SEEDS, TEST, RunCache, describe_test, fmt_mean_std, mean_std, paired
 
 from omnirec.data.datasets import DATASETS, load_dataset
 from omnirec.data.split import split_dataset
@@ -98,39 +97,22 @@ def as_results(runs: list[dict]) -> list[EvalResult]:
             for r in runs]
 
 
-def library_tree() -> str | None:
-    """The git tree of `omnirec/` at HEAD, which changes exactly when the library does; None when it has
-    uncommitted changes or git is not at hand (nothing is then reused)."""
-    try:
-        tree = subprocess.run(["git", "rev-parse", "HEAD:omnirec"], cwd=HERE.parent, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "omnirec"], cwd=HERE.parent, capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return None if dirty else tree
-
-
-def cached_run(cache: Path | None, name: str, model: str, data_dir: Path, max_minutes: float, seed: int) -> dict:
+def cached_run(cache: RunCache, name: str, model: str, data_dir: Path, max_minutes: float, seed: int) -> dict:
     """One (model, seed) run, from the cache where the same library made it, else fitted in a process of its
     own (so that the peak memory is this model's) and then kept."""
-    tree = library_tree() if cache else None
-    path = cache / name / f"{model}-seed{seed}-{max_minutes:g}min.json" if cache else None
-    if tree and path.exists():
-        saved = json.loads(path.read_text())
-        if saved["library_tree"] == tree:
-            print(f"{name} {model} seed {seed}: reused from {path} (code {saved['run']['code']})", flush=True)
-            return saved["run"]
+    key = (name, f"{model}-seed{seed}-{max_minutes:g}min")
+    run = cache.get(*key)
+    if run is not None:
+        print(f"{name} {model} seed {seed}: reused from {cache.folder} (code {run['code']})", flush=True)
+        return run
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
         run = {**child.submit(run_model, model, name, data_dir, max_minutes, seed).result(), "code": code_version()}
-    if tree:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps({"library_tree": tree, "run": run}))
+    cache.put(run, *key)
     return run
 
 
 def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float, seeds: tuple[int, ...],
-                cache: Path | None = None) -> dict:
+                cache: RunCache = RunCache(None)) -> dict:
     dataset = load_dataset(name, data_dir)
     document = {
         "dataset": name, "protocol": "loo-full", "n_users": dataset.n_users, "n_items": dataset.n_items,
@@ -221,7 +203,7 @@ def main() -> int:
             return 2
         seeds = tuple(int(x) for x in args.seeds.split(","))
         document = run_dataset(name, data_dir, args.models.split(","), args.max_minutes, seeds,
-                               Path(args.cache) if args.cache else None)
+                               RunCache(Path(args.cache) if args.cache else None))
         atomic_write_text(OUT / f"{name}.json", json.dumps(document, indent=2))
     documents = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
     atomic_write_text(HERE / "SEQUENTIAL.md", markdown(documents))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import json
 import importlib.util
 import math
 import sys
@@ -69,3 +70,29 @@ def test_a_linear_axis_such_as_dropout_steps_to_its_bound_instead_of_creeping_to
     best, trials, outcome = protocol.search(score, [{"dropout": 0.1}, {"dropout": 0.3}],
                                             {"dropout": protocol.Axis(high=0.9, scale="linear")})
     assert best == {"dropout": 0.0} and outcome == {"dropout": "bound"} and len(trials) == 3
+
+
+def test_a_kept_run_is_reused_only_while_the_code_that_made_it_is_unchanged(tmp_path, monkeypatch) -> None:
+    code = {"tree": "a1"}
+    monkeypatch.setattr(protocol, "library_tree", lambda paths: code["tree"])
+    cache = protocol.RunCache(tmp_path)
+    cache.put({"ndcg@10": 0.05}, "beauty", "sasrec-seed0")
+    assert (tmp_path / "beauty" / "sasrec-seed0.json").exists()
+    assert cache.get("beauty", "sasrec-seed0") == {"ndcg@10": 0.05}
+    assert cache.get("beauty", "sasrec-seed1") is None
+    code["tree"] = "b2"  # the library changed: the kept run no longer counts
+    assert cache.get("beauty", "sasrec-seed0") is None
+    code["tree"] = None  # uncommitted changes: nothing is kept or reused
+    cache.put({"ndcg@10": 0.07}, "beauty", "sasrec-seed2")
+    assert not (tmp_path / "beauty" / "sasrec-seed2.json").exists()
+    assert protocol.RunCache(None).get("beauty", "sasrec-seed0") is None
+
+
+def test_results_survive_the_round_trip_through_json_for_the_paired_test() -> None:
+    rng = np.random.default_rng(0)
+    users = np.arange(1, 41)
+    results, other = ([EvalResult("loo", users, {"ndcg@10": rng.random(40)}, {"ndcg@10": 0.5, "hr@10": 0.7}, 0.0)
+                       for _ in range(3)] for _ in range(2))
+    back = protocol.results_from_json(json.loads(json.dumps(protocol.results_to_json(results))))
+    assert [r.summary for r in back] == [r.summary for r in results]
+    assert protocol.paired(back, other) == protocol.paired(results, other)
