@@ -26,6 +26,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from baselines import code_version, machine
 from protocol import SEEDS, TEST, RunCache, describe_test, fmt_mean_std, mean_std, paired
 
@@ -76,7 +78,7 @@ def run_model(name: str, dataset_name: str, data_dir: Path, max_minutes: float, 
         "fit_s": round(fit_s, 1), "eval_s": round(result.eval_s, 2),
         "epoch_s_median": round(statistics.median(epoch_s), 2), "training": model.training,
         "peak_rss_mib": round(peak_rss_mib(), 1), "config": dataclasses.asdict(config),
-        "history": model.history, "users": result.users, "per_user_ndcg@10": result.per_user["ndcg@10"],
+        "history": model.history, "users": result.users.tolist(), "per_user_ndcg@10": result.per_user["ndcg@10"].tolist(),
     }
 
 
@@ -93,7 +95,8 @@ def over_seeds(runs: list[dict]) -> dict:
 
 
 def as_results(runs: list[dict]) -> list[EvalResult]:
-    return [EvalResult("loo", r["users"], {"ndcg@10": r["per_user_ndcg@10"]}, {"ndcg@10": r["metrics"]["ndcg@10"]}, 0.0)
+    return [EvalResult("loo", np.asarray(r["users"]), {"ndcg@10": np.asarray(r["per_user_ndcg@10"])},
+                       {"ndcg@10": r["metrics"]["ndcg@10"]}, 0.0)
             for r in runs]
 
 
