@@ -91,9 +91,10 @@ def test_a_summary_over_seeds_is_shown_as_mean_and_std():
 
 
 def over_three_seeds(node):
-    """The document with every `ndcg@10` number turned into a summary over three seeds."""
+    """The document with every `ndcg@10` (a number, or already a summary) a summary over three seeds with std 0.001."""
     if isinstance(node, dict):
-        return {k: {"mean": v, "std": 0.001, "seeds": [0, 1, 2]} if k == "ndcg@10" and isinstance(v, float)
+        return {k: {"mean": v if isinstance(v, float) else v["mean"], "std": 0.001, "seeds": [0, 1, 2]}
+                if k == "ndcg@10" and (isinstance(v, float) or isinstance(v, dict) and "mean" in v)
                 else over_three_seeds(v) for k, v in node.items()}
     return [over_three_seeds(v) for v in node] if isinstance(node, list) else node
 
