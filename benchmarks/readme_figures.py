@@ -200,9 +200,17 @@ def deep_cf(load: Load) -> list[str]:
              *best_cells({n: m["test"]["ndcg@10"] for n, m in ds["models"].items()}, names, 4),
              verdict(ds["comparison"])] for ds in doc["datasets"]]
     header = ["", *(LABELS[n] for n in names), "verdict"]
-    largest = max(doc["datasets"], key=lambda ds: ds["interactions"])["dataset"]  # beauty, in a full run
+    # the fit times quoted are of the whole run, whose machine and threads the document records (a dataset
+    # merged from another invocation carries only its own command and code)
+    whole = [ds for ds in doc["datasets"] if "command" not in ds] or doc["datasets"]
+    largest = max(whole, key=lambda ds: ds["interactions"])["dataset"]  # beauty, in a full run
     prose = f"{deep_cf_cold(doc['cold_users'])} {slowest_fit(doc, largest)}"
-    return [*table(header, rows, "l" + "r" * len(names) + "l"), "", *wrap(prose), "", source(load, "deep_cf.json")]
+    runs = [f"`{command_of(doc)}` at {doc['code']}"] if len(whole) < len(doc["datasets"]) or "command" not in whole[0] else []
+    runs += [f"{ds['dataset']}: `{ds['command']}` at {ds['code']}" for ds in doc["datasets"] if "command" in ds]
+    if doc["cold_users"].get("command"):
+        runs.append(f"cold users: `{doc['cold_users']['command']}` at {doc['cold_users']['code']}")
+    return [*table(header, rows, "l" + "r" * len(names) + "l"), "", *wrap(prose), "",
+            source(load, "deep_cf.json", runs="; ".join(runs))]
 
 
 def deep_cf_cold(cold: dict) -> str:
