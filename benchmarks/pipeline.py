@@ -48,12 +48,14 @@ import numpy as np
 import torch
 
 from baselines import code_version
-from omnirec.data.dataset import Dataset, TrainData
+from omnirec.data.dataset import Dataset
 from omnirec.data.datasets import load_dataset
+from omnirec.data.histories import Histories
 from omnirec.data.split import Split, split_dataset
-from omnirec.evaluate.ranking import EvalResult, full_ranking_eval, item_vectors_from_matrix, list_eval
+from omnirec.data.train_data import TrainData
+from omnirec.evaluate.ranking import EvalResult, full_ranking_eval, list_eval
 from omnirec.experiment import fit_for_test
-from omnirec.features.sequences import Histories
+from omnirec.features.similarity import item_vectors_from_matrix
 from omnirec.features.text import TextEncoderConfig, encode_texts
 from omnirec.models import ItemKNN, Markov, Popularity, SASRec, TfidfContent
 from omnirec.models.base import Recommender

@@ -52,7 +52,7 @@ def stage(name: str, folder: str, n_users: int, n_items: int, n_interactions: in
     else:
         import torch
 
-        from omnirec.features.sequences import Histories
+        from omnirec.data.histories import Histories
         from omnirec.models.sasrec import SASRec, SASRecConfig
         from omnirec.train.loop import TrainConfig
 
@@ -62,7 +62,8 @@ def stage(name: str, folder: str, n_users: int, n_items: int, n_interactions: in
             epochs=1, batch_size=1024, refit=False, ema_epochs=0.0, progress=False, amp=False))
         model = SASRec(config)
         if name == "train":
-            from omnirec.train.loop import fit, windows
+            from omnirec.features.sequences import windows
+            from omnirec.train.loop import fit
 
             model.module = model._build(n)
             sequences = Histories(data["indptr"], data["items"])

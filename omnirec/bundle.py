@@ -29,8 +29,8 @@ import numpy as np
 
 from omnirec.config import config_hash, to_dict
 from omnirec.data.dataset import Dataset
+from omnirec.data.histories import Histories
 from omnirec.data.ids import IdMap, UnknownIdError
-from omnirec.features.sequences import Histories
 from omnirec.models.base import Recommender
 from omnirec.utils import atomic_savez, atomic_write_text, file_sha256
 

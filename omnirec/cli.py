@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
-
 from omnirec.bundle import Bundle
 from omnirec.config import ConfigError, from_dict, load_toml
 from omnirec.data.clean import CleanConfig
@@ -30,7 +28,6 @@ from omnirec.data.io import ColumnMap
 from omnirec.data.split import Split, split_dataset
 from omnirec.data.synthetic import SyntheticConfig, generate
 from omnirec.experiment import explain_note, format_significance, format_table, run_experiment, save_report
-from omnirec.features.sequences import Histories
 from omnirec.models import MODELS
 from omnirec.models.base import Recommender
 from omnirec.train import distributed

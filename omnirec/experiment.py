@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from omnirec.config import config_hash, to_dict
 from omnirec.data.dataset import Dataset
 from omnirec.data.split import Split, split_dataset
-from omnirec.evaluate.ranking import EvalResult, full_ranking_eval, item_vectors_from_matrix
+from omnirec.evaluate.ranking import EvalResult, full_ranking_eval
+from omnirec.features.similarity import item_vectors_from_matrix
 from omnirec.models.base import Recommender
 from omnirec.utils import atomic_savez, atomic_write, atomic_write_text
 

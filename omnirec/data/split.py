@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from omnirec.data.dataset import Dataset, TrainData
+from omnirec.data.attributes import Attributes
+from omnirec.data.dataset import Dataset
+from omnirec.data.histories import Histories
 from omnirec.data.schema import ITEM, TIME, USER
-from omnirec.features.attributes import Attributes
-from omnirec.features.sequences import Histories
+from omnirec.data.train_data import TrainData
 
 
 class SplitError(ValueError):

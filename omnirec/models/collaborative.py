@@ -17,10 +17,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from omnirec.data.dataset import TrainData
-from omnirec.features.attributes import Attributes
-from omnirec.features.sequences import Histories, UserBatch
-from omnirec.models.base import Recommender, first_target_ndcg, reported
+from omnirec.data.attributes import Attributes
+from omnirec.data.histories import Histories, UserBatch
+from omnirec.data.train_data import TrainData
+from omnirec.models.base import Recommender
 from omnirec.train.loop import (
     Deadline,
     RefitPlan,
@@ -34,6 +34,7 @@ from omnirec.train.loop import (
     training_summary,
 )
 from omnirec.train.pairs import StepFn, fit_pairs
+from omnirec.train.validation import first_target_ndcg, reported
 
 
 class PairData(NamedTuple):

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from omnirec.data.dataset import TrainData
-from omnirec.features.matrix import interaction_matrix
-from omnirec.features.sequences import UserBatch
+from omnirec.data.histories import UserBatch
+from omnirec.data.train_data import TrainData, interaction_matrix
 from omnirec.models.base import Recommender
 
 MAX_ITEMS = 60_000  # a (60k x 60k) float64 inverse needs about 58 GiB

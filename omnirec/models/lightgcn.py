@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnirec.features.sequences import UserBatch
+from omnirec.data.histories import UserBatch
 from omnirec.models.collaborative import PairData, PairRecommender
 from omnirec.train import losses
 from omnirec.train.pairs import PairTrainConfig, StepFn

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from omnirec.data.dataset import TrainData
-from omnirec.features.sequences import UserBatch
+from omnirec.data.histories import UserBatch
+from omnirec.data.train_data import TrainData
 from omnirec.models.base import Recommender
 
 

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from omnirec.config import config_hash
-from omnirec.data.dataset import TrainData
-from omnirec.features.sequences import Histories, UserBatch
-from omnirec.models.base import Recommender, first_target_ndcg, reported
+from omnirec.data.histories import Histories, UserBatch
+from omnirec.data.train_data import TrainData
+from omnirec.models.base import Recommender
 from omnirec.train import losses
 from omnirec.train.loop import (
     Deadline,
@@ -33,6 +33,7 @@ from omnirec.train.loop import (
     timed,
     training_summary,
 )
+from omnirec.train.validation import first_target_ndcg, reported
 
 
 def check_sequence_config(config: Any, sizes: tuple[int, ...]) -> None:

@@ -35,12 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnirec.data.dataset import TrainData
-from omnirec.features.sequences import Histories, UserBatch
+from omnirec.data.histories import Histories, UserBatch
+from omnirec.data.train_data import TrainData
 from omnirec.features.text import TextEncoderConfig, encode_texts
-from omnirec.models.base import mask_seen, top_k
-from omnirec.models.sasrec import CausalEncoder
+from omnirec.models.layers import CausalEncoder
 from omnirec.models.sequential import SequentialRecommender, check_sequence_config
+from omnirec.topk import mask_seen, top_k
 from omnirec.train import losses
 from omnirec.train.loop import LossFn, TrainConfig
 

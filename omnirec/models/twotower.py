@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnirec.data.dataset import TrainData
-from omnirec.features.attributes import Attributes
-from omnirec.features.sequences import UserBatch
+from omnirec.data.attributes import Attributes
+from omnirec.data.histories import UserBatch
+from omnirec.data.train_data import TrainData
 from omnirec.features.text import TextEncoderConfig, encode_texts
 from omnirec.models.collaborative import PairData, PairRecommender
 from omnirec.train import losses

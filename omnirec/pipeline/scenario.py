@@ -29,17 +29,23 @@ import scipy.sparse as sp
 from sklearn.preprocessing import normalize
 
 from omnirec.config import ConfigError, from_dict, load_toml
+from omnirec.data.histories import Histories
 from omnirec.data.ids import IdMap
-from omnirec.evaluate.ranking import item_vectors_from_matrix
-from omnirec.features.sequences import Histories
+from omnirec.features.similarity import cosine_similarity, item_vectors_from_matrix, keep_top_k
 from omnirec.models.base import Recommender
-from omnirec.models.itemknn import cosine_similarity, keep_top_k
 from omnirec.pipeline.ann import IndexConfig, VectorIndex
 from omnirec.pipeline.pipeline import Pipeline, Rules
 from omnirec.pipeline.rank import FusionRanker, ModelRanker
 from omnirec.pipeline.rerank import RerankConfig
 from omnirec.pipeline.sources import (
-    CooccurrenceSource, EmbeddingSource, ModelSource, NewItemSource, PopularSource, ScoreCache, Source, decayed_counts,
+    CooccurrenceSource,
+    EmbeddingSource,
+    ModelSource,
+    NewItemSource,
+    PopularSource,
+    ScoreCache,
+    Source,
+    decayed_counts,
 )
 
 SOURCE_KINDS = ("model", "cooccurrence", "embedding", "content", "popular", "new_items")

@@ -27,10 +27,15 @@ from typing import Any
 import numpy as np
 
 from omnirec.bundle import Bundle
-from omnirec.features.sequences import UserBatch
+from omnirec.data.histories import UserBatch
 from omnirec.pipeline.pipeline import Pipeline
 from omnirec.pipeline.scenario import (
-    PipelineData, ScenarioConfig, SourceConfig, build_pipeline, bundle_pipeline_data, load_scenarios,
+    PipelineData,
+    ScenarioConfig,
+    SourceConfig,
+    build_pipeline,
+    bundle_pipeline_data,
+    load_scenarios,
 )
 from omnirec.serve.store import POSITIVE, Event, EventStore, open_store  # noqa: F401 - the doctest uses open_store
 

@@ -8,10 +8,10 @@ import polars as pl
 import pytest
 import torch
 
+from omnirec.data.attributes import Attributes
 from omnirec.data.dataset import Dataset
 from omnirec.data.split import split_dataset
 from omnirec.evaluate.ranking import full_ranking_eval
-from omnirec.features.attributes import Attributes
 from omnirec.models import EASE, LightGCN, NeuMF, Popularity, TwoTower
 from omnirec.models.ease import EASEConfig
 from omnirec.models.lightgcn import LightGCNConfig, LightGCNNet, normalized_adjacency
@@ -52,7 +52,7 @@ def test_ease_equals_the_closed_form():
     x = (rng.random((30, 6)) < 0.4).astype(float)
     users, items = np.nonzero(x)
     frame = pl.DataFrame({"user_id": users + 1, "item_id": items + 1, "timestamp": np.arange(len(users))})
-    from omnirec.data.dataset import TrainData
+    from omnirec.data.train_data import TrainData
 
     model = EASE(EASEConfig(l2=3.0)).fit(TrainData(frame, 30, 6))
     p = np.linalg.inv(x.T @ x + 3.0 * np.eye(6))

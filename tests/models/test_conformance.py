@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from omnirec.config import from_dict
-from omnirec.data.dataset import Dataset, TrainData
+from omnirec.data.dataset import Dataset
+from omnirec.data.histories import UserBatch
 from omnirec.data.split import Split, split_dataset
 from omnirec.data.synthetic import SyntheticConfig, generate
+from omnirec.data.train_data import TrainData
 from omnirec.evaluate.ranking import full_ranking_eval
-from omnirec.features.sequences import UserBatch
 from omnirec.models import MODELS, Popularity
 from omnirec.models.base import NotFittedError, Recommender
 

@@ -11,11 +11,11 @@ import polars as pl
 import pytest
 import torch
 
-from omnirec.data.dataset import TrainData
+from omnirec.data.histories import Histories
 from omnirec.data.schema import ITEM, TIME, USER
 from omnirec.data.split import Split
+from omnirec.data.train_data import TrainData
 from omnirec.evaluate.ranking import full_ranking_eval
-from omnirec.features.sequences import Histories
 from omnirec.models.hstu import HSTU, HSTUConfig, HSTUNet
 from omnirec.models.popularity import Popularity
 from omnirec.models.sasrec import SASRec, SASRecConfig, SASRecNet

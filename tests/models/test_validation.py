@@ -1,4 +1,4 @@
-"""The validation NDCG that early stopping keeps the best epoch by (`models.base.first_target_ndcg`)."""
+"""The validation NDCG that early stopping keeps the best epoch by (`train.validation.first_target_ndcg`)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from omnirec.data.histories import UserBatch
 from omnirec.evaluate.ranking import full_ranking_eval
-from omnirec.features.sequences import UserBatch
-from omnirec.models.base import Recommender, first_target_ndcg
+from omnirec.models.base import Recommender
 from omnirec.train.pairs import PairTrainConfig, fit_pairs
+from omnirec.train.validation import first_target_ndcg
 
 
 class FixedScores(Recommender):

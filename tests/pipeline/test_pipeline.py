@@ -12,8 +12,8 @@ import torch
 from omnirec.bundle import Bundle
 from omnirec.cli import main
 from omnirec.config import ConfigError
+from omnirec.data.histories import Histories
 from omnirec.evaluate.ranking import full_ranking_eval, list_eval
-from omnirec.features.sequences import Histories
 from omnirec.models import ItemKNN, Markov
 from omnirec.pipeline.ann import IndexConfig, VectorIndex, exact_search, recall_at_k
 from omnirec.pipeline.pipeline import Pipeline, merge

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from omnirec.features.sequences import Histories
+from omnirec.data.histories import Histories
 from omnirec.models import collaborative, sequential
 from omnirec.models.neumf import NeuMF, NeuMFConfig
 from omnirec.models.sasrec import SASRec, SASRecConfig, SASRecNet

@@ -10,19 +10,13 @@ import pytest
 import torch
 
 from omnirec.data.dataset import Dataset
+from omnirec.data.histories import Histories
 from omnirec.data.split import split_dataset
 from omnirec.data.synthetic import SyntheticConfig, generate
-from omnirec.features.sequences import Histories
+from omnirec.features.sequences import batches_per_epoch, make_batch, training_batches
 from omnirec.models.sasrec import SASRecConfig, SASRecNet
 from omnirec.models.sequential import make_loss, validation_ndcg
-from omnirec.train.loop import (
-    CHECKPOINT,
-    TrainConfig,
-    batches_per_epoch,
-    fit,
-    make_batch,
-    training_batches,
-)
+from omnirec.train.loop import CHECKPOINT, TrainConfig, fit
 from omnirec.train.losses import full_softmax
 
 MAX_LEN = 4
@@ -103,7 +97,7 @@ def test_padding_never_has_a_target_and_batches_respect_batch_size():
 
 
 def test_windows_cover_each_target_once_with_up_to_max_len_items_before_it():
-    from omnirec.train.loop import windows
+    from omnirec.features.sequences import windows
 
     histories, seqs = ragged([0, 1, 2, 5, 6, 9, 13])
     rows = windows(histories, MAX_LEN)
