@@ -46,38 +46,6 @@ class Candidate:
     max_trials: int
 
 
-def _space(name: str, trial: Any) -> dict[str, Any]:
-    """The hyperparameters of one trial (Optuna `suggest_*`), as a `[models.<name>]` table."""
-    if name == "itemknn":
-        return {"k": trial.suggest_int("k", 10, 400, log=True), "shrink": trial.suggest_float("shrink", 0.0, 100.0)}
-    if name == "ease":
-        return {"l2": trial.suggest_float("l2", 10.0, 5000.0, log=True)}
-    if name == "als":
-        return {"factors": trial.suggest_categorical("factors", [32, 64, 128]),
-                "regularization": trial.suggest_float("regularization", 0.1, 100.0, log=True),
-                "alpha": trial.suggest_float("alpha", 1.0, 50.0, log=True)}
-    if name == "sasrec":
-        return {"d_model": trial.suggest_categorical("d_model", [64, 128]),
-                "n_layers": trial.suggest_int("n_layers", 1, 2),
-                "dropout": trial.suggest_float("dropout", 0.1, 0.5),
-                "train": {"lr": trial.suggest_float("lr", 3e-4, 3e-3, log=True)}}
-    if name == "twotower":
-        return {"temperature": trial.suggest_float("temperature", 0.03, 0.2, log=True),
-                "dropout": trial.suggest_float("dropout", 0.0, 0.4),
-                "train": {"lr": trial.suggest_float("lr", 3e-4, 3e-3, log=True)}}
-    return {}  # pop, markov, tfidf: nothing worth tuning (markov's backoff only breaks ties)
-
-
-# The defaults are always the first trial of each model, so the search can only improve on them.
-DEFAULT_TRIAL = {
-    "itemknn": {"k": 100, "shrink": 10.0}, "ease": {"l2": 500.0},
-    "als": {"factors": 64, "regularization": 10.0, "alpha": 10.0},
-    "sasrec": {"d_model": 64, "n_layers": 1, "dropout": 0.2, "lr": 1e-3},
-    "twotower": {"temperature": 0.05, "dropout": 0.1, "lr": 1e-3},
-}
-TRAINS_IN_EPOCHS = ("sasrec", "twotower")
-
-
 def choose_candidates(traits: dict[str, Any], budget_minutes: float) -> list[Candidate]:
     """Models worth trying, from the data's traits, each with the reason; cheap ones first."""
     out = [Candidate("pop", "the floor every model must beat", 0.0, 1),
@@ -194,10 +162,10 @@ def search(
         deadline = time.perf_counter() + share
 
         def objective(trial: optuna.Trial, cand: Candidate = cand, deadline: float = deadline) -> float:
-            params = _space(cand.model, trial)
+            params = MODELS[cand.model].search_space(trial)
             remaining = max(0.2, (deadline - time.perf_counter()) / 60)
             model = build(cand.model, params, max_minutes=remaining, trial=True)
-            if cand.model in TRAINS_IN_EPOCHS:
+            if MODELS[cand.model].trains_in_epochs:
                 model.on_validation = _validation_reporter(trial)
             start = time.perf_counter()
             state, value = "complete", math.nan
@@ -220,8 +188,8 @@ def search(
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
         study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
-        if cand.model in DEFAULT_TRIAL:
-            study.enqueue_trial(DEFAULT_TRIAL[cand.model])
+        if MODELS[cand.model].default_trial:  # the defaults first, so the search can only improve on them
+            study.enqueue_trial(MODELS[cand.model].default_trial)
         study.optimize(objective, n_trials=cand.max_trials, timeout=None if not cand.weight else max(1.0, share))
     return result
 
@@ -231,7 +199,7 @@ def chosen_toml(model: str, params: dict[str, Any], data: dict[str, Any], out: s
     import tomli_w
 
     table = json.loads(json.dumps(params))
-    if model in TRAINS_IN_EPOCHS and "train" in table:
+    if MODELS[model].trains_in_epochs and "train" in table:
         table["train"] = {k: v for k, v in table["train"].items() if k not in ("progress", "max_minutes")} or None
         if table["train"] is None:
             del table["train"]
@@ -293,7 +261,7 @@ def run_auto(
     test = report.to_json()["results"][best["model"]]
     bundle_dir = out / "bundle"
     Bundle.create(model, dataset, test, {"auto": {"params": best["params"], "valid_ndcg@10": best["valid_ndcg@10"]},
-                                         "training": getattr(model, "training", {})}).save(bundle_dir)
+                                         "training": model.training}).save(bundle_dir)
     board = result.leaderboard()
     chosen_reason = next(c.reason for c in candidates if c.model == best["model"])
     runner_up = next((r for r in board if r["model"] != best["model"] and r["best_valid_ndcg@10"] is not None), None)

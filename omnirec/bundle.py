@@ -153,12 +153,6 @@ class Bundle:
             if user not in self.users:
                 raise UnknownIdError(f"user {user!r} is not in this bundle ({len(self.users):,} users)")
             batch = self.histories.batch(np.array(self.users.encode([user])))
-        if query is None:
-            ids, scores = self.model.recommend(batch, k=k, exclude_seen=exclude_seen)
-        elif not hasattr(self.model, "query_scores"):
-            raise ValueError(f"model {self.model.name!r} does not read text queries (textseq does)")
-        else:
-            ids, scores = self.model.recommend(batch, k=k, exclude_seen=exclude_seen, query=query,
-                                               query_weight=query_weight)
+        ids, scores = self.model.recommend(batch, k=k, exclude_seen=exclude_seen, query=query, query_weight=query_weight)
         keep = ids[0] != 0
         return list(zip(self.items.decode(ids[0][keep]), scores[0][keep].tolist(), strict=True))

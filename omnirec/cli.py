@@ -33,7 +33,6 @@ from omnirec.models.base import Recommender
 from omnirec.train import distributed
 from omnirec.utils import atomic_write_text
 
-QUICKSTART_MODELS = ("pop", "itemknn", "als", "bpr", "markov", "tfidf")
 CONFIG_SECTIONS = ("clean", "models")
 TRAIN_KEYS = ("model", "out", "k", "data", "clean", "models")
 
@@ -63,8 +62,8 @@ def build_models(names: list[str], settings: dict[str, Any], dataset: Dataset) -
     extra = [n for n in settings if n not in MODELS]
     if extra:
         raise SystemExit(f"error: config has [models.{extra[0]}], which is not a model; known: {', '.join(MODELS)}")
-    for name in ("tfidf", "textseq"):
-        if name in names and dataset.item_text is None:
+    for name in names:
+        if MODELS[name].needs_text and dataset.item_text is None:
             raise SystemExit(f"error: model {name!r} needs item text, and dataset {dataset.name!r} has none")
     models = {}
     for name in names:
@@ -104,7 +103,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     dataset = Dataset.from_frames(inter, items, name="synthetic")
     print(f"synthetic catalogue: {dataset.n_users:,} users, {dataset.n_items:,} items, "
           f"{dataset.interactions.height:,} interactions (seed {args.seed})")
-    report = run_experiment(dataset, build_models(list(QUICKSTART_MODELS), {}, dataset), progress=True)
+    report = run_experiment(dataset, build_models([n for n, cls in MODELS.items() if cls.quick], {}, dataset), progress=True)
     document = report.to_json()
     _print_summary(dataset, document)
     paths = save_report(report, args.out)
@@ -208,14 +207,13 @@ def _with_train_options(model: Recommender, checkpoint_dir: str | None, quiet: b
 
 def _start_from_bundle(model: Recommender, path: str) -> Recommender:
     """The model set to start training from a bundle's weights (a textseq pretrained on another catalogue)."""
-    start_from = getattr(model, "start_from", None)
-    if start_from is None:
+    if not model.can_warm_start:
         raise SystemExit(f"error: --init-from: model {model.name!r} cannot start from pretrained weights (textseq can)")
     pretrained = Bundle.load(path).model
     if type(pretrained) is not type(model):
         raise SystemExit(f"error: --init-from {path}: holds a {pretrained.name!r} model, this config trains {model.name!r}")
     try:
-        return start_from(pretrained)
+        return model.start_from(pretrained)
     except ValueError as exc:
         raise SystemExit(f"error: --init-from {path}: {exc}") from exc
 
@@ -250,7 +248,7 @@ def _train_and_save(config: dict[str, Any], dataset: Dataset, out: str, ks: tupl
     document = report.to_json()
     _print_summary(dataset, document)
     meta = {"protocol": document["protocol"], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "training": getattr(model, "training", {}), "history": getattr(model, "history", []), **(extra or {})}
+            "training": model.training, "history": model.history, **(extra or {})}
     Bundle.create(model, dataset, document["results"][name], meta).save(out)
     print(f"saved bundle to {out}")
 

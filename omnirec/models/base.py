@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -65,6 +66,20 @@ class Recommender(ABC):
     # fits it on train + validation instead (`Split.refit_data`), and every model has learnt from the same
     # items when it ranks the test targets.
     learns_from_validation: ClassVar[bool] = False
+    # What the model needs and can do, declared here and read by the other layers (never probed):
+    needs_text: ClassVar[bool] = False  # `fit` needs `TrainData.item_text`
+    trains_in_epochs: ClassVar[bool] = False  # validates every few epochs through `reported` (a search may prune it)
+    quick: ClassVar[bool] = False  # fits in seconds, no training loop: the quickstart's models
+    has_item_embeddings: ClassVar[bool] = False  # `item_embeddings()`: (I + 1, D) vectors an ANN source can index
+    reads_text_queries: ClassVar[bool] = False  # `recommend(..., query=...)` blends in a natural-language request
+    can_warm_start: ClassVar[bool] = False  # `start_from(pretrained)`: training starts from another fit's weights
+    default_trial: ClassVar[dict[str, Any]] = {}  # the search's first trial (its Config's defaults), by search name
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """The hyperparameters of one search trial (Optuna `suggest_*` calls on `trial`), as a
+        `[models.<name>]` table; {} where nothing is worth tuning."""
+        return {}
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
@@ -72,6 +87,11 @@ class Recommender(ABC):
             raise TypeError(f"{type(self).__name__} takes a {self.Config.__name__}, got {type(self.config).__name__}")
         self.n_users = 0
         self.n_items = 0
+        self.training: dict[str, Any] = {}  # what the last fit did (epochs, budget, seed); empty for closed forms
+        self.history: list[dict[str, float]] = []  # one row per epoch of the last fit
+        # Called with (validation count, validation NDCG@10) after each validation of a model that trains in
+        # epochs; a search sets it to prune a bad trial (raising there stops training).
+        self.on_validation: Callable[[int, float], None] | None = None
 
     # -- hooks ---------------------------------------------------------------------------------
     @abstractmethod
@@ -116,18 +136,57 @@ class Recommender(ABC):
             return scores.gather(1, torch.as_tensor(items, dtype=torch.int64, device=scores.device))
         return scores
 
-    def recommend(self, batch: UserBatch, k: int = 10, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self, batch: UserBatch, k: int = 10, exclude_seen: bool = True, *, query: str | None = None,
+        query_weight: float = 0.5,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(B, k) dense item ids and their scores, best first; history items are excluded by default.
 
+        With `query` (models that `reads_text_queries`), the request's words are blended into the scores
+        with weight `query_weight` (see the model's `_score_with_query`).
         Where fewer than k items are left to recommend, the empty slots hold id 0 and score -inf.
         """
-        scores = self.score(batch)
+        if query is None:
+            scores = self.score(batch)
+        elif not self.reads_text_queries:
+            raise ValueError(f"model {self.name!r} does not read text queries (textseq does)")
+        elif not 0 <= query_weight <= 1:
+            raise ValueError(f"query_weight must be in [0, 1], got {query_weight}")
+        else:
+            scores = self._score_with_query(batch, query, query_weight)
         if exclude_seen:
             mask_seen(scores, batch)
         else:
             scores[:, 0] = -torch.inf
         ids, values = top_k(scores, k, row_keys=torch.from_numpy(batch.users))
         return ids.cpu().numpy(), values.cpu().numpy()
+
+    def _score_with_query(self, batch: UserBatch, query: str, weight: float) -> torch.Tensor:
+        """(B, I + 1) scores blending the batch's and the query's (models that read text queries)."""
+        raise NotImplementedError(f"{self.name} declares reads_text_queries without _score_with_query")
+
+    def item_embeddings(self) -> np.ndarray:
+        """(I + 1, D) item vectors (row 0 padding) that the model scores with: what ANN sources index."""
+        raise ValueError(f"model {self.name!r} has no item embeddings (sasrec, hstu, textseq, twotower and lightgcn "
+                         "have)")
+
+    def start_from(self, pretrained: Recommender) -> Self:
+        """Start the next `fit` from `pretrained`'s weights (fitted on another catalogue); returns self."""
+        raise ValueError(f"model {self.name!r} cannot start from pretrained weights (textseq can)")
+
+    def _reported(self, validate: Callable[[Any], float] | None) -> Callable[[Any], float] | None:
+        """`validate`, also handing each result to `on_validation(count, value)` where a search has set it."""
+        hook = self.on_validation
+        if validate is None or hook is None:
+            return validate
+        count = iter(range(1, 1 << 30))
+
+        def wrapped(module: Any) -> float:
+            value = validate(module)
+            hook(next(count), value)
+            return value
+
+        return wrapped
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

@@ -34,7 +34,7 @@ from omnirec.train.loop import (
     training_summary,
 )
 from omnirec.train.pairs import StepFn, fit_pairs
-from omnirec.train.validation import first_target_ndcg, reported
+from omnirec.train.validation import first_target_ndcg
 
 
 class PairData(NamedTuple):
@@ -63,8 +63,8 @@ class PairRecommender(Recommender):
     """Base of the collaborative neural models. Config must have `train: PairTrainConfig`."""
 
     learns_from_validation = True  # early stopping on `data.valid`, then a refit on train + validation
+    trains_in_epochs = True
 
-    history: list[dict[str, float]]
     module: torch.nn.Module
 
     @abstractmethod
@@ -99,7 +99,7 @@ class PairRecommender(Recommender):
         growth = refit_growth(data.sequences, data.valid) if refit else 0.0
         search, budget = fit_deadlines(cfg.max_minutes, growth)  # budget: early stopping and refit together
         with timed() as took:
-            result = self._train(view, reported(self, validate), cfg, search)
+            result = self._train(view, self._reported(validate), cfg, search)
         self._record(result)
         self.training["budget"] = budget_record(cfg.max_minutes, took["s"], result)
         if refit:

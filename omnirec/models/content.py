@@ -40,6 +40,8 @@ class TfidfContent(Recommender):
     """
 
     name = "tfidf"
+    quick = True
+    needs_text = True
     Config = TfidfConfig
 
     def _fit(self, data: TrainData) -> None:

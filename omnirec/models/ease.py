@@ -15,6 +15,7 @@ their history row times B. One dense (I x I) inverse: seconds for 10,000 items, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +42,11 @@ class EASE(Recommender):
     """Closed-form item-item regression; see the module docstring."""
 
     name = "ease"
+    default_trial = {"l2": EASEConfig.l2}
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        return {"l2": trial.suggest_float("l2", 10.0, 5000.0, log=True)}
     Config = EASEConfig
 
     def _fit(self, data: TrainData) -> None:

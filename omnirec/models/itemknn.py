@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,6 +35,12 @@ class ItemKNN(Recommender):
 
     name = "itemknn"
     Config = ItemKNNConfig
+    quick = True
+    default_trial = {"k": ItemKNNConfig.k, "shrink": ItemKNNConfig.shrink}
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        return {"k": trial.suggest_int("k", 10, 400, log=True), "shrink": trial.suggest_float("shrink", 0.0, 100.0)}
 
     def _fit(self, data: TrainData) -> None:
         binary = interaction_matrix(data.interactions, data.n_users, data.n_items, binary=True)

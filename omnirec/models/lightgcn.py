@@ -109,6 +109,7 @@ class LightGCN(PairRecommender):
     """Graph-smoothed MF with BPR; see the module docstring."""
 
     name = "lightgcn"
+    has_item_embeddings = True
     Config = LightGCNConfig
 
     def _build(self, data: PairData) -> nn.Module:

@@ -47,6 +47,7 @@ class Markov(Recommender):
     """
 
     name = "markov"
+    quick = True
     Config = MarkovConfig
 
     def _fit(self, data: TrainData) -> None:

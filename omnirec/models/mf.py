@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,6 +75,14 @@ class ALS(_FactorModel):
     """
 
     name = "als"
+    quick = True
+    default_trial = {"factors": ALSConfig.factors, "regularization": ALSConfig.regularization, "alpha": ALSConfig.alpha}
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        return {"factors": trial.suggest_categorical("factors", [32, 64, 128]),
+                "regularization": trial.suggest_float("regularization", 0.1, 100.0, log=True),
+                "alpha": trial.suggest_float("alpha", 1.0, 50.0, log=True)}
     Config = ALSConfig
 
     def _make(self) -> object:
@@ -94,6 +103,7 @@ class BPR(_FactorModel):
     """
 
     name = "bpr"
+    quick = True
     Config = BPRConfig
 
     def _make(self) -> object:

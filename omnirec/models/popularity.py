@@ -22,6 +22,7 @@ class Popularity(Recommender):
     """
 
     name = "pop"
+    quick = True
 
     def _fit(self, data: TrainData) -> None:
         self.counts = data.item_counts.astype(np.float32)

@@ -19,6 +19,7 @@ paper's binary cross-entropy with one negative per position.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,6 +75,15 @@ class SASRec(SequentialRecommender):
 
     name = "sasrec"
     Config = SASRecConfig
+    default_trial = {"d_model": SASRecConfig.d_model, "n_layers": SASRecConfig.n_layers,
+                     "dropout": SASRecConfig.dropout, "lr": TrainConfig.lr}
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        return {"d_model": trial.suggest_categorical("d_model", [64, 128]),
+                "n_layers": trial.suggest_int("n_layers", 1, 2),
+                "dropout": trial.suggest_float("dropout", 0.1, 0.5),
+                "train": {"lr": trial.suggest_float("lr", 3e-4, 3e-3, log=True)}}
 
     def _build(self, n_items: int) -> nn.Module:
         return SASRecNet(n_items, self.config)

@@ -33,7 +33,7 @@ from omnirec.train.loop import (
     timed,
     training_summary,
 )
-from omnirec.train.validation import first_target_ndcg, reported
+from omnirec.train.validation import first_target_ndcg
 
 
 def check_sequence_config(config: Any, sizes: tuple[int, ...]) -> None:
@@ -101,8 +101,8 @@ class SequentialRecommender(Recommender):
     """Base of the Transformer next-item models. Config must have max_len, loss, n_negatives and train."""
 
     learns_from_validation = True  # early stopping on `data.valid`, then a refit on train + validation
-
-    history: list[dict[str, float]]
+    trains_in_epochs = True
+    has_item_embeddings = True
 
     @abstractmethod
     def _build(self, n_items: int) -> torch.nn.Module:
@@ -119,7 +119,7 @@ class SequentialRecommender(Recommender):
         torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only
         with timed() as took:
             self.module = self._build(data.n_items)
-            result = fit(self.module, data.sequences, cfg.max_len, self._loss(data.sequences), reported(self, validate),
+            result = fit(self.module, data.sequences, cfg.max_len, self._loss(data.sequences), self._reported(validate),
                          cfg.train, self._fingerprint(data), deadline=search)
         self._record(result)
         self.training["budget"] = budget_record(cfg.train.max_minutes, took["s"], result)
@@ -169,6 +169,11 @@ class SequentialRecommender(Recommender):
         self.module.eval()
         hidden = encode_last(self.module, batch, self.config.max_len)  # (B, D)
         return (hidden @ self.module.item_table().T).float().cpu()  # (B, I + 1)
+
+    def item_embeddings(self) -> np.ndarray:
+        """(I + 1, D) the output item embeddings (row 0 is padding), scored against the last state."""
+        self._check_fitted()
+        return self.module.item_table().detach().float().cpu().numpy()
 
     def _get_state(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}

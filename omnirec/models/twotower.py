@@ -27,6 +27,7 @@ The item tower's outputs (`item_vectors()`) feed the pipeline's ANN retrieval.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,7 +152,16 @@ class TwoTower(PairRecommender):
     """User tower x item tower; see the module docstring."""
 
     name = "twotower"
+    has_item_embeddings = True
     Config = TwoTowerConfig
+    default_trial = {"temperature": TwoTowerConfig.temperature, "dropout": TwoTowerConfig.dropout,
+                     "lr": TwoTowerConfig().train.lr}
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        return {"temperature": trial.suggest_float("temperature", 0.03, 0.2, log=True),
+                "dropout": trial.suggest_float("dropout", 0.0, 0.4),
+                "train": {"lr": trial.suggest_float("lr", 3e-4, 3e-3, log=True)}}
     item_vectors: np.ndarray | None = None  # (I + 1, E) the item text vectors, when the towers read text
 
     def _prepare(self, data: TrainData) -> None:

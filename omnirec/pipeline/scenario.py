@@ -175,12 +175,9 @@ class PipelineData:
             if self.text_vectors is None:
                 raise ValueError("this source needs item text embeddings, and none were given")
             return self.cached("v:text", lambda: _unit(self.text_vectors))
-        own = getattr(self.model, "item_embeddings", None)  # two-tower's item tower, LightGCN's item table
-        table = getattr(getattr(self.model, "module", None), "item_table", None)  # the sequence models
-        if own is None and table is None:
-            raise ValueError(f"model {self.model.name!r} has no item embeddings (sasrec, hstu, textseq, twotower "
-                             "and lightgcn have)")
-        vectors = own if own is not None else lambda: table().detach().float().cpu().numpy()
+        vectors = self.model.item_embeddings  # raises, naming the models that have them, where this one has none
+        if not self.model.has_item_embeddings:
+            vectors()
         return self.cached("v:model", lambda: _unit(np.asarray(vectors(), dtype=np.float32)))
 
     def index_over(self, what: str) -> VectorIndex:

@@ -1,12 +1,11 @@
 """Validation during training: the NDCG@k of each user's first target, ranked exactly as the test ranks
-(`top_k`'s tie order), and the hook that hands each result to a search that prunes trials."""
+(`top_k`'s tie order), what early stopping keeps the best epoch by."""
 
 from __future__ import annotations
 
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
@@ -73,19 +72,3 @@ def _target_rank(scores: torch.Tensor, wanted: torch.Tensor, row_keys: torch.Ten
         before = keys < keys.gather(1, wanted[tied, None])
         rank[tied] += ((scores[tied] == target[tied]) & before).sum(1)
     return rank
-
-
-def reported(model: object, validate: Callable[[Any], float] | None) -> Callable[[Any], float] | None:
-    """`validate`, also handing each result to `model.on_validation(count, value)` where the model has that
-    hook (a hyperparameter search sets it to prune bad trials; raising there stops training)."""
-    hook = getattr(model, "on_validation", None)
-    if validate is None or hook is None:
-        return validate
-    count = iter(range(1, 1 << 30))
-
-    def wrapped(module: Any) -> float:
-        value = validate(module)
-        hook(next(count), value)
-        return value
-
-    return wrapped

@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 
 from omnirec.data.histories import Histories
 from omnirec.data.train_data import TrainData
-from omnirec.evaluate import ranking
 from omnirec.evaluate.ranking import full_ranking_eval, sample_negatives, sampled_ranking_eval
 from omnirec.features.similarity import item_vectors_from_matrix
 from omnirec.models.base import Recommender
