@@ -63,11 +63,11 @@ def stage(name: str, folder: str, n_users: int, n_items: int, n_interactions: in
         model = SASRec(config)
         if name == "train":
             from omnirec.features.sequences import windows
-            from omnirec.train.loop import fit
+            from omnirec.models.sequential import fit_next_item
 
             model.module = model._build(n)
             sequences = Histories(data["indptr"], data["items"])
-            fit(model.module, sequences, config.max_len, model._loss(sequences), None, config.train)
+            fit_next_item(model.module, sequences, config.max_len, model._loss(sequences), None, config.train)
             out["windows"] = int(len(windows(sequences, config.max_len).lengths()))
             out["windows_per_s"] = round(out["windows"] / (time.perf_counter() - start), 1)
             torch.save(model.module.state_dict(), f"{folder}/model.pt")

@@ -25,6 +25,7 @@ import polars as pl
 
 from omnirec.config import from_dict, to_dict
 from omnirec.data.dataset import Dataset
+from omnirec.data.datasets import DataConfig
 from omnirec.data.schema import TIME, USER
 from omnirec.data.split import Split, split_dataset
 from omnirec.evaluate.ranking import full_ranking_eval
@@ -238,8 +239,7 @@ def run_auto(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Profile, choose candidates, search within the budget, train the best, test once; write the report."""
-    from omnirec.bundle import Bundle
-    from omnirec.experiment import run_experiment
+    from omnirec.run import RunConfig, train_bundle
 
     began = time.perf_counter()
     out = Path(out)
@@ -257,11 +257,13 @@ def run_auto(
     # is left (at least 5 s) stays for the test and the bundle
     left_min = max(0.5, budget_minutes - search_s / 60)
     model = build(best["model"], best["params"], max_minutes=left_min - max(0.1 * left_min, 5 / 60))
-    report = run_experiment(dataset, {best["model"]: model}, ks=(10, 20), split=split)
-    test = report.to_json()["results"][best["model"]]
     bundle_dir = out / "bundle"
-    Bundle.create(model, dataset, test, {"auto": {"params": best["params"], "valid_ndcg@10": best["valid_ndcg@10"]},
-                                         "training": model.training}).save(bundle_dir)
+    run = RunConfig(best["model"], str(bundle_dir), data=from_dict(DataConfig, data_source, where="[data]"),
+                    models={best["model"]: json.loads(json.dumps(best["params"]))})
+    bundle, report = train_bundle(run, model, dataset, split, progress=False,
+                                  extra={"auto": {"params": best["params"], "valid_ndcg@10": best["valid_ndcg@10"]}})
+    test = report.to_json()["results"][best["model"]]
+    bundle.save(bundle_dir)
     board = result.leaderboard()
     chosen_reason = next(c.reason for c in candidates if c.model == best["model"])
     runner_up = next((r for r in board if r["model"] != best["model"] and r["best_valid_ndcg@10"] is not None), None)

@@ -14,7 +14,6 @@ import tomllib
 import traceback
 import urllib.error
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,7 +21,7 @@ from omnirec.bundle import Bundle
 from omnirec.config import ConfigError, from_dict, load_toml
 from omnirec.data.clean import CleanConfig
 from omnirec.data.dataset import Dataset
-from omnirec.data.datasets import DATASETS, FORMATS, load_dataset, load_file
+from omnirec.data.datasets import DATASETS, FORMATS, DataConfig, load_data, load_dataset, load_file
 from omnirec.data.ids import UnknownIdError
 from omnirec.data.io import ColumnMap
 from omnirec.data.split import Split, split_dataset
@@ -30,28 +29,11 @@ from omnirec.data.synthetic import SyntheticConfig, generate
 from omnirec.experiment import explain_note, format_significance, format_table, run_experiment, save_report
 from omnirec.models import MODELS
 from omnirec.models.base import Recommender
+from omnirec.run import RunConfig, train_bundle
 from omnirec.train import distributed
 from omnirec.utils import atomic_write_text
 
 CONFIG_SECTIONS = ("clean", "models")
-TRAIN_KEYS = ("model", "out", "k", "data", "clean", "models")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """The `[data]` table of a training config: a named dataset, or a file with its format and columns."""
-
-    dataset: str = ""
-    data_dir: str = ""
-    path: str = ""
-    format: str = ""
-    user_col: str = "user_id"
-    item_col: str = "item_id"
-    time_col: str = "timestamp"
-    rating_col: str = ""
-    items: str = ""
-    text_cols: str = ""
-    user_attributes: str = ""
 
 
 def build_models(names: list[str], settings: dict[str, Any], dataset: Dataset) -> dict[str, Recommender]:
@@ -176,29 +158,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_train_config(path: str) -> dict[str, Any]:
-    data = load_toml(path)
-    unknown = [k for k in data if k not in TRAIN_KEYS]
-    if unknown:
-        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; known: {', '.join(TRAIN_KEYS)}")
-    if not isinstance(data.get("model"), str):
-        raise ConfigError(f"{path}: needs model = \"NAME\" (one of {', '.join(MODELS)})")
-    return data
-
-
 def _with_train_options(model: Recommender, checkpoint_dir: str | None, quiet: bool) -> Recommender:
     """The model with checkpoints redirected to `checkpoint_dir` and its progress bars (training, text
-    encoding) off when `quiet` (only models that train in epochs have these options)."""
-    train = getattr(model.config, "train", None)
-    if train is None:
+    encoding) off when `quiet` (only the models that train in epochs have these options)."""
+    if not model.trains_in_epochs:
         return model
     changes: dict[str, Any] = {"progress": False} if quiet else {}
     if checkpoint_dir is not None:
-        if not hasattr(train, "checkpoint_dir"):
-            raise SystemExit(f"error: --checkpoint-dir: model {model.name!r} does not write checkpoints (the sequence "
-                             "models do)")
         changes["checkpoint_dir"] = checkpoint_dir
-    config = dataclasses.replace(model.config, train=dataclasses.replace(train, **changes))
+    config = dataclasses.replace(model.config, train=dataclasses.replace(model.config.train, **changes))
     encoder = getattr(config, "encoder", None)  # the text encoder's progress bar too
     if quiet and encoder is not None:
         config = dataclasses.replace(config, encoder=dataclasses.replace(encoder, progress=False))
@@ -218,69 +186,62 @@ def _start_from_bundle(model: Recommender, path: str) -> Recommender:
         raise SystemExit(f"error: --init-from {path}: {exc}") from exc
 
 
-def _train_inputs(args: argparse.Namespace) -> tuple[dict[str, Any], str, tuple[int, ...], Dataset, CleanConfig]:
-    """The parsed training config, the bundle folder, the cut-offs, the dataset and its cleaning."""
-    config = _read_train_config(args.config)
-    out = args.out or config.get("out")
-    if not out:
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    """The run config of `--config` (or, for `retrain` without it, the one stored in `--bundle`), with
+    `--out` over its `out`."""
+    if args.config is not None:
+        run = RunConfig.from_toml(args.config)
+    else:
+        run = RunConfig.from_dict(Bundle.load(args.bundle).meta.get("run") or {}, where=f"{args.bundle}/bundle.json")
+    run = dataclasses.replace(run, out=args.out or run.out)
+    if not run.out:
         raise SystemExit("error: give the bundle folder: out = \"DIR\" in the config, or --out DIR")
-    ks = config.get("k", (10, 20))
-    ks = (ks,) if isinstance(ks, int) else tuple(ks)
-    if not ks or not all(isinstance(k, int) and not isinstance(k, bool) and 0 < k <= 1000 for k in ks):
-        raise ConfigError(f"{args.config}: k must be an integer from 1 to 1000 or a list of them, "
-                          f"got {config.get('k')!r}")
-    source = from_dict(DataConfig, config.get("data", {}), where="[data]")
-    clean = from_dict(CleanConfig, config.get("clean", {}), where="[clean]")
-    dataset = _load_for_evaluate(argparse.Namespace(**{k: v or None for k, v in dataclasses.asdict(source).items()}), clean)
-    return config, out, ks, dataset, clean
+    return run
 
 
-def _train_and_save(config: dict[str, Any], dataset: Dataset, out: str, ks: tuple[int, ...], args: argparse.Namespace,
-                    extra: dict[str, Any] | None = None, split: Split | None = None) -> None:
-    name = config["model"]
-    model = build_models([name], config.get("models", {}), dataset)[name]
-    model = _with_train_options(model, args.checkpoint_dir, args.quiet)
+def _train_and_save(run: RunConfig, args: argparse.Namespace, dataset: Dataset | None = None,
+                    split: Split | None = None, extra: dict[str, Any] | None = None) -> None:
+    model = _with_train_options(run.build_model(), args.checkpoint_dir, args.quiet)
     if getattr(args, "init_from", None):
         model = _start_from_bundle(model, args.init_from)
-    report = run_experiment(dataset, {name: model}, ks=ks, split=split, progress=not args.quiet)
+    bundle, report = train_bundle(run, model, dataset, split, progress=not args.quiet, extra=extra)
     if not distributed.is_main():  # under torchrun, rank 0 reports and writes the bundle
         return
-    document = report.to_json()
-    _print_summary(dataset, document)
-    meta = {"protocol": document["protocol"], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "training": model.training, "history": model.history, **(extra or {})}
-    Bundle.create(model, dataset, document["results"][name], meta).save(out)
-    print(f"saved bundle to {out}")
+    _print_summary(report.dataset, report.to_json())
+    bundle.save(run.out)
+    print(f"saved bundle to {run.out}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one model from a TOML config, evaluate it on the test split, save a bundle."""
-    config, out, ks, dataset, _ = _train_inputs(args)
-    _train_and_save(config, dataset, out, ks, args)
+    _train_and_save(_run_config(args), args)
     return 0
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    """Train again on the base data plus the stored feedback (deleted users left out), then optionally
-    tell a running server to swap to the new bundle."""
+    """Train again on the bundle's data (or the config's) plus the stored feedback (deleted users left
+    out), then optionally tell a running server to swap to the new bundle."""
     from omnirec.serve.retrain import check_server, request_reload, with_feedback
     from omnirec.serve.store import open_store
 
+    if args.config is None and args.bundle is None:
+        raise SystemExit("error: give --bundle DIR (retrain it as it was made) or --config FILE (a run config)")
     if args.reload:  # a wrong key or URL is found now, not after the training
         check_server(args.reload)
-    config, out, ks, dataset, clean = _train_inputs(args)
+    run = _run_config(args)
+    base = Bundle.load(args.bundle).dataset() if args.config is None else load_data(run.data, run.clean)
     store = open_store(args.store)
     try:
-        dataset, summary = with_feedback(dataset, store, clean)
+        dataset, summary = with_feedback(base, store, run.clean)
     finally:
         store.close()
     print(f"retraining on {summary['base']:,} base interactions (minus {summary['dropped']:,} of "
           f"{summary['deleted_users']:,} deleted users) and {summary['events']:,} stored events", file=sys.stderr)
     # users known only from a little feedback are trained on, not evaluated
     split = split_dataset(dataset, "loo", short_users="train")
-    _train_and_save(config, dataset, out, ks, args, {"retrain": summary}, split)
+    _train_and_save(run, args, dataset, split, {"retrain": summary})
     if args.reload:
-        print(json.dumps(request_reload(args.reload, out)))
+        print(json.dumps(request_reload(args.reload, run.out)))
     return 0
 
 
@@ -520,7 +481,8 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print JSON")
     r.set_defaults(func=cmd_recommend)
     rt = sub.add_parser("retrain", help="train again on the base data plus the stored feedback; swap it into a server")
-    rt.add_argument("--config", required=True, help="the training TOML (model, [data], [models.<name>])")
+    rt.add_argument("--bundle", help="the bundle to retrain: its run config and the data it was trained on")
+    rt.add_argument("--config", help="a run config TOML instead (model, [data], [models.<name>]): its data is read again")
     rt.add_argument("--store", required=True, help="the server's event store: SQLite file or postgresql:// URL")
     rt.add_argument("--out", help="the new bundle folder (overrides the config's out)")
     rt.add_argument("--reload", help="a running server's base URL: ask it to swap to the new bundle ($OMNIREC_API_KEY)")

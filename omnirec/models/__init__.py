@@ -3,6 +3,7 @@
 from omnirec.models.base import Recommender
 from omnirec.models.content import TfidfContent
 from omnirec.models.ease import EASE
+from omnirec.models.gru4rec import GRU4Rec
 from omnirec.models.hstu import HSTU
 from omnirec.models.itemknn import ItemKNN
 from omnirec.models.lightgcn import LightGCN
@@ -23,6 +24,7 @@ MODELS: dict[str, type[Recommender]] = {
     "tfidf": TfidfContent,
     "sasrec": SASRec,
     "hstu": HSTU,
+    "gru4rec": GRU4Rec,
     "textseq": TextSeq,
     "ease": EASE,
     "twotower": TwoTower,
@@ -30,5 +32,5 @@ MODELS: dict[str, type[Recommender]] = {
     "lightgcn": LightGCN,
 }
 
-__all__ = ["MODELS", "Recommender", "Popularity", "ItemKNN", "ALS", "BPR", "Markov", "TfidfContent", "SASRec", "HSTU", "TextSeq", "EASE",
+__all__ = ["MODELS", "Recommender", "Popularity", "ItemKNN", "ALS", "BPR", "Markov", "TfidfContent", "SASRec", "HSTU", "GRU4Rec", "TextSeq", "EASE",
            "TwoTower", "NeuMF", "LightGCN"]

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 import torch
 
 from omnirec.compress import decompress_state
-from omnirec.config import config_hash, from_dict, to_dict
+from omnirec.config import config_hash, from_dict, recorded_hash, to_dict
 from omnirec.data.histories import UserBatch
 from omnirec.data.train_data import TrainData
 from omnirec.topk import mask_seen, top_k
@@ -211,9 +211,9 @@ class Recommender(ABC):
             raise ValueError(f"{path}: holds model {meta.get('model')!r}, not {cls.name!r}")
         if file_sha256(path / "state.npz") != meta.get("state_sha256"):
             raise ValueError(f"{path}: state.npz does not match model.json (an interrupted save?)")
-        config = from_dict(cls.Config, meta["config"])
-        if config_hash(config) != meta.get("config_hash"):
+        if recorded_hash(cls.Config.__name__, meta["config"]) != meta.get("config_hash"):
             raise ValueError(f"{path}: config does not match its recorded hash")
+        config = from_dict(cls.Config, meta["config"])  # options added since the save take their defaults
         model = cls(config)
         model.n_users, model.n_items = meta["n_users"], meta["n_items"]
         with np.load(path / "state.npz", allow_pickle=False) as npz:

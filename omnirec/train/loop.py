@@ -1,20 +1,31 @@
-"""One plain training loop for the sequence models: progress bar, validation every N epochs with early
-stopping on NDCG@10, a time budget, checkpoint and resume, seeds, AMP and `torch.compile` on GPU.
+"""The one training loop of every neural model: progress bar, validation every N epochs with early
+stopping on NDCG@10, a time budget, checkpoint and resume, seeds, EMA weights, bf16 autocast, DDP across
+processes (torchrun) and `torch.compile` on GPU.
 
-The loop knows nothing about a model's internals: it gets a module whose `forward(items, times)` returns
-(B, T, D) states and whose `item_table()` returns the (I + 1, D) output embeddings, a loss over the
-supervised positions, and a `validate(module) -> NDCG@10` callback.
+The loop knows nothing about a model's internals. It gets the network, a batch iterator (`batches(rng,
+shard)`, from `omnirec.features`: the sequence windows, the (user, item) pairs), a `step(network, batch,
+device) -> loss` written by the model, and a `validate(network) -> NDCG@10` callback. The step runs
+inside the forward of a small wrapper module (`Stepper`), so that DistributedDataParallel sees the whole
+loss computation and averages every gradient, whatever parts of the network the step calls.
+
+>>> module = torch.nn.Linear(1, 1)
+>>> batches = lambda rng, shard: iter([torch.ones(4, 1)] * 3)
+>>> step = lambda net, batch, device, generator: (net(batch) - 1).pow(2).mean()
+>>> result = fit(module, batches, 3, step, None, TrainConfig(epochs=2, progress=False, ema_epochs=0))
+>>> len(result.history), result.stopped
+(2, 'epochs')
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -22,12 +33,17 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from omnirec.data.histories import Histories
-from omnirec.features.sequences import TrainBatch, batches_per_epoch, training_batches
 from omnirec.train import distributed
 from omnirec.utils import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 clock = time.perf_counter  # the loops' time source, read through this name (tests replace it)
+
+
+def loop_option(default: object) -> object:
+    """A `TrainConfig` field that says how the loop runs (how long, where, what it shows or writes), not
+    what it learns: a checkpoint resumes across a change of it (see `learning_options`)."""
+    return field(default=default, metadata={"loop": True})
 
 
 @dataclass(frozen=True)
@@ -43,7 +59,8 @@ class TrainConfig:
     training + validation items for that many epochs (the validation items are each user's most recent
     known events; the test items stay unseen). ema_epochs: the weights validated and returned are an
     exponential moving average of the trained ones, updated after every optimiser step, with a horizon
-    of this many epochs (0 = off); see `ema_update`.
+    of this many epochs (0 = off); see `ema_update`. valid_users: validate on at most this many users
+    (a seeded sample; 0 = all).
     max_minutes bounds training, early stopping and refit together (item text vectors, computed and
     cached before training starts, are not counted). With a refit, early stopping may use
     max_minutes / (1 + growth), growth = (train + validation items) / train items: the refit of
@@ -55,31 +72,37 @@ class TrainConfig:
     within about one batch of its budget. `model.training["budget"]` records the seconds of each part
     and whether the budget cut either short (see `search_minutes`, `plan_refit`, `budget_record`)."""
 
-    epochs: int = 200
+    epochs: int = loop_option(200)
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.1
-    eval_every: int = 1
-    patience: int = 5
-    max_minutes: float = 0.0
+    eval_every: int = loop_option(1)
+    patience: int = loop_option(5)
+    max_minutes: float = loop_option(0.0)
     seed: int = 0
-    device: str = "auto"
+    device: str = loop_option("auto")
     amp: bool = True
-    compile: bool = False
-    threads: int = 0
-    checkpoint_dir: str = ""
-    progress: bool = True
-    refit: bool = True
+    compile: bool = loop_option(False)
+    threads: int = loop_option(0)
+    checkpoint_dir: str = loop_option("")
+    progress: bool = loop_option(True)
+    refit: bool = loop_option(True)
     ema_epochs: float = 1.0
+    valid_users: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_every", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.max_minutes < 0 or self.threads < 0:
-            raise ValueError("lr must be > 0; weight_decay, max_minutes and threads >= 0")
+        if self.lr <= 0 or self.weight_decay < 0 or self.max_minutes < 0 or self.threads < 0 or self.valid_users < 0:
+            raise ValueError("lr must be > 0; weight_decay, max_minutes, threads and valid_users >= 0")
         if self.ema_epochs < 0:
             raise ValueError(f"ema_epochs must be >= 0, got {self.ema_epochs}")
+
+
+def learning_options(config: TrainConfig) -> TrainConfig:
+    """`config` with every loop option (`loop_option`) at its default: what a checkpoint must match."""
+    return dataclasses.replace(config, **{f.name: f.default for f in dataclasses.fields(config) if f.metadata.get("loop")})
 
 
 @dataclass
@@ -315,37 +338,50 @@ def ema_decay(epochs: float, steps_per_epoch: int) -> float:
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Batches = Callable[[np.random.Generator, tuple[int, int]], Iterator[Any]]  # (rng, (rank, world)) -> an epoch
+StepFn = Callable[[torch.nn.Module, Any, torch.device, torch.Generator], torch.Tensor]  # -> the batch's loss
 
 
-def train_step(
-    module: torch.nn.Module, batch: TrainBatch, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
-    device: torch.device, amp: bool,
-) -> float:
-    """One optimiser step on one batch; returns the loss."""
-    items, targets = batch.items.to(device), batch.targets.to(device)
-    times = None if batch.times is None else batch.times.to(device)
+class Stepper(torch.nn.Module):
+    """The step as a module: its forward is the loss of one batch. DistributedDataParallel wraps this, so
+    its gradient averaging covers every parameter the step touches (a two-tower step calls the towers,
+    not the network's forward)."""
+
+    def __init__(self, network: torch.nn.Module, step: StepFn):
+        super().__init__()
+        self.network, self.step = network, step
+
+    def forward(self, batch: Any, device: torch.device, generator: torch.Generator) -> torch.Tensor:
+        return self.step(self.network, batch, device, generator)
+
+
+def train_step(stepper: torch.nn.Module, batch: Any, optimizer: torch.optim.Optimizer, device: torch.device,
+               amp: bool, generator: torch.Generator) -> float:
+    """One optimiser step on one batch; returns the loss. A batch's `scale` (its process's share of the
+    global batch, under DDP) weights the gradient."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        hidden = module(items, times)  # (B, T, D); through DistributedDataParallel when several processes
-        supervised = targets != 0
-        network = getattr(module, "module", module)  # the network inside a DistributedDataParallel wrapper
-        loss = loss_fn(hidden[supervised], targets[supervised], network.item_table())
+        loss = stepper(batch, device, generator)
     optimizer.zero_grad(set_to_none=True)
-    (loss * batch.scale if batch.scale != 1.0 else loss).backward()
+    scale = getattr(batch, "scale", 1.0)
+    (loss * scale if scale != 1.0 else loss).backward()
     optimizer.step()
     return float(loss.detach())
 
 
 def fit(
-    module: torch.nn.Module, sequences: Histories, max_len: int, loss_fn: LossFn,
+    module: torch.nn.Module, batches: Batches, steps: int, step: StepFn,
     validate: Callable[[torch.nn.Module], float] | None, config: TrainConfig, fingerprint: str = "",
     desc: str = "train", deadline: Deadline | None = None,
 ) -> TrainResult:
     """Train `module` in place and leave it holding the weights of its best validation; see TrainConfig.
 
-    Without `validate` it trains for `config.epochs` (or the time budget) and keeps the last weights.
-    Training ends by `deadline` (default: `config.max_minutes` from this call): the epoch under way
-    stops after its current batch (its history row says what share of the epoch ran, `epoch_share`)
-    and is validated. `desc` labels the progress bar.
+    Each epoch draws `batches(rng, (rank, world))` (`steps` of them) and takes an optimiser step on the
+    loss `step(network, batch, device, generator)` of each; `generator` (a CPU torch generator seeded
+    with the config's seed, kept in checkpoints) is for what the step draws: negatives, dropped inputs. Without `validate` it trains for `config.epochs` (or the
+    time budget) and keeps the last weights (their moving average with EMA). Training ends by `deadline`
+    (default: `config.max_minutes` from this call): the epoch under way stops after its current batch
+    (its history row says what share of the epoch ran, `epoch_share`) and is validated. `desc` labels
+    the progress bar.
     """
     deadline = Deadline.after(config.max_minutes) if deadline is None else deadline
     group = distributed.setup(config.device)  # None unless launched by torchrun with several processes
@@ -354,20 +390,20 @@ def fit(
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)  # the same on every rank: all draw the same global batches
+    generator = torch.Generator().manual_seed(config.seed)
     module.to(device)
     optimizer = adamw(module, config, device)
-    steps = batches_per_epoch(sequences, max_len, config.batch_size)
     averaged = None
     if config.ema_epochs:
         averaged = AveragedModel(module, multi_avg_fn=ema_update(ema_decay(config.ema_epochs, steps)))
     kept = module if averaged is None else averaged.module  # the weights validated and returned
-    step_module = _wrap(module, config, device, group)
+    stepper = _wrap(module, step, config, device, group)
     shard = (0, 1) if group is None else (group.rank, group.size)
     amp = config.amp and bf16_is_fast(device)
     result, best_state, start_epoch = TrainResult(), None, 1
     checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
     if checkpoint is not None and checkpoint.exists():
-        start_epoch, best_state = _resume(checkpoint, fingerprint, module, optimizer, averaged, rng, result)
+        start_epoch, best_state = _resume(checkpoint, fingerprint, module, optimizer, averaged, rng, generator, result)
     bad_evals = _bad_evals(result)
     if result.stopped == "patience":  # the run this checkpoint comes from had already finished
         start_epoch = config.epochs + 1
@@ -375,10 +411,9 @@ def fit(
     bar = EpochBar(desc, start_epoch, config.epochs, deadline, config.progress and main)
     for epoch in range(start_epoch, config.epochs + 1):
         module.train()
-        batches = training_batches(sequences, max_len, config.batch_size, rng, shard)
         with timed() as t:
-            losses = _run_epoch(step_module, module, averaged, batches, loss_fn, optimizer, device, amp, deadline,
-                                group)
+            losses = _run_epoch(stepper, module, averaged, batches(rng, shard), optimizer, device, amp, generator,
+                                deadline, group)
         row = _epoch_row(epoch, losses, t["s"], steps)
         out_of_time = bool(distributed.from_main(float(deadline.passed()), group))
         last = epoch == config.epochs or out_of_time
@@ -390,14 +425,15 @@ def fit(
                 bad_evals += 1
         result.history.append(row)
         if validate is None:
-            bar.epoch_done(epoch, loss=f"{row['loss']:.3f}")
+            bar.epoch_done(epoch, loss=f"{row['loss']:.4f}")
         else:
-            bar.epoch_done(epoch, loss=f"{row['loss']:.3f}", best_ndcg=f"{result.best_metric:.4f}", best=result.best_epoch)
+            bar.epoch_done(epoch, loss=f"{row['loss']:.4f}", best_ndcg=f"{result.best_metric:.4f}", best=result.best_epoch)
         if bad_evals >= config.patience or out_of_time:
             result.stopped = "patience" if bad_evals >= config.patience else "time budget"
         if checkpoint is not None and (checkpoint_now or result.stopped != "epochs"):
             if main:  # one writer; the others wait, so a resume finds the file complete
-                _save_checkpoint(checkpoint, fingerprint, epoch, module, optimizer, averaged, rng, result, best_state)
+                _save_checkpoint(checkpoint, fingerprint, epoch, module, optimizer, averaged, rng, generator, result,
+                                 best_state)
             distributed.barrier(group)
         if result.stopped != "epochs":
             break
@@ -407,20 +443,22 @@ def fit(
         best_state = _copy_state(kept)  # no validation: the averaged weights of the last epoch
     if best_state is not None:
         module.load_state_dict(best_state)
+    if validate is None:
+        result.best_epoch = len(result.history)  # nothing chose an epoch: the weights are the last epoch's
     module.eval()
     return result
 
 
 def _run_epoch(
-    step_module: torch.nn.Module, module: torch.nn.Module, averaged: AveragedModel | None,
-    batches: Iterator[TrainBatch], loss_fn: LossFn, optimizer: torch.optim.Optimizer, device: torch.device,
-    amp: bool, deadline: Deadline, group: distributed.Group | None,
+    stepper: torch.nn.Module, module: torch.nn.Module, averaged: AveragedModel | None, batches: Iterator[Any],
+    optimizer: torch.optim.Optimizer, device: torch.device, amp: bool, generator: torch.Generator,
+    deadline: Deadline, group: distributed.Group | None,
 ) -> list[float]:
     """One epoch's optimiser steps, ended early once `deadline` has passed; returns their losses. With
     several processes rank 0's clock decides, so every rank runs the same steps."""
     losses = []
     for batch in batches:
-        losses.append(train_step(step_module, batch, loss_fn, optimizer, device, amp))
+        losses.append(train_step(stepper, batch, optimizer, device, amp, generator))
         if averaged is not None:
             averaged.update_parameters(module)
         if deadline.is_set and distributed.from_main(float(deadline.passed()), group):
@@ -447,12 +485,14 @@ def adamw(module: torch.nn.Module, config: TrainConfig, device: torch.device) ->
     return torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _wrap(module: torch.nn.Module, config: TrainConfig, device: torch.device,
+def _wrap(module: torch.nn.Module, step: StepFn, config: TrainConfig, device: torch.device,
           group: distributed.Group | None) -> torch.nn.Module:
-    """What the training steps call: DistributedDataParallel across processes, torch.compile on CUDA."""
+    """What each training step calls: the `Stepper`, inside DistributedDataParallel across processes;
+    the network compiled on CUDA when asked (one process)."""
     if group is not None:
-        return torch.nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-    return torch.compile(module) if config.compile and device.type == "cuda" else module
+        return torch.nn.parallel.DistributedDataParallel(Stepper(module, step),
+                                                         device_ids=[device.index] if device.type == "cuda" else None)
+    return Stepper(torch.compile(module) if config.compile and device.type == "cuda" else module, step)
 
 
 def _validate_epoch(
@@ -504,13 +544,14 @@ def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _save_checkpoint(
     path: Path, fingerprint: str, epoch: int, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-    averaged: AveragedModel | None, rng: np.random.Generator, result: TrainResult, best_state: dict | None,
+    averaged: AveragedModel | None, rng: np.random.Generator, generator: torch.Generator, result: TrainResult,
+    best_state: dict | None,
 ) -> None:
     """Everything resume needs, written atomically: an interrupted write leaves the previous checkpoint."""
     blob = {
         "fingerprint": fingerprint, "epoch": epoch, "module": _copy_state(module),
         "optimizer": optimizer.state_dict(), "averaged": None if averaged is None else _copy_state(averaged),
-        "numpy_rng": rng.bit_generator.state,
+        "numpy_rng": rng.bit_generator.state, "step_rng": generator.get_state(),
         "torch_rng": torch.get_rng_state(), "best_state": best_state,
         "history": result.history, "best_epoch": result.best_epoch, "best_metric": result.best_metric,
         "stopped": result.stopped,
@@ -522,7 +563,7 @@ def _save_checkpoint(
 
 def _resume(
     path: Path, fingerprint: str, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-    averaged: AveragedModel | None, rng: np.random.Generator, result: TrainResult,
+    averaged: AveragedModel | None, rng: np.random.Generator, generator: torch.Generator, result: TrainResult,
 ) -> tuple[int, dict | None]:
     """Restore a checkpoint in place; returns (first epoch still to run, best weights so far)."""
     blob = torch.load(path, map_location="cpu", weights_only=False)
@@ -534,6 +575,7 @@ def _resume(
     if averaged is not None:
         averaged.load_state_dict(blob["averaged"])
     rng.bit_generator.state = blob["numpy_rng"]
+    generator.set_state(blob["step_rng"])
     torch.set_rng_state(blob["torch_rng"])
     result.history, result.best_epoch, result.best_metric = blob["history"], blob["best_epoch"], blob["best_metric"]
     result.stopped = "patience" if blob.get("stopped") == "patience" else "epochs"  # a spent time budget is renewed

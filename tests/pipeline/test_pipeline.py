@@ -311,11 +311,11 @@ def test_cli_content_scenario_reads_the_bundles_item_text(tmp_path, tiny_dataset
 def test_embedding_source_retrieves_with_the_two_tower_item_tower(tiny_dataset, tiny_split):
     """The item tower's vectors feed the `embedding` source: its neighbours are the tower's nearest items."""
     from omnirec.models import TwoTower
+    from omnirec.models.collaborative import pair_training
     from omnirec.models.twotower import TwoTowerConfig
-    from omnirec.train.pairs import PairTrainConfig
 
     model = TwoTower(TwoTowerConfig(d_model=16, hidden=32, item_text=False,
-                                    train=PairTrainConfig(epochs=2, progress=False))).fit(tiny_split.train_data())
+                                    train=pair_training(epochs=2, progress=False))).fit(tiny_split.train_data())
     data = PipelineData(model, tiny_split.histories("test"), tiny_dataset.items)
     vectors = data.vectors("model")
     np.testing.assert_allclose(vectors[1:], model.item_embeddings()[1:], rtol=1e-5, atol=1e-6)
