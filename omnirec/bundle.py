@@ -32,7 +32,7 @@ from omnirec.config import config_hash, to_dict
 from omnirec.data.attributes import Attributes
 from omnirec.data.clean import CleanReport
 from omnirec.data.dataset import Dataset
-from omnirec.data.histories import Histories
+from omnirec.data.histories import Histories, UserBatch
 from omnirec.data.ids import IdMap, UnknownIdError
 from omnirec.data.schema import ITEM, TIME, USER
 from omnirec.models.base import Recommender
@@ -172,7 +172,7 @@ class Bundle:
         if user is None:
             if query is None:
                 raise ValueError("give a user, a query, or both")
-            batch = Histories(np.zeros(2, dtype=np.int64), np.zeros(0, dtype=np.int64)).batch(np.array([0]))
+            batch = UserBatch.request()
         else:
             if user not in self.users:
                 raise UnknownIdError(f"user {user!r} is not in this bundle ({len(self.users):,} users)")

@@ -38,6 +38,18 @@ class UserBatch(NamedTuple):
     items: np.ndarray  # (nnz,) dense item ids, oldest first
     times: np.ndarray | None = None  # (nnz,) int64 event times aligned with items, where known
 
+    @classmethod
+    def request(cls, items: np.ndarray | list[int] = ()) -> UserBatch:
+        """One row for a request that is not a known user's: the given history (dense ids, oldest first),
+        possibly empty, under user id 0. The one way the serving paths build such a batch.
+
+        >>> b = UserBatch.request([4, 2])
+        >>> b.users.tolist(), b.items.tolist(), UserBatch.request().lengths().tolist()
+        ([0], [4, 2], [0])
+        """
+        history = np.asarray(items, dtype=np.int64)
+        return cls(np.array([0]), np.array([0, len(history)]), history)
+
     def __len__(self) -> int:
         return len(self.users)
 

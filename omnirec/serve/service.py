@@ -139,7 +139,7 @@ class Service:
         if not 1 <= k <= self.max_k:
             raise ValueError(f"k must lie in 1..{self.max_k}, got {k}")
         history = self.history(loaded, user, items)
-        batch = UserBatch(np.array([0]), np.array([0, len(history)]), history)
+        batch = UserBatch.request(history)
         pipeline = loaded.pipelines[scenario]
         blocked = [e for e in (exclude or []) if e in loaded.bundle.items]
         if blocked:
