@@ -170,6 +170,10 @@ class Recommender(ABC):
         raise ValueError(f"model {self.name!r} has no item embeddings (sasrec, hstu, textseq, twotower and lightgcn "
                          "have)")
 
+    def text_vectors(self) -> np.ndarray | None:
+        """(I + 1, E) the item text vectors the model scores with (None for models that do not read text)."""
+        return None
+
     def start_from(self, pretrained: Recommender) -> Self:
         """Start the next `fit` from `pretrained`'s weights (fitted on another catalogue); returns self."""
         raise ValueError(f"model {self.name!r} cannot start from pretrained weights (textseq can)")

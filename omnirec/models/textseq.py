@@ -205,6 +205,10 @@ class TextSeq(SequentialRecommender):
         model.history, model.training = [], {"zero_shot_from": pretrained.name}
         return model
 
+    def text_vectors(self) -> np.ndarray | None:
+        self._check_fitted()
+        return self.module.text.detach().cpu().numpy()
+
     # -- natural-language requests ---------------------------------------------------------------
     def query_scores(self, query: str) -> torch.Tensor:
         """(I + 1,) cosine similarity of the query's text embedding to every item's; padding -inf."""

@@ -32,22 +32,22 @@ from omnirec.pipeline.pipeline import Pipeline
 from omnirec.pipeline.scenario import (
     PipelineData,
     ScenarioConfig,
-    SourceConfig,
     build_pipeline,
     bundle_pipeline_data,
     load_scenarios,
+    source,
 )
 from omnirec.serve.store import POSITIVE, Event, EventStore, open_store  # noqa: F401 - the doctest uses open_store
 
 DEFAULT_SCENARIOS = {
-    "home": ScenarioConfig(sources=(SourceConfig("model", n=200), SourceConfig("cooccurrence", n=100),
-                                    SourceConfig("popular", n=50)), ranker="model", fallback=("popular",)),
-    "similar": ScenarioConfig(sources=(SourceConfig("cooccurrence", n=50, recent=1),), ranker="fusion",
+    "home": ScenarioConfig(sources=(source("model", n=200), source("cooccurrence", n=100),
+                                    source("popular", n=50)), ranker="model", fallback=("popular",)),
+    "similar": ScenarioConfig(sources=(source("cooccurrence", n=50, recent=1),), ranker="fusion",
                               fallback=("popular",)),
 }
 # The model's own top-k (what `omnirec recommend` lists without --scenario), popular items for users it
 # cannot rank.
-MODEL_ONLY = ScenarioConfig(sources=(SourceConfig("model", n=1000),), ranker="fusion", fallback=("popular",))
+MODEL_ONLY = ScenarioConfig(sources=(source("model", n=1000),), ranker="fusion", fallback=("popular",))
 
 
 RECENT = 10  # history items shown with a list, newest first
