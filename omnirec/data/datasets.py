@@ -142,20 +142,22 @@ class DataConfig:
         """`text_cols` as a tuple of column names."""
         return tuple(c.strip() for c in self.text_cols.split(",") if c.strip())
 
-    def problem(self) -> str | None:
-        """What is missing or contradictory, phrased as the fix; None when the source is complete.
+    def problem(self, flags: bool = False) -> str | None:
+        """What is missing or contradictory, phrased as the fix (naming the command-line flags with
+        `flags`, else the config keys); None when the source is complete.
 
-        >>> DataConfig(path="log.csv").problem()
-        'path needs format (one of seq, pairs, csv, movielens, recbole)'
+        >>> DataConfig(path="log.csv").problem(), DataConfig(path="log.csv").problem(flags=True)[:21]
+        ('path needs format (one of seq, pairs, csv, movielens, recbole)', '--path needs --format')
         """
+        key = (lambda k: "--" + k.replace("_", "-")) if flags else (lambda k: k)
         if bool(self.dataset) == bool(self.path):
-            return "give either dataset = NAME with data_dir = DIR, or path = FILE with format = FMT"
+            return f"give either {key('dataset')} NAME with {key('data_dir')} DIR, or {key('path')} FILE with {key('format')} FMT"
         if self.dataset and not self.data_dir:
-            return "dataset needs data_dir (the folder holding the benchmark files)"
+            return f"{key('dataset')} needs {key('data_dir')} (the folder holding the benchmark files)"
         if self.path and not self.format:
-            return f"path needs format (one of {', '.join(FORMATS)})"
+            return f"{key('path')} needs {key('format')} (one of {', '.join(FORMATS)})"
         if self.items and not self.text_columns():
-            return "items needs text_cols (the catalogue columns that hold the text)"
+            return f"{key('items')} needs {key('text_cols')} (the catalogue columns that hold the text)"
         return None
 
 

@@ -178,6 +178,11 @@ class Recommender(ABC):
         """Start the next `fit` from `pretrained`'s weights (fitted on another catalogue); returns self."""
         raise ValueError(f"model {self.name!r} cannot start from pretrained weights (textseq can)")
 
+    def with_loop_options(self, progress: bool | None = None, checkpoint_dir: str | None = None) -> Self:
+        """This model, unfitted, with how its training runs changed where given (progress bars, checkpoint
+        folder); models that do not train in epochs have no such options and come back as they are."""
+        return self
+
     def _reported(self, validate: Callable[[Any], float] | None) -> Callable[[Any], float] | None:
         """`validate`, also handing each result to `on_validation(count, value)` where a search has set it."""
         hook = self.on_validation

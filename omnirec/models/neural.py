@@ -78,6 +78,16 @@ class NeuralRecommender(Recommender):
     def _finish_fit(self, data: TrainData, sequences: Histories) -> None:
         """Anything cached once the final weights are in place; `sequences` are what they learnt from."""
 
+    def with_loop_options(self, progress: bool | None = None, checkpoint_dir: str | None = None) -> NeuralRecommender:
+        changes: dict[str, object] = {} if progress is None else {"progress": progress}
+        if checkpoint_dir is not None:
+            changes["checkpoint_dir"] = checkpoint_dir
+        config = dataclasses.replace(self.config, train=dataclasses.replace(self.config.train, **changes))
+        encoder = getattr(config, "encoder", None)  # a text encoder's progress bar too
+        if encoder is not None and progress is False:
+            config = dataclasses.replace(config, encoder=dataclasses.replace(encoder, progress=False))
+        return type(self)(config)
+
     # -- fit, then refit ---------------------------------------------------------------------------
     def _fit(self, data: TrainData) -> None:
         cfg: TrainConfig = self.config.train

@@ -209,3 +209,28 @@ class Service:
 def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
+
+def format_list(answer: dict[str, Any]) -> str:
+    """A final list as lines of rank, id, title, score, sources and reason."""
+    lines = []
+    for rank, r in enumerate(answer["items"], 1):
+        score = "-" if r["score"] is None else f"{r['score']:.4f}"
+        title = f"  {r['title']}" if r.get("title") else ""
+        lines.append(f"{rank:>3}  {r['item']}{title}  {score}  [{', '.join(r['sources'])}]  {r['reason']}")
+    return "\n".join(lines)
+
+
+def query_list(bundle: Bundle, user: str | None, query: str, k: int = 10, query_weight: float = 0.5) -> dict[str, Any]:
+    """A text request blended with the user's history (models that read text queries), listed like a
+    final list; a user the bundle does not know gets the query alone, said so."""
+    reason = None
+    asked = user
+    if user is not None and user not in bundle.users:
+        reason, user = f"user {user!r} is not known to this bundle: the list answers the query alone", None
+    rows = bundle.recommend(user, k=k, query=query, query_weight=query_weight)
+    dense = bundle.items.encode([item for item, _ in rows]) if rows else []
+    why = "your query" if user is None else "your query and history"
+    return {"user": asked, "query": query, "personalized": user is not None, "reason": reason,
+            "items": [{"item": item, "title": bundle.title(int(d)), "score": score, "sources": [bundle.model.name],
+                       "reason": f"{bundle.model.name} ranks it #{rank} for {why} (score {score:.3f})"}
+                      for rank, ((item, score), d) in enumerate(zip(rows, dense, strict=True), 1)]}
