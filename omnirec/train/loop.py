@@ -368,6 +368,46 @@ def train_step(stepper: torch.nn.Module, batch: Any, optimizer: torch.optim.Opti
     return float(loss.detach())
 
 
+@dataclass
+class _Run:
+    """What one `fit` works with besides the module: built once, read every epoch, kept in checkpoints."""
+
+    optimizer: torch.optim.Optimizer
+    averaged: AveragedModel | None  # EMA weights, or None
+    stepper: torch.nn.Module  # what each step calls (DDP / compile wrapped)
+    rng: np.random.Generator  # batch order: the same on every rank, so all draw the same global batches
+    generator: torch.Generator  # what steps draw (negatives, dropped inputs)
+    device: torch.device
+    amp: bool
+    group: distributed.Group | None
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return (0, 1) if self.group is None else (self.group.rank, self.group.size)
+
+    @property
+    def main(self) -> bool:
+        return self.group is None or self.group.main
+
+
+def _start(module: torch.nn.Module, step: StepFn, steps: int, config: TrainConfig) -> _Run:
+    """Process group, device, threads, seeds, optimiser, EMA and step wrapper of a fit."""
+    group = distributed.setup(config.device)  # None unless launched by torchrun with several processes
+    device = pick_device(config.device) if group is None else group.device
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    module.to(device)
+    optimizer = adamw(module, config, device)
+    averaged = None
+    if config.ema_epochs:
+        averaged = AveragedModel(module, multi_avg_fn=ema_update(ema_decay(config.ema_epochs, steps)))
+    return _Run(optimizer, averaged, _wrap(module, step, config, device, group), rng, generator, device,
+                config.amp and bf16_is_fast(device), group)
+
+
 def fit(
     module: torch.nn.Module, batches: Batches, steps: int, step: StepFn,
     validate: Callable[[torch.nn.Module], float] | None, config: TrainConfig, fingerprint: str = "",
@@ -377,91 +417,83 @@ def fit(
 
     Each epoch draws `batches(rng, (rank, world))` (`steps` of them) and takes an optimiser step on the
     loss `step(network, batch, device, generator)` of each; `generator` (a CPU torch generator seeded
-    with the config's seed, kept in checkpoints) is for what the step draws: negatives, dropped inputs. Without `validate` it trains for `config.epochs` (or the
-    time budget) and keeps the last weights (their moving average with EMA). Training ends by `deadline`
-    (default: `config.max_minutes` from this call): the epoch under way stops after its current batch
-    (its history row says what share of the epoch ran, `epoch_share`) and is validated. `desc` labels
-    the progress bar.
+    with the config's seed, kept in checkpoints) is for what the step draws: negatives, dropped inputs.
+    Without `validate` it trains for `config.epochs` (or the time budget) and keeps the last weights
+    (their moving average with EMA). Training ends by `deadline` (default: `config.max_minutes` from
+    this call): the epoch under way stops after its current batch (its history row says what share of
+    the epoch ran, `epoch_share`) and is validated. `desc` labels the progress bar.
     """
     deadline = Deadline.after(config.max_minutes) if deadline is None else deadline
-    group = distributed.setup(config.device)  # None unless launched by torchrun with several processes
-    device = pick_device(config.device) if group is None else group.device
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)  # the same on every rank: all draw the same global batches
-    generator = torch.Generator().manual_seed(config.seed)
-    module.to(device)
-    optimizer = adamw(module, config, device)
-    averaged = None
-    if config.ema_epochs:
-        averaged = AveragedModel(module, multi_avg_fn=ema_update(ema_decay(config.ema_epochs, steps)))
-    kept = module if averaged is None else averaged.module  # the weights validated and returned
-    stepper = _wrap(module, step, config, device, group)
-    shard = (0, 1) if group is None else (group.rank, group.size)
-    amp = config.amp and bf16_is_fast(device)
+    run = _start(module, step, steps, config)
+    kept = module if run.averaged is None else run.averaged.module  # the weights validated and returned
     result, best_state, start_epoch = TrainResult(), None, 1
     checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
     if checkpoint is not None and checkpoint.exists():
-        start_epoch, best_state = _resume(checkpoint, fingerprint, module, optimizer, averaged, rng, generator, result)
+        start_epoch, best_state = _resume(checkpoint, fingerprint, module, run.optimizer, run.averaged, run.rng,
+                                          run.generator, result)
     bad_evals = _bad_evals(result)
     if result.stopped == "patience":  # the run this checkpoint comes from had already finished
         start_epoch = config.epochs + 1
-    main = group is None or group.main
-    bar = EpochBar(desc, start_epoch, config.epochs, deadline, config.progress and main)
+    bar = EpochBar(desc, start_epoch, config.epochs, deadline, config.progress and run.main)
     for epoch in range(start_epoch, config.epochs + 1):
         module.train()
         with timed() as t:
-            losses = _run_epoch(stepper, module, averaged, batches(rng, shard), optimizer, device, amp, generator,
-                                deadline, group)
+            losses = _run_epoch(run, module, batches(run.rng, run.shard), deadline)
         row = _epoch_row(epoch, losses, t["s"], steps)
-        out_of_time = bool(distributed.from_main(float(deadline.passed()), group))
-        last = epoch == config.epochs or out_of_time
-        checkpoint_now = epoch % config.eval_every == 0 or last
+        out_of_time = bool(distributed.from_main(float(deadline.passed()), run.group))
+        checkpoint_now = epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time
         if validate is not None and checkpoint_now:
-            if _validate_epoch(kept, validate, row, result, group):
+            if _validate_epoch(kept, validate, row, result, run.group):
                 best_state, bad_evals = _copy_state(kept), 0
             else:
                 bad_evals += 1
         result.history.append(row)
-        if validate is None:
-            bar.epoch_done(epoch, loss=f"{row['loss']:.4f}")
-        else:
-            bar.epoch_done(epoch, loss=f"{row['loss']:.4f}", best_ndcg=f"{result.best_metric:.4f}", best=result.best_epoch)
+        _show_epoch(bar, row, result, validate is not None)
         if bad_evals >= config.patience or out_of_time:
             result.stopped = "patience" if bad_evals >= config.patience else "time budget"
         if checkpoint is not None and (checkpoint_now or result.stopped != "epochs"):
-            if main:  # one writer; the others wait, so a resume finds the file complete
-                _save_checkpoint(checkpoint, fingerprint, epoch, module, optimizer, averaged, rng, generator, result,
-                                 best_state)
-            distributed.barrier(group)
+            if run.main:  # one writer; the others wait, so a resume finds the file complete
+                _save_checkpoint(checkpoint, fingerprint, epoch, module, run.optimizer, run.averaged, run.rng,
+                                 run.generator, result, best_state)
+            distributed.barrier(run.group)
         if result.stopped != "epochs":
             break
     bar.close(stop_note(result, validate is not None))
+    return _finish(module, kept, result, best_state, run.averaged is not None, validate is not None)
+
+
+def _show_epoch(bar: EpochBar, row: dict, result: TrainResult, validated: bool) -> None:
+    if validated:
+        bar.epoch_done(row["epoch"], loss=f"{row['loss']:.4f}", best_ndcg=f"{result.best_metric:.4f}",
+                       best=result.best_epoch)
+    else:
+        bar.epoch_done(row["epoch"], loss=f"{row['loss']:.4f}")
+
+
+def _finish(module: torch.nn.Module, kept: torch.nn.Module, result: TrainResult, best_state: dict | None,
+            averaged: bool, validated: bool) -> TrainResult:
+    """Load the weights to return: the best validated, else the (averaged) last; refuse a run whose every
+    validation diverged."""
     require_finite_validation(result)
-    if best_state is None and averaged is not None:
+    if best_state is None and averaged:
         best_state = _copy_state(kept)  # no validation: the averaged weights of the last epoch
     if best_state is not None:
         module.load_state_dict(best_state)
-    if validate is None:
+    if not validated:
         result.best_epoch = len(result.history)  # nothing chose an epoch: the weights are the last epoch's
     module.eval()
     return result
 
 
-def _run_epoch(
-    stepper: torch.nn.Module, module: torch.nn.Module, averaged: AveragedModel | None, batches: Iterator[Any],
-    optimizer: torch.optim.Optimizer, device: torch.device, amp: bool, generator: torch.Generator,
-    deadline: Deadline, group: distributed.Group | None,
-) -> list[float]:
+def _run_epoch(run: _Run, module: torch.nn.Module, batches: Iterator[Any], deadline: Deadline) -> list[float]:
     """One epoch's optimiser steps, ended early once `deadline` has passed; returns their losses. With
     several processes rank 0's clock decides, so every rank runs the same steps."""
     losses = []
     for batch in batches:
-        losses.append(train_step(stepper, batch, optimizer, device, amp, generator))
-        if averaged is not None:
-            averaged.update_parameters(module)
-        if deadline.is_set and distributed.from_main(float(deadline.passed()), group):
+        losses.append(train_step(run.stepper, batch, run.optimizer, run.device, run.amp, run.generator))
+        if run.averaged is not None:
+            run.averaged.update_parameters(module)
+        if deadline.is_set and distributed.from_main(float(deadline.passed()), run.group):
             break
     return losses
 
