@@ -37,9 +37,9 @@ from protocol import SEEDS, describe_test, fmt_mean_std, mean_std, paired  # noq
 from omnirec.bundle import Bundle  # noqa: E402
 from omnirec.compress import compress_bundle, folder_bytes  # noqa: E402
 from omnirec.data.datasets import load_dataset  # noqa: E402
+from omnirec.data.histories import Histories  # noqa: E402
 from omnirec.data.split import split_dataset  # noqa: E402
 from omnirec.evaluate.ranking import EvalResult, full_ranking_eval  # noqa: E402
-from omnirec.features.sequences import Histories  # noqa: E402
 from omnirec.models import SASRec  # noqa: E402
 from omnirec.utils import atomic_write_text  # noqa: E402
 

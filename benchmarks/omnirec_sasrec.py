@@ -36,12 +36,13 @@ import polars as pl
 import torch
 
 from omnirec.data.datasets import load_dataset
+from omnirec.data.histories import Histories
 from omnirec.data.schema import ITEM, TIME, USER
 from omnirec.data.split import split_dataset
-from omnirec.features.sequences import Histories
+from omnirec.features.sequences import windows
 from omnirec.models.sasrec import SASRec, SASRecConfig
 from omnirec.models.sequential import encode_last
-from omnirec.train.loop import TrainConfig, bf16_is_fast, windows
+from omnirec.train.loop import TrainConfig, bf16_is_fast
 
 DATASET = "beauty"
 clock = time.perf_counter

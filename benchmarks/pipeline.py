@@ -48,12 +48,14 @@ import numpy as np
 import torch
 
 from baselines import code_version
-from omnirec.data.dataset import Dataset, TrainData
+from omnirec.data.dataset import Dataset
 from omnirec.data.datasets import load_dataset
+from omnirec.data.histories import Histories
 from omnirec.data.split import Split, split_dataset
-from omnirec.evaluate.ranking import EvalResult, full_ranking_eval, item_vectors_from_matrix, list_eval
+from omnirec.data.train_data import TrainData
+from omnirec.evaluate.ranking import EvalResult, full_ranking_eval, list_eval
 from omnirec.experiment import fit_for_test
-from omnirec.features.sequences import Histories
+from omnirec.features.similarity import item_vectors_from_matrix
 from omnirec.features.text import TextEncoderConfig, encode_texts
 from omnirec.models import ItemKNN, Markov, Popularity, SASRec, TfidfContent
 from omnirec.models.base import Recommender
@@ -61,7 +63,7 @@ from omnirec.models.sasrec import SASRecConfig
 from omnirec.pipeline.pipeline import Pipeline
 from omnirec.pipeline.rank import LearnedRanker
 from omnirec.pipeline.rerank import RerankConfig
-from omnirec.pipeline.scenario import PipelineData, ScenarioConfig, SourceConfig, build_pipeline
+from omnirec.pipeline.scenario import PipelineData, ScenarioConfig, source, build_pipeline
 from omnirec.train.loop import TrainConfig
 from omnirec.utils import atomic_write, atomic_write_text
 from protocol import SEEDS, describe_test, fmt_mean_std, paired, summary_over_seeds
@@ -140,8 +142,8 @@ def pipeline_lists(pipe: Pipeline, reranks: dict[str, RerankConfig], histories: 
 
 def home_scenario(ranker: str = "model") -> ScenarioConfig:
     return ScenarioConfig(
-        sources=(SourceConfig("model", n=200), SourceConfig("cooccurrence", n=100),
-                 SourceConfig("embedding", n=50), SourceConfig("popular", n=50)),
+        sources=(source("model", n=200), source("cooccurrence", n=100),
+                 source("embedding", n=50), source("popular", n=50)),
         k=10, ranker=ranker, fallback=("popular",), candidates=200)
 
 
@@ -384,13 +386,13 @@ def cold_part(args: argparse.Namespace) -> dict:
     empty = Histories(np.zeros(histories.n_users + 2, dtype=np.int64), np.zeros(0, dtype=np.int64))
     data = PipelineData(singles["itemknn"], histories, ds.items, text_vectors=text)  # train + validation: no cold item
     new_user = {  # no time decay: this data's times are positions in each sequence, not a clock
-        "new_user: popular": ScenarioConfig(sources=(SourceConfig("popular", n=50),), ranker="fusion",
+        "new_user: popular": ScenarioConfig(sources=(source("popular", n=50),), ranker="fusion",
                                             fallback=("popular", "new_items")),
         "new_user: popular + new items": ScenarioConfig(
-            sources=(SourceConfig("popular", n=50), SourceConfig("new_items", n=50)), ranker="fusion"),
+            sources=(source("popular", n=50), source("new_items", n=50)), ranker="fusion"),
     }
-    home = ScenarioConfig(sources=(SourceConfig("cooccurrence", n=100), SourceConfig("content", n=100),
-                                   SourceConfig("new_items", n=100), SourceConfig("popular", n=50)),
+    home = ScenarioConfig(sources=(source("cooccurrence", n=100), source("content", n=100),
+                                   source("new_items", n=100), source("popular", n=50)),
                           ranker="fusion", fallback=("popular", "new_items"))
     new_user_pipes = {name: build_pipeline(config, data) for name, config in new_user.items()}
     home_pipe = build_pipeline(home, data)

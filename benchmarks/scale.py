@@ -52,7 +52,7 @@ def stage(name: str, folder: str, n_users: int, n_items: int, n_interactions: in
     else:
         import torch
 
-        from omnirec.features.sequences import Histories
+        from omnirec.data.histories import Histories
         from omnirec.models.sasrec import SASRec, SASRecConfig
         from omnirec.train.loop import TrainConfig
 
@@ -62,11 +62,12 @@ def stage(name: str, folder: str, n_users: int, n_items: int, n_interactions: in
             epochs=1, batch_size=1024, refit=False, ema_epochs=0.0, progress=False, amp=False))
         model = SASRec(config)
         if name == "train":
-            from omnirec.train.loop import fit, windows
+            from omnirec.features.sequences import windows
+            from omnirec.models.sequential import fit_next_item
 
             model.module = model._build(n)
             sequences = Histories(data["indptr"], data["items"])
-            fit(model.module, sequences, config.max_len, model._loss(sequences), None, config.train)
+            fit_next_item(model.module, sequences, config.max_len, model._loss(sequences), None, config.train)
             out["windows"] = int(len(windows(sequences, config.max_len).lengths()))
             out["windows_per_s"] = round(out["windows"] / (time.perf_counter() - start), 1)
             torch.save(model.module.state_dict(), f"{folder}/model.pt")

@@ -1,6 +1,6 @@
-"""The Transformer sequence models (sasrec, hstu) on the public benchmarks: leave-one-out, full ranking,
+"""The sequence models (sasrec, hstu, gru4rec) on the public benchmarks: leave-one-out, full ranking,
 default configs (the same on every dataset), training time and peak memory; 3 seeds (mean ± std), and
-the one pre-declared paired test of `protocol.TEST` between the models run together.
+the one pre-declared paired test of `protocol.TEST` of every other model against the first one named.
 
 Writes `benchmarks/results/sequential/<dataset>.json` and the "Sequential models" part of
 `benchmarks/SEQUENTIAL.md`, with published numbers of the same data and protocol beside ours.
@@ -141,9 +141,9 @@ def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float
         per_model[model] = as_results(runs)
         codes = dict.fromkeys(r.get("code", document["code"]) for r in runs)  # reused runs keep the code that made them
         document["results"][model] = {**over_seeds(runs), "code": "/".join(codes)}
-    if len(per_model) == 2:
-        (a, ra), (b, rb) = per_model.items()
-        document["comparison"] = {"a": a, "b": b, **paired(ra, rb)}
+    # the one pre-declared test: every other model against the first one named (sasrec by default)
+    (first, r_first), *others = per_model.items()
+    document["comparisons"] = [{"a": a, "b": first, **paired(ra, r_first)} for a, ra in others]
     return document
 
 
@@ -174,9 +174,10 @@ def markdown(documents: list[dict]) -> str:
         for pub in doc["published"]:
             m = pub["metrics"]
             lines.append(f"| *{pub['model']}* ({pub['source']}) | {m['ndcg@10']:.4f} | {m['hr@10']:.4f} | | | | | | | | | |")
-        if doc.get("comparison"):
-            c = doc["comparison"]
-            lines += ["", f"{c['a']} against {c['b']}: {describe_test(c)}."]
+        comparisons = doc.get("comparisons") or ([doc["comparison"]] if doc.get("comparison") else [])
+        if comparisons:
+            lines.append("")
+        lines += [f"{c['a']} against {c['b']}: {describe_test(c)}." for c in comparisons]
         lines.append("")
     lines += ["Training speed against RecBole (fp32 on both sides, time to the same validation quality): "
               "[SPEED.md](SPEED.md).", ""]
@@ -187,7 +188,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"))
     parser.add_argument("--datasets", default="beauty,beauty-bert4rec,ml-100k")
-    parser.add_argument("--models", default="sasrec,hstu")
+    parser.add_argument("--models", default="sasrec,hstu,gru4rec", help="the first is the one the others are tested against")
     parser.add_argument("--max-minutes", type=float, default=0.0, help="training budget per model (0 = none)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="training seeds (comma-separated)")
     parser.add_argument("--report-only", action="store_true", help="rewrite SEQUENTIAL.md from the saved results")

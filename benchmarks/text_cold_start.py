@@ -47,13 +47,14 @@ from baselines import code_version, machine, rewrite_results
 from protocol import SEEDS, TEST, describe_test, fmt_mean_std, mean_std, paired, seeded, summary_over_seeds
 
 from omnirec.auto import build
-from omnirec.data.dataset import Dataset, TrainData
+from omnirec.data.dataset import Dataset
 from omnirec.data.datasets import DATASETS, load_dataset
+from omnirec.data.histories import Histories, UserBatch
 from omnirec.data.split import Split, cold_items, split_dataset
+from omnirec.data.train_data import TrainData
 from omnirec.evaluate.ranking import EvalResult, full_ranking_eval
 from omnirec.experiment import fit_for_test
 from omnirec.features import text
-from omnirec.features.sequences import Histories, UserBatch
 from omnirec.features.text import TextEncoderConfig, encode_texts
 from omnirec.models.base import Recommender
 from omnirec.models.textseq import TextSeq, standardize

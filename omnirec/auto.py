@@ -25,6 +25,7 @@ import polars as pl
 
 from omnirec.config import from_dict, to_dict
 from omnirec.data.dataset import Dataset
+from omnirec.data.datasets import DataConfig
 from omnirec.data.schema import TIME, USER
 from omnirec.data.split import Split, split_dataset
 from omnirec.evaluate.ranking import full_ranking_eval
@@ -44,38 +45,6 @@ class Candidate:
     reason: str
     weight: float
     max_trials: int
-
-
-def _space(name: str, trial: Any) -> dict[str, Any]:
-    """The hyperparameters of one trial (Optuna `suggest_*`), as a `[models.<name>]` table."""
-    if name == "itemknn":
-        return {"k": trial.suggest_int("k", 10, 400, log=True), "shrink": trial.suggest_float("shrink", 0.0, 100.0)}
-    if name == "ease":
-        return {"l2": trial.suggest_float("l2", 10.0, 5000.0, log=True)}
-    if name == "als":
-        return {"factors": trial.suggest_categorical("factors", [32, 64, 128]),
-                "regularization": trial.suggest_float("regularization", 0.1, 100.0, log=True),
-                "alpha": trial.suggest_float("alpha", 1.0, 50.0, log=True)}
-    if name == "sasrec":
-        return {"d_model": trial.suggest_categorical("d_model", [64, 128]),
-                "n_layers": trial.suggest_int("n_layers", 1, 2),
-                "dropout": trial.suggest_float("dropout", 0.1, 0.5),
-                "train": {"lr": trial.suggest_float("lr", 3e-4, 3e-3, log=True)}}
-    if name == "twotower":
-        return {"temperature": trial.suggest_float("temperature", 0.03, 0.2, log=True),
-                "dropout": trial.suggest_float("dropout", 0.0, 0.4),
-                "train": {"lr": trial.suggest_float("lr", 3e-4, 3e-3, log=True)}}
-    return {}  # pop, markov, tfidf: nothing worth tuning (markov's backoff only breaks ties)
-
-
-# The defaults are always the first trial of each model, so the search can only improve on them.
-DEFAULT_TRIAL = {
-    "itemknn": {"k": 100, "shrink": 10.0}, "ease": {"l2": 500.0},
-    "als": {"factors": 64, "regularization": 10.0, "alpha": 10.0},
-    "sasrec": {"d_model": 64, "n_layers": 1, "dropout": 0.2, "lr": 1e-3},
-    "twotower": {"temperature": 0.05, "dropout": 0.1, "lr": 1e-3},
-}
-TRAINS_IN_EPOCHS = ("sasrec", "twotower")
 
 
 def choose_candidates(traits: dict[str, Any], budget_minutes: float) -> list[Candidate]:
@@ -194,10 +163,10 @@ def search(
         deadline = time.perf_counter() + share
 
         def objective(trial: optuna.Trial, cand: Candidate = cand, deadline: float = deadline) -> float:
-            params = _space(cand.model, trial)
+            params = MODELS[cand.model].search_space(trial)
             remaining = max(0.2, (deadline - time.perf_counter()) / 60)
             model = build(cand.model, params, max_minutes=remaining, trial=True)
-            if cand.model in TRAINS_IN_EPOCHS:
+            if MODELS[cand.model].trains_in_epochs:
                 model.on_validation = _validation_reporter(trial)
             start = time.perf_counter()
             state, value = "complete", math.nan
@@ -220,8 +189,8 @@ def search(
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
         study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
-        if cand.model in DEFAULT_TRIAL:
-            study.enqueue_trial(DEFAULT_TRIAL[cand.model])
+        if MODELS[cand.model].default_trial:  # the defaults first, so the search can only improve on them
+            study.enqueue_trial(MODELS[cand.model].default_trial)
         study.optimize(objective, n_trials=cand.max_trials, timeout=None if not cand.weight else max(1.0, share))
     return result
 
@@ -231,7 +200,7 @@ def chosen_toml(model: str, params: dict[str, Any], data: dict[str, Any], out: s
     import tomli_w
 
     table = json.loads(json.dumps(params))
-    if model in TRAINS_IN_EPOCHS and "train" in table:
+    if MODELS[model].trains_in_epochs and "train" in table:
         table["train"] = {k: v for k, v in table["train"].items() if k not in ("progress", "max_minutes")} or None
         if table["train"] is None:
             del table["train"]
@@ -270,8 +239,7 @@ def run_auto(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Profile, choose candidates, search within the budget, train the best, test once; write the report."""
-    from omnirec.bundle import Bundle
-    from omnirec.experiment import run_experiment
+    from omnirec.run import RunConfig, train_bundle
 
     began = time.perf_counter()
     out = Path(out)
@@ -289,11 +257,13 @@ def run_auto(
     # is left (at least 5 s) stays for the test and the bundle
     left_min = max(0.5, budget_minutes - search_s / 60)
     model = build(best["model"], best["params"], max_minutes=left_min - max(0.1 * left_min, 5 / 60))
-    report = run_experiment(dataset, {best["model"]: model}, ks=(10, 20), split=split)
-    test = report.to_json()["results"][best["model"]]
     bundle_dir = out / "bundle"
-    Bundle.create(model, dataset, test, {"auto": {"params": best["params"], "valid_ndcg@10": best["valid_ndcg@10"]},
-                                         "training": getattr(model, "training", {})}).save(bundle_dir)
+    run = RunConfig(best["model"], str(bundle_dir), data=from_dict(DataConfig, data_source, where="[data]"),
+                    models={best["model"]: json.loads(json.dumps(best["params"]))})
+    bundle, report = train_bundle(run, model, dataset, split, progress=False,
+                                  extra={"auto": {"params": best["params"], "valid_ndcg@10": best["valid_ndcg@10"]}})
+    test = report.to_json()["results"][best["model"]]
+    bundle.save(bundle_dir)
     board = result.leaderboard()
     chosen_reason = next(c.reason for c in candidates if c.model == best["model"])
     runner_up = next((r for r in board if r["model"] != best["model"] and r["best_valid_ndcg@10"] is not None), None)

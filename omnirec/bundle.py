@@ -26,11 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from omnirec.config import config_hash, to_dict
+from omnirec.data.attributes import Attributes
+from omnirec.data.clean import CleanReport
 from omnirec.data.dataset import Dataset
+from omnirec.data.histories import Histories, UserBatch
 from omnirec.data.ids import IdMap, UnknownIdError
-from omnirec.features.sequences import Histories
+from omnirec.data.schema import ITEM, TIME, USER
 from omnirec.models.base import Recommender
 from omnirec.utils import atomic_savez, atomic_write_text, file_sha256
 
@@ -49,6 +53,7 @@ class Bundle:
     meta: dict[str, Any] = field(default_factory=dict)
     item_text: list[str] | None = None  # by dense id; index 0 is padding
     item_titles: list[str] | None = None  # by dense id, what a person reads ('' where the catalogue has none)
+    user_attributes: Attributes | None = None  # by dense user id, what the run read of its users
 
     @classmethod
     def create(cls, model: Recommender, dataset: Dataset, metrics: dict[str, float] | None = None,
@@ -57,7 +62,18 @@ class Bundle:
         meta = {"dataset": dataset.name, "n_users": dataset.n_users, "n_items": dataset.n_items,
                 "metrics": metrics or {}, **(extra or {})}
         return cls(model, dataset.users, dataset.items, Histories.from_frame(dataset.interactions, dataset.n_users), meta,
-                   dataset.item_text, dataset.item_titles)
+                   dataset.item_text, dataset.item_titles, dataset.user_attributes)
+
+    def dataset(self) -> Dataset:
+        """The data the bundle was trained from, as the run read it (interactions in time order, item text
+        and titles, user attributes): what `retrain` starts from."""
+        h = self.histories
+        users = np.repeat(np.arange(len(h.indptr) - 1), h.lengths())
+        times = h.times if h.times is not None else np.arange(len(h.items))
+        frame = pl.DataFrame({USER: users, ITEM: h.items, TIME: times}).cast({USER: pl.Int64, ITEM: pl.Int64, TIME: pl.Int64})
+        report = CleanReport(len(h.items), rows_out=len(h.items))  # cleaned when the run read it
+        return Dataset(self.meta.get("dataset", "bundle"), frame, self.users, self.items, self.item_text, report,
+                       self.user_attributes, self.item_titles)
 
     def title(self, item: int) -> str | None:
         """The title of dense item `item` (None where the catalogue gives none)."""
@@ -104,6 +120,9 @@ class Bundle:
         if self.item_titles is not None:
             atomic_write_text(folder / "item_titles.json", json.dumps(self.item_titles))
             files.append("item_titles.json")
+        if self.user_attributes is not None:
+            atomic_savez(folder / "user_attributes.npz", self.user_attributes.to_state("users"))
+            files.append("user_attributes.npz")
         document = {
             "format": FORMAT, "model": self.model.name, "config": to_dict(self.model.config),
             "config_hash": config_hash(self.model.config), **self.meta,
@@ -136,7 +155,12 @@ class Bundle:
         meta = {k: v for k, v in document.items() if k not in ("format", "model", "config", "config_hash", "sha256")}
         text, titles = (json.loads((path / f"{name}.json").read_text()) if f"{name}.json" in document["sha256"] else None
                         for name in ("item_text", "item_titles"))
-        return cls(model, IdMap.load(path / "users.json"), IdMap.load(path / "items.json"), histories, meta, text, titles)
+        attributes = None
+        if "user_attributes.npz" in document["sha256"]:
+            with np.load(path / "user_attributes.npz", allow_pickle=False) as npz:
+                attributes = Attributes.from_state("users", {k: npz[k] for k in npz.files})
+        return cls(model, IdMap.load(path / "users.json"), IdMap.load(path / "items.json"), histories, meta, text, titles,
+                   attributes)
 
     def recommend(
         self, user: str | None, k: int = 10, exclude_seen: bool = True, query: str | None = None,
@@ -148,17 +172,11 @@ class Bundle:
         if user is None:
             if query is None:
                 raise ValueError("give a user, a query, or both")
-            batch = Histories(np.zeros(2, dtype=np.int64), np.zeros(0, dtype=np.int64)).batch(np.array([0]))
+            batch = UserBatch.request()
         else:
             if user not in self.users:
                 raise UnknownIdError(f"user {user!r} is not in this bundle ({len(self.users):,} users)")
             batch = self.histories.batch(np.array(self.users.encode([user])))
-        if query is None:
-            ids, scores = self.model.recommend(batch, k=k, exclude_seen=exclude_seen)
-        elif not hasattr(self.model, "query_scores"):
-            raise ValueError(f"model {self.model.name!r} does not read text queries (textseq does)")
-        else:
-            ids, scores = self.model.recommend(batch, k=k, exclude_seen=exclude_seen, query=query,
-                                               query_weight=query_weight)
+        ids, scores = self.model.recommend(batch, k=k, exclude_seen=exclude_seen, query=query, query_weight=query_weight)
         keep = ids[0] != 0
         return list(zip(self.items.decode(ids[0][keep]), scores[0][keep].tolist(), strict=True))

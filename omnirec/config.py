@@ -84,5 +84,18 @@ def to_dict(config: object) -> dict[str, Any]:
 
 def config_hash(config: object) -> str:
     """A short stable hash of a config's values (recorded in every saved artefact)."""
-    blob = json.dumps({"type": type(config).__name__, **to_dict(config)}, sort_keys=True)
+    return recorded_hash(type(config).__name__, to_dict(config))
+
+
+def recorded_hash(type_name: str, values: dict[str, Any]) -> str:
+    """`config_hash` of a config saved as `values` (its `to_dict`): checks a saved record against its own
+    hash, also where the class has gained options since (they take their defaults at load).
+
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class C:
+    ...     k: int = 10
+    >>> recorded_hash("C", to_dict(C())) == config_hash(C())
+    True
+    """
+    blob = json.dumps({"type": type_name, **values}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

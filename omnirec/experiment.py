@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from omnirec.config import config_hash, to_dict
 from omnirec.data.dataset import Dataset
 from omnirec.data.split import Split, split_dataset
-from omnirec.evaluate.ranking import EvalResult, full_ranking_eval, item_vectors_from_matrix
+from omnirec.evaluate.ranking import EvalResult, full_ranking_eval
+from omnirec.features.similarity import item_vectors_from_matrix
 from omnirec.models.base import Recommender
 from omnirec.utils import atomic_savez, atomic_write, atomic_write_text
 
@@ -259,3 +260,17 @@ def plot_results(document: dict[str, Any], path: str | Path, metrics: tuple[str,
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
+
+
+def format_summary(dataset: Dataset, report_doc: dict[str, Any]) -> str:
+    """What `omnirec evaluate` and `train` print: the data, its cleaning, the results table (per target group
+    too), the significance tests and the notes."""
+    lines = [f"\n{dataset.name}: {dataset.n_users:,} users, {dataset.n_items:,} items, "
+             f"{dataset.interactions.height:,} interactions; protocol {report_doc['protocol']}",
+             f"cleaning: {'; '.join(str(dataset.report).splitlines())}", format_table(report_doc)]
+    for group, rows in report_doc.get("groups", {}).items():
+        lines += [f"\n{group} test targets only:", format_table({**report_doc, "results": rows})]
+    if report_doc.get("significance"):
+        lines.append(f"\n{format_significance(report_doc)}")
+    lines += [f"note: {explain_note(note)}" for note in report_doc["notes"]]
+    return "\n".join(lines)

@@ -11,8 +11,9 @@ import pytest
 
 from omnirec.auto import choose_candidates, run_auto, search, selection_split
 from omnirec.cli import main
+from omnirec.config import from_dict
 from omnirec.data.split import Split
-from omnirec.models import SASRec
+from omnirec.models import MODELS, SASRec
 from omnirec.models.sasrec import SASRecConfig
 from omnirec.profile import gini, profile_dataset
 from omnirec.train.loop import TrainConfig
@@ -153,3 +154,21 @@ def test_profile_cli_writes_json_and_png(tmp_path, tiny_dataset, capsys):
     assert "sequential signal" in capsys.readouterr().out
     assert json.loads((tmp_path / "p" / "profile.json").read_text())["users"] == 300
     assert (tmp_path / "p" / "profile.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("name", [n for n, cls in MODELS.items() if cls.default_trial])
+def test_each_default_trial_is_a_point_of_its_search_space_and_builds_the_default_config(name):
+    """The search's first trial is the model's defaults: replaying it through the model's own search
+    space must give a table that builds exactly the default configuration (a default changed in the
+    Config and not in the search would make the first trial something else)."""
+    import optuna
+
+    cls = MODELS[name]
+    table = cls.search_space(optuna.trial.FixedTrial(cls.default_trial))
+    assert from_dict(cls.Config, table) == cls.Config()
+
+
+def test_capabilities_are_declared_on_the_classes():
+    assert {n for n, cls in MODELS.items() if cls.needs_text} == {"tfidf", "textseq"}
+    assert all(cls.trains_in_epochs == cls.learns_from_validation for cls in MODELS.values())
+    assert {n for n, cls in MODELS.items() if cls.quick} >= {"pop", "itemknn", "markov"}

@@ -17,7 +17,6 @@ from omnirec.models.popularity import Popularity
 from omnirec.models.sasrec import SASRec, SASRecConfig
 from omnirec.train.loop import TrainConfig
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -155,12 +155,11 @@ def test_evaluate_cold_items_reports_cold_and_warm_targets(tmp_path, capsys):
 
 
 def test_quiet_turns_off_the_text_encoders_progress_bar_too():
-    from omnirec.cli import _with_train_options
-
-    model = _with_train_options(MODELS["textseq"](), None, quiet=True)
+    model = MODELS["textseq"]().with_loop_options(progress=False)
     assert model.config.train.progress is False and model.config.encoder.progress is False
-    loud = _with_train_options(MODELS["textseq"](), None, quiet=False)
+    loud = MODELS["textseq"]().with_loop_options()
     assert loud.config.encoder.progress is True
+    assert MODELS["itemknn"]().with_loop_options(progress=False).config == MODELS["itemknn"]().config
 
 
 def test_evaluate_deep_models_with_user_attributes_and_cold_users(tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from omnirec import cli
+from omnirec import cli, cli_parser
 from omnirec.bundle import Bundle
 from omnirec.data.dataset import Dataset
 from omnirec.data.split import split_dataset
@@ -250,7 +250,7 @@ def _failing(exc: BaseException):
 
 def test_an_unexpected_exception_is_one_line_asking_for_a_report(files, capsys, monkeypatch):
     monkeypatch.delenv("OMNIREC_DEBUG", raising=False)
-    monkeypatch.setattr(cli, "cmd_compress", _failing(RuntimeError("boom\nsecond line")))
+    monkeypatch.setitem(cli.COMMANDS, "compress", _failing(RuntimeError("boom\nsecond line")))
     code = cli.main(["compress", "--bundle", str(files / "bundle"), "--out", str(files / "small")])
     out, err = capsys.readouterr()
     assert_one_error_line(code, out, err, "error: internal error: RuntimeError: boom second line (please report)")
@@ -258,7 +258,7 @@ def test_an_unexpected_exception_is_one_line_asking_for_a_report(files, capsys, 
 
 def test_omnirec_debug_adds_the_traceback(files, capsys, monkeypatch):
     monkeypatch.setenv("OMNIREC_DEBUG", "1")
-    monkeypatch.setattr(cli, "cmd_compress", _failing(RuntimeError("boom")))
+    monkeypatch.setitem(cli.COMMANDS, "compress", _failing(RuntimeError("boom")))
     assert cli.main(["compress", "--bundle", str(files / "bundle"), "--out", str(files / "small")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and err.splitlines()[-1] == "error: internal error: RuntimeError: boom (please report)"
@@ -266,7 +266,7 @@ def test_omnirec_debug_adds_the_traceback(files, capsys, monkeypatch):
 
 def test_an_interrupt_is_one_line_and_exit_code_130(files, capsys, monkeypatch):
     monkeypatch.delenv("OMNIREC_DEBUG", raising=False)
-    monkeypatch.setattr(cli, "cmd_compress", _failing(KeyboardInterrupt()))
+    monkeypatch.setitem(cli.COMMANDS, "compress", _failing(KeyboardInterrupt()))
     assert cli.main(["compress", "--bundle", str(files / "bundle"), "--out", str(files / "small")]) == 130
     assert capsys.readouterr().err == "error: interrupted\n"
 
@@ -305,4 +305,4 @@ def test_a_failed_reload_after_retraining_says_where_the_new_bundle_is(files, se
     ids=["permission", "is-a-directory", "key", "json", "url", "http", "system-exit"],
 )
 def test_expected_failures_get_a_message_in_words(exc, message):
-    assert message in cli._error_message(exc)
+    assert message in cli_parser._error_message(exc)

@@ -12,7 +12,6 @@ from omnirec.bundle import Bundle
 from omnirec.cli import main
 from omnirec.train.loop import CHECKPOINT
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

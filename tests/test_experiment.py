@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from omnirec.data.dataset import Dataset, TrainData
+from omnirec.data.dataset import Dataset
 from omnirec.data.schema import ITEM
 from omnirec.data.split import split_dataset
 from omnirec.data.synthetic import SyntheticConfig, generate
+from omnirec.data.train_data import TrainData
 from omnirec.experiment import fit_for_test, run_experiment
 from omnirec.models.popularity import Popularity
 

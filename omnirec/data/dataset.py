@@ -1,4 +1,4 @@
-"""A cleaned, id-mapped dataset and the training view that models fit on.
+"""A cleaned, id-mapped dataset.
 
 >>> from omnirec.data.synthetic import SyntheticConfig, generate
 >>> ds = Dataset.from_frames(*generate(SyntheticConfig(n_users=50, n_items=30)), name="demo")
@@ -9,18 +9,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
-import numpy as np
 import polars as pl
-import scipy.sparse as sp
 
+from omnirec.data.attributes import Attributes
 from omnirec.data.clean import CleanConfig, CleanReport, clean
 from omnirec.data.ids import IdMap
 from omnirec.data.schema import ITEM, TEXT, TIME, TITLE, USER
-from omnirec.features.attributes import Attributes
-from omnirec.features.matrix import interaction_matrix
-from omnirec.features.sequences import Histories
 
 
 @dataclass
@@ -76,35 +71,3 @@ def _align(items: pl.DataFrame | None, item_map: IdMap, column: str) -> list[str
         return None
     lookup = dict(zip(items[ITEM].cast(pl.String).to_list(), items[column].fill_null("").to_list(), strict=True))
     return [""] + [lookup.get(label, "") for label in item_map.labels]
-
-
-@dataclass
-class TrainData:
-    """What `Recommender.fit` receives: the training interactions and derived views, computed once."""
-
-    interactions: pl.DataFrame
-    n_users: int
-    n_items: int
-    item_text: list[str] | None = None
-    valid: Histories | None = None  # validation targets, for models that stop early
-    user_attributes: Attributes | None = None  # for every user of the dataset, also those without training data
-
-    @cached_property
-    def matrix(self) -> sp.csr_matrix:
-        """(n_users + 1, n_items + 1) interaction counts."""
-        return interaction_matrix(self.interactions, self.n_users, self.n_items)
-
-    @cached_property
-    def sequences(self) -> Histories:
-        """Each user's training items in time order."""
-        return Histories.from_frame(self.interactions, self.n_users)
-
-    @cached_property
-    def item_counts(self) -> np.ndarray:
-        """(n_items + 1,) number of training interactions per item."""
-        return np.bincount(self.interactions[ITEM].to_numpy(), minlength=self.n_items + 1).astype(np.float64)
-
-    @cached_property
-    def item_users(self) -> np.ndarray:
-        """(n_items + 1,) number of distinct training users per item."""
-        return np.diff(sp.csc_matrix(self.matrix).indptr).astype(np.float64)

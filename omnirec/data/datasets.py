@@ -7,6 +7,7 @@ example the folder holding `ml-100k/`, `s3rec/`, `bert4rec/` and `amazon-scienti
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -117,3 +118,57 @@ def load_file(
     if users_path is not None:
         users = io.read_user_attributes(users_path, columns.user)
     return Dataset.from_frames(interactions, items, name=path.name, config=config, users=users)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where a run's data comes from (the `[data]` table of a run config): a named benchmark in
+    `data_dir`, or a file (`path`) in `format` with its columns, an item catalogue with text and a user
+    attribute table."""
+
+    dataset: str = ""
+    data_dir: str = ""
+    path: str = ""
+    format: str = ""
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    time_col: str = "timestamp"
+    rating_col: str = ""
+    items: str = ""
+    text_cols: str = ""
+    user_attributes: str = ""
+
+    def text_columns(self) -> tuple[str, ...]:
+        """`text_cols` as a tuple of column names."""
+        return tuple(c.strip() for c in self.text_cols.split(",") if c.strip())
+
+    def problem(self, flags: bool = False) -> str | None:
+        """What is missing or contradictory, phrased as the fix (naming the command-line flags with
+        `flags`, else the config keys); None when the source is complete.
+
+        >>> DataConfig(path="log.csv").problem(), DataConfig(path="log.csv").problem(flags=True)[:21]
+        ('path needs format (one of seq, pairs, csv, movielens, recbole)', '--path needs --format')
+        """
+        key = (lambda k: "--" + k.replace("_", "-")) if flags else (lambda k: k)
+        if bool(self.dataset) == bool(self.path):
+            return f"give either {key('dataset')} NAME with {key('data_dir')} DIR, or {key('path')} FILE with {key('format')} FMT"
+        if self.dataset and not self.data_dir:
+            return f"{key('dataset')} needs {key('data_dir')} (the folder holding the benchmark files)"
+        if self.path and not self.format:
+            return f"{key('path')} needs {key('format')} (one of {', '.join(FORMATS)})"
+        if self.items and not self.text_columns():
+            return f"{key('items')} needs {key('text_cols')} (the catalogue columns that hold the text)"
+        return None
+
+
+def load_data(source: DataConfig, clean: CleanConfig = CleanConfig()) -> Dataset:
+    """The cleaned dataset `source` names."""
+    problem = source.problem()
+    if problem:
+        raise ValueError(f"[data]: {problem}")
+    if source.dataset:
+        return load_dataset(source.dataset, source.data_dir, clean)
+    columns = io.ColumnMap(user=source.user_col, item=source.item_col, timestamp=source.time_col or None,
+                           rating=source.rating_col or None)
+    return load_file(source.path, source.format, columns, clean, items_path=source.items or None,
+                     item_text_columns=source.text_columns(), users_path=source.user_attributes or None)

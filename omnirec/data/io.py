@@ -18,8 +18,8 @@ import io
 import json
 import math
 import zlib
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -354,7 +354,7 @@ def read_item_text(
 
 def read_user_attributes(path: str | Path, id_col: str, sep: str | None = None, encoding: str = "utf-8") -> pl.DataFrame:
     """A user table (CSV/TSV/Parquet with a header): `id_col` renamed to `user_id`, every other column an
-    attribute (as strings; see `features.attributes` for how they become codes)."""
+    attribute (as strings; see `data.attributes` for how they become codes)."""
     path = Path(path)
     frame = _read_table(path, sep, encoding)
     if id_col not in frame.columns:

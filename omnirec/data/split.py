@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from omnirec.data.dataset import Dataset, TrainData
+from omnirec.data.attributes import Attributes
+from omnirec.data.dataset import Dataset
+from omnirec.data.histories import Histories
 from omnirec.data.schema import ITEM, TIME, USER
-from omnirec.features.attributes import Attributes
-from omnirec.features.sequences import Histories
+from omnirec.data.train_data import TrainData
 
 
 class SplitError(ValueError):
@@ -275,3 +276,18 @@ def split_dataset(dataset: Dataset, method: str = "loo", **options: object) -> S
     if method not in SPLITS:
         raise ValueError(f"unknown split {method!r}; expected one of {sorted(SPLITS)}")
     return SPLITS[method](dataset.interactions, dataset.n_users, dataset.n_items, **options)
+
+
+def split_by_name(dataset: Dataset, name: str, cold_frac: float = 0.0, cold_quantile: float = 0.8) -> Split:
+    """The split `omnirec evaluate --split NAME` means: "loo"; "cold-items" by time quantile, or by a random
+    item fraction when `cold_frac` is given; "cold-users" holds out `cold_frac` of the users (10% by
+    default). Errors name the split."""
+    try:
+        if name == "cold-users":
+            return split_dataset(dataset, "cold-users", user_frac=cold_frac or 0.1)
+        if name == "cold-items":
+            options = {"item_frac": cold_frac} if cold_frac else {"cutoff_quantile": cold_quantile}
+            return split_dataset(dataset, "cold-items", **options)
+    except ValueError as exc:
+        raise ValueError(f"--split {name}: {exc}") from exc
+    return split_dataset(dataset, "loo")

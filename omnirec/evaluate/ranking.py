@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.decomposition import TruncatedSVD
-from sklearn.preprocessing import normalize
 from tqdm.auto import tqdm
 
+from omnirec.data.histories import Histories, UserBatch
 from omnirec.evaluate import metrics
-from omnirec.features.sequences import Histories, UserBatch
-from omnirec.models.base import Recommender, mask_seen, rows_per_block, tie_keys, top_k
+from omnirec.models.base import Recommender
+from omnirec.topk import mask_seen, rows_per_block, tie_keys, top_k
 
 
 @dataclass
@@ -45,18 +44,6 @@ class EvalResult:
 
     def __getitem__(self, metric: str) -> float:
         return self.summary[metric]
-
-
-def item_vectors_from_matrix(matrix: sp.csr_matrix, dim: int = 64, seed: int = 0) -> np.ndarray:
-    """(I + 1, dim) unit item vectors for intra-list diversity: a truncated SVD of the item x user matrix.
-
-    Cosine in this space approximates cosine of the items' user columns, at a fraction of the cost;
-    an item whose column lies outside the kept dimensions can get a (near) zero vector.
-    """
-    items = normalize(sp.csr_matrix(matrix.T, dtype=np.float32))  # (I, U)
-    dim = max(1, min(dim, min(items.shape) - 1))
-    vectors = TruncatedSVD(n_components=dim, random_state=seed).fit_transform(items)
-    return normalize(vectors).astype(np.float32)
 
 
 def _padded_targets(batch: UserBatch, n_items: int) -> tuple[np.ndarray, np.ndarray]:

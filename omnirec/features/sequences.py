@@ -1,173 +1,101 @@
-"""Ragged per-user histories (time order) and the batches models score.
+"""Training batches for the sequence models: each user's sequence cut into windows, batched by similar
+length, inputs and next-item targets aligned, sharded across processes for DDP.
 
->>> import polars as pl
->>> f = pl.DataFrame({"user_id": [1, 1, 2], "item_id": [3, 4, 3], "timestamp": [0, 1, 0]})
->>> h = Histories.from_frame(f, n_users=2)
->>> b = h.batch([2, 1])
->>> b.items.tolist(), b.last_items().tolist()
-([3, 3, 4], [3, 4])
+>>> h = Histories(np.array([0, 0, 3, 5]), np.array([1, 2, 3, 4, 5]))  # user 1: 1 2 3, user 2: 4 5
+>>> b = make_batch(h, np.array([1, 2]), max_len=50)
+>>> b.items.tolist(), b.targets.tolist()
+([[1, 2], [0, 4]], [[2, 3], [0, 5]])
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
-import polars as pl
-import scipy.sparse as sp
+import torch
 
-from omnirec.data.schema import ITEM, TIME, USER
-
-
-def gather_ragged(indptr: np.ndarray, values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows `rows` of a ragged array (indptr, values): returns (new indptr, new values)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    starts, ends = indptr[rows], indptr[rows + 1]
-    lengths = ends - starts
-    new_indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=new_indptr[1:])
-    offsets = np.repeat(starts - new_indptr[:-1], lengths)
-    return new_indptr, values[np.arange(new_indptr[-1], dtype=np.int64) + offsets]
+from omnirec.data.histories import Histories
 
 
-class UserBatch(NamedTuple):
-    """The users a model scores at once, with their histories."""
+class TrainBatch(NamedTuple):
+    """Users' training sequences, left-padded with item 0."""
 
-    users: np.ndarray  # (B,) dense user ids
-    indptr: np.ndarray  # (B + 1,) history of row b is items[indptr[b]:indptr[b + 1]]
-    items: np.ndarray  # (nnz,) dense item ids, oldest first
-    times: np.ndarray | None = None  # (nnz,) int64 event times aligned with items, where known
-
-    def __len__(self) -> int:
-        return len(self.users)
-
-    def lengths(self) -> np.ndarray:
-        """(B,) history lengths."""
-        return np.diff(self.indptr)
-
-    def last_items(self) -> np.ndarray:
-        """(B,) most recent item of each history, 0 (padding) where the history is empty."""
-        lengths = self.lengths()
-        out = np.zeros(len(self.users), dtype=np.int64)
-        has = lengths > 0
-        out[has] = self.items[self.indptr[1:][has] - 1]
-        return out
-
-    def to_csr(self, n_items: int, binary: bool = True) -> sp.csr_matrix:
-        """(B, n_items + 1) sparse history matrix; column 0 is padding and stays empty."""
-        data = np.ones(len(self.items), dtype=np.float32)
-        mat = sp.csr_matrix((data, self.items, self.indptr), shape=(len(self.users), n_items + 1))
-        mat.sum_duplicates()
-        if binary:
-            mat.data[:] = 1.0
-        return mat
-
-    def padded(self, max_len: int, values: np.ndarray | None = None) -> np.ndarray:
-        """(B, max_len) most recent items (or the aligned `values`, e.g. times), left-padded with 0.
-
-        >>> UserBatch(np.array([1, 2]), np.array([0, 3, 4]), np.array([5, 6, 7, 8])).padded(2).tolist()
-        [[6, 7], [0, 8]]
-        """
-        values = self.items if values is None else values
-        lengths = np.minimum(self.lengths(), max_len)
-        out = np.zeros((len(self.users), max_len), dtype=values.dtype)
-        rows = np.repeat(np.arange(len(self.users)), lengths)
-        back = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # 0..len-1 per row
-        source = np.repeat(self.indptr[1:] - lengths, lengths) + back
-        out[rows, max_len - np.repeat(lengths, lengths) + back] = values[source]
-        return out
+    items: torch.Tensor  # (B, T) input items
+    times: torch.Tensor | None  # (B, T) their times, where the data has times
+    targets: torch.Tensor  # (B, T) the next item at each position; 0 = not supervised
+    scale: float = 1.0  # loss weight: this process's share of the global batch's supervised positions x world size
 
 
-class Histories:
-    """Every user's items in time order; row u is dense user u (row 0 is padding and empty)."""
+def windows(sequences: Histories, max_len: int) -> Histories:
+    """Each user's sequence cut, from its end, into windows of at most max_len + 1 items that overlap by
+    one item: every item but a user's first is a target in exactly one window, read with up to max_len
+    items before it. Users with fewer than two items have no window.
 
-    def __init__(self, indptr: np.ndarray, items: np.ndarray, times: np.ndarray | None = None):
-        self.indptr = np.asarray(indptr, dtype=np.int64)
-        self.items = np.asarray(items, dtype=np.int64)
-        self.times = None if times is None else np.asarray(times, dtype=np.int64)
+    >>> windows(Histories(np.array([0, 0, 6]), np.arange(1, 7)), max_len=2).items.tolist()
+    [1, 2, 2, 3, 4, 4, 5, 6]
+    """
+    lengths = sequences.lengths()
+    n_windows = np.where(lengths >= 2, -(-(lengths - 1) // max_len), 0)  # ceil((n - 1) / max_len)
+    owner = np.repeat(np.arange(len(lengths)), n_windows)
+    k = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)  # 0 = the last window
+    ends = lengths[owner] - k * max_len  # exclusive, within the user's sequence
+    starts = np.maximum(0, ends - max_len - 1)
+    order = np.lexsort((-k, owner))  # each user's windows oldest first
+    starts, ends, base = starts[order], ends[order], sequences.indptr[owner[order]]
+    indptr = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(ends - starts, out=indptr[1:])
+    sizes = ends - starts
+    index = np.repeat(base + starts - indptr[:-1], sizes) + np.arange(indptr[-1])
+    times = None if sequences.times is None else sequences.times[index]
+    return Histories(indptr, sequences.items[index], times)
 
-    @classmethod
-    def from_frame(cls, frame: pl.DataFrame, n_users: int) -> Histories:
-        """From a dense frame already sorted by (user, time), as `clean` and the splits leave it."""
-        users, items = frame[USER].to_numpy(), frame[ITEM].to_numpy()
-        times = frame[TIME].to_numpy() if TIME in frame.columns else None
-        if len(users) > 1 and (np.diff(users) < 0).any():
-            order = np.argsort(users, kind="stable")
-            users, items = users[order], items[order]
-            times = None if times is None else times[order]
-        counts = np.bincount(users, minlength=n_users + 1)
-        indptr = np.zeros(n_users + 2, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
-        return cls(indptr, items, times)
 
-    @property
-    def n_users(self) -> int:
-        """Number of real users (rows minus the padding row)."""
-        return len(self.indptr) - 2
+def training_batches(
+    sequences: Histories, max_len: int, batch_size: int, rng: np.random.Generator, shard: tuple[int, int] = (0, 1)
+) -> Iterator[TrainBatch]:
+    """Every window of every user (see `windows`), in random batches of similar lengths (less padding).
 
-    def lengths(self) -> np.ndarray:
-        """(n_users + 1,) history length per user."""
-        return np.diff(self.indptr)
+    Each position predicts the next item from the (at most `max_len`) items before it: every item but a
+    user's first is a target once, the same supervision as training on all prefixes separately.
+    With `shard` = (rank, world size), every process draws the same global batches and keeps its rows
+    rank::world of each, weighted so that gradients averaged over the processes equal those of the
+    global batch in one process.
+    """
+    rows = windows(sequences, max_len)
+    lengths = rows.lengths()
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * 32
+    batches = []
+    for start in range(0, len(order), chunk):  # sort by length within chunks, keep the batches random
+        part = order[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rank, world = shard
+    supervised = np.minimum(lengths, max_len + 1) - 1  # targets per window
+    for at in rng.permutation(len(batches)):
+        if world == 1:
+            yield make_batch(rows, batches[at], max_len)
+            continue
+        mine = batches[at][rank::world]
+        share = supervised[mine].sum() / supervised[batches[at]].sum() * world
+        if len(mine) == 0:  # fewer rows than processes: take part in the step with a zero weight
+            mine, share = batches[at][:1], 0.0
+        yield make_batch(rows, mine, max_len)._replace(scale=float(share))
 
-    def batch(self, users: np.ndarray) -> UserBatch:
-        """The histories of `users`, in the order given."""
-        users = np.asarray(users, dtype=np.int64)
-        indptr, items = gather_ragged(self.indptr, self.items, users)
-        times = None if self.times is None else gather_ragged(self.indptr, self.times, users)[1]
-        return UserBatch(users, indptr, items, times)
 
-    def to_csr(self, n_items: int, binary: bool = True) -> sp.csr_matrix:
-        """(n_users + 1, n_items + 1) sparse user x item matrix."""
-        return self.batch(np.arange(self.n_users + 1)).to_csr(n_items, binary)
+def batches_per_epoch(sequences: Histories, max_len: int, batch_size: int) -> int:
+    """How many batches `training_batches` yields: its chunks are whole multiples of `batch_size`, so
+    only the last batch of all can be short."""
+    return -(-len(windows(sequences, max_len).lengths()) // batch_size)
 
-    def only(self, items: np.ndarray) -> Histories:
-        """The same users, keeping only the entries whose item is in `items` (order kept).
 
-        >>> h = Histories(np.array([0, 0, 2, 3, 3]), np.array([5, 6, 7]))
-        >>> kept = h.only(np.array([6, 7]))
-        >>> kept.items.tolist(), kept.indptr.tolist()
-        ([6, 7], [0, 0, 1, 2, 2])
-        """
-        keep = np.isin(self.items, items)
-        rows = np.repeat(np.arange(len(self.indptr) - 1), self.lengths())  # the row of each entry
-        indptr = np.zeros_like(self.indptr)
-        np.cumsum(np.bincount(rows[keep], minlength=len(self.indptr) - 1), out=indptr[1:])
-        times = None if self.times is None else self.times[keep]
-        return Histories(indptr, self.items[keep], times)
-
-    def only_users(self, users: np.ndarray) -> Histories:
-        """The same rows, emptied for every user not in `users`.
-
-        >>> h = Histories(np.array([0, 0, 2, 3]), np.array([5, 6, 7]))
-        >>> kept = h.only_users(np.array([2]))
-        >>> kept.items.tolist(), kept.indptr.tolist()
-        ([7], [0, 0, 0, 1])
-        """
-        rows = np.repeat(np.arange(len(self.indptr) - 1), self.lengths())
-        keep = np.isin(rows, users)
-        indptr = np.zeros_like(self.indptr)
-        np.cumsum(np.bincount(rows[keep], minlength=len(self.indptr) - 1), out=indptr[1:])
-        return Histories(indptr, self.items[keep], None if self.times is None else self.times[keep])
-
-    def extend(self, later: Histories) -> Histories:
-        """Each user's items followed by the user's items in `later` (same users, events that came after).
-
-        >>> a = Histories(np.array([0, 0, 2, 3]), np.array([5, 6, 7]))
-        >>> b = Histories(np.array([0, 0, 1, 1]), np.array([8]))
-        >>> a.extend(b).items.tolist(), a.extend(b).indptr.tolist()
-        ([5, 6, 8, 7], [0, 0, 3, 4])
-        """
-        if len(later.indptr) != len(self.indptr):
-            raise ValueError(f"extend: {later.n_users} users, expected {self.n_users}")
-        first, second = self.lengths(), later.lengths()
-        indptr = np.zeros_like(self.indptr)
-        np.cumsum(first + second, out=indptr[1:])
-        from_self = np.repeat(indptr[:-1], first) + np.arange(first.sum()) - np.repeat(self.indptr[:-1], first)
-        from_later = np.repeat(indptr[:-1] + first, second) + np.arange(second.sum()) - np.repeat(later.indptr[:-1], second)
-        items = np.empty(indptr[-1], dtype=np.int64)
-        items[from_self], items[from_later] = self.items, later.items
-        times = None
-        if self.times is not None and later.times is not None:
-            times = np.empty(indptr[-1], dtype=np.int64)
-            times[from_self], times[from_later] = self.times, later.times
-        return Histories(indptr, items, times)
+def make_batch(sequences: Histories, users: np.ndarray, max_len: int) -> TrainBatch:
+    """The training batch of `users`: inputs are items[:-1], targets items[1:], the last max_len of each."""
+    batch = sequences.batch(users)
+    width = int(min(batch.lengths().max(), max_len + 1))
+    items = torch.from_numpy(batch.padded(width))  # (B, T + 1)
+    inputs, targets = items[:, :-1], items[:, 1:]
+    targets = targets.masked_fill(inputs == 0, 0)  # a first item has nothing before it
+    times = None if batch.times is None else torch.from_numpy(batch.padded(width, batch.times))[:, :-1]
+    return TrainBatch(inputs, times, targets)

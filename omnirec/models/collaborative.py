@@ -1,6 +1,6 @@
-"""What the neural collaborative models (two-tower, NeuMF, LightGCN) share: fitting through the pair
-loop (`omnirec.train.pairs`) with early stopping on a sample of validation users, the refit on training
-plus validation items, and persistence of torch weights.
+"""What the neural collaborative models (two-tower, NeuMF, LightGCN) share: their batches (the (user,
+item) training pairs) and step for the training loop (`NeuralRecommender`: early stopping on a sample of
+validation users, the refit on training plus validation items), their training defaults, and scoring.
 
 Each model file supplies its network (`_build`), its training step (`_step`) and its scores
 (`_score_with`). Training pairs are every (user, item) of the training sequences, in order, so a pair's
@@ -9,31 +9,22 @@ index is its position in `PairData.sequences.items`.
 
 from __future__ import annotations
 
-import dataclasses
 from abc import abstractmethod
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from omnirec.data.dataset import TrainData
-from omnirec.features.attributes import Attributes
-from omnirec.features.sequences import Histories, UserBatch
-from omnirec.models.base import Recommender, first_target_ndcg, reported
-from omnirec.train.loop import (
-    Deadline,
-    RefitPlan,
-    TrainResult,
-    budget_record,
-    fit_deadlines,
-    plan_refit,
-    refit_desc,
-    refit_growth,
-    timed,
-    training_summary,
-)
-from omnirec.train.pairs import StepFn, fit_pairs
+from omnirec.data.attributes import Attributes
+from omnirec.data.histories import Histories, UserBatch
+from omnirec.data.train_data import TrainData
+from omnirec.features.pairs import pair_batches, pair_batches_per_epoch
+from omnirec.models.neural import NeuralRecommender, Validate
+from omnirec.train.loop import Batches, StepFn, TrainConfig
+from omnirec.train.validation import first_target_ndcg
+
+PairStep = Callable[[torch.nn.Module, torch.Tensor, np.ndarray, torch.Generator], torch.Tensor]
 
 
 class PairData(NamedTuple):
@@ -50,87 +41,58 @@ class PairData(NamedTuple):
         return np.repeat(np.arange(len(self.sequences.indptr) - 1), self.sequences.lengths())
 
 
-def validation_users(histories: Histories, targets: Histories, most: int, seed: int) -> np.ndarray:
-    """Users with a validation target and a history; a seeded sample of `most` of them (0 = all)."""
-    users = np.flatnonzero((targets.lengths() > 0) & (histories.lengths() > 0))
-    if most and len(users) > most:
-        users = np.sort(np.random.default_rng(seed).choice(users, size=most, replace=False))
-    return users
+PAIR_TRAINING = {"epochs": 100, "batch_size": 2048, "weight_decay": 0.0, "amp": False, "ema_epochs": 0.0,
+                 "valid_users": 5000}
 
 
-class PairRecommender(Recommender):
-    """Base of the collaborative neural models. Config must have `train: PairTrainConfig`."""
+def pair_training(**changes: object) -> TrainConfig:
+    """The training defaults of the collaborative models, with `changes`: up to 100 epochs of 2,048 pairs
+    a batch, no weight decay, no bf16 autocast and no weight averaging (their networks are embedding
+    tables, where neither helps), validation on a sample of 5,000 users.
 
-    learns_from_validation = True  # early stopping on `data.valid`, then a refit on train + validation
+    >>> pair_training(batch_size=1024).batch_size, pair_training().ema_epochs
+    (1024, 0.0)
+    """
+    return TrainConfig(**{**PAIR_TRAINING, **changes})  # type: ignore[arg-type]
 
-    history: list[dict[str, float]]
-    module: torch.nn.Module
+
+class PairRecommender(NeuralRecommender):
+    """Base of the collaborative neural models. Config must have `train: TrainConfig` (`pair_training`)."""
 
     @abstractmethod
     def _build(self, data: PairData) -> torch.nn.Module:
         """A fresh network for this data."""
 
     @abstractmethod
-    def _step(self, data: PairData) -> StepFn:
+    def _step(self, data: PairData) -> PairStep:
         """The training step: (module, users, pair positions, generator) -> loss."""
 
     @abstractmethod
     def _score_with(self, module: torch.nn.Module, batch: UserBatch) -> torch.Tensor:
         """(B, I + 1) float32 scores of the batch by `module` (in eval mode, without gradients)."""
 
-    def _prepare(self, data: TrainData) -> None:
-        """Anything computed once per fit before the network is built (text vectors, say)."""
-
     def _finish(self, data: PairData) -> None:
         """Anything cached once the final weights are in place (the scoring embeddings, say)."""
 
-    def _fit(self, data: TrainData) -> None:
-        cfg = self.config.train
-        self._prepare(data)  # before the budget starts, as the text models' item vectors are
-        view = PairData(data.sequences, data.n_users, data.n_items, data.user_attributes, data.item_text)
-        validate = None
-        if data.valid is not None and data.valid.items.size:
-            users = validation_users(data.sequences, data.valid, cfg.valid_users, cfg.seed)
-            if len(users):
-                validate = lambda m: first_target_ndcg(  # noqa: E731
-                    lambda b: self._score_with(m, b), data.sequences, data.valid, users, data.n_items)
-        refit = cfg.refit and validate is not None
-        growth = refit_growth(data.sequences, data.valid) if refit else 0.0
-        search, budget = fit_deadlines(cfg.max_minutes, growth)  # budget: early stopping and refit together
-        with timed() as took:
-            result = self._train(view, reported(self, validate), cfg, search)
-        self._record(result)
-        self.training["budget"] = budget_record(cfg.max_minutes, took["s"], result)
-        if refit:
-            view = self._refit(data, view, result, plan_refit(result, growth, budget), budget, took["s"])
-        self._finish(view)
+    def _view(self, data: TrainData, sequences: Histories) -> PairData:
+        return PairData(sequences, data.n_users, data.n_items, data.user_attributes, data.item_text)
 
-    def _refit(self, data: TrainData, view: PairData, search: TrainResult, plan: RefitPlan, budget: Deadline,
-               search_s: float) -> PairData:
-        """Train a fresh network on train + validation items for the planned epochs within what is left of
-        the budget; returns the data the final network was trained on (with no epoch planned, the
-        early-stopped network and its training data stay)."""
-        cfg, refit = self.config.train, None
-        with timed() as took:
-            if plan.epochs:
-                view = view._replace(sequences=data.sequences.extend(data.valid))
-                config = dataclasses.replace(cfg, epochs=plan.epochs)
-                refit = self._train(view, None, config, budget, refit_desc(plan))
-                self.history += [{**row, "refit": True} for row in refit.history]
-        self.training["refit_epochs"] = 0 if refit is None else len(refit.history)
-        self.training["budget"] = budget_record(cfg.max_minutes, search_s, search, plan, took["s"], refit)
-        return view
+    def _network(self, data: TrainData, sequences: Histories) -> torch.nn.Module:
+        return self._build(self._view(data, sequences))
 
-    def _train(self, view: PairData, validate: Callable | None, cfg: Any, deadline: Deadline,
-               desc: str = "train") -> TrainResult:
-        """A fresh network trained on `view` until `deadline` at the latest."""
-        torch.manual_seed(cfg.seed)  # initial weights depend on the seed only
-        self.module = self._build(view)
-        return fit_pairs(self.module, view.pair_users(), self._step(view), validate, cfg, desc=desc, deadline=deadline)
+    def _training(self, data: TrainData, sequences: Histories) -> tuple[Batches, int, StepFn]:
+        view, size = self._view(data, sequences), self.config.train.batch_size
+        users, pair_step = view.pair_users(), self._step(view)
+        batches = lambda rng, shard: pair_batches(users, size, rng, shard)  # noqa: E731
+        step = lambda net, batch, device, generator: pair_step(net, batch.users.to(device), batch.positions, generator)  # noqa: E731
+        return batches, pair_batches_per_epoch(len(users), size), step
 
-    def _record(self, result: TrainResult) -> None:
-        self.history = result.history
-        self.training = training_summary(result, self.config.train.seed)
+    def _validator(self, data: TrainData, users: np.ndarray) -> Validate:
+        return lambda m: first_target_ndcg(lambda b: self._score_with(m, b), data.sequences, data.valid, users,
+                                           data.n_items)
+
+    def _finish_fit(self, data: TrainData, sequences: Histories) -> None:
+        self._finish(self._view(data, sequences))
 
     @torch.no_grad()
     def _score(self, batch: UserBatch) -> torch.Tensor:

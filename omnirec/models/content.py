@@ -10,8 +10,8 @@ import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-from omnirec.data.dataset import TrainData
-from omnirec.features.sequences import UserBatch
+from omnirec.data.histories import UserBatch
+from omnirec.data.train_data import TrainData
 from omnirec.models.base import Recommender, sparse_from_state, sparse_state
 
 
@@ -40,6 +40,8 @@ class TfidfContent(Recommender):
     """
 
     name = "tfidf"
+    quick = True
+    needs_text = True
     Config = TfidfConfig
 
     def _fit(self, data: TrainData) -> None:

@@ -15,13 +15,13 @@ their history row times B. One dense (I x I) inverse: seconds for 10,000 items, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from omnirec.data.dataset import TrainData
-from omnirec.features.matrix import interaction_matrix
-from omnirec.features.sequences import UserBatch
+from omnirec.data.histories import UserBatch
+from omnirec.data.train_data import TrainData, interaction_matrix
 from omnirec.models.base import Recommender
 
 MAX_ITEMS = 60_000  # a (60k x 60k) float64 inverse needs about 58 GiB
@@ -42,6 +42,11 @@ class EASE(Recommender):
     """Closed-form item-item regression; see the module docstring."""
 
     name = "ease"
+    default_trial = {"l2": EASEConfig.l2}
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        return {"l2": trial.suggest_float("l2", 10.0, 5000.0, log=True)}
     Config = EASEConfig
 
     def _fit(self, data: TrainData) -> None:

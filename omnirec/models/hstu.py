@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnirec.models.sasrec import attention_mask
+from omnirec.models.layers import attention_mask
 from omnirec.models.sequential import SequentialRecommender, check_sequence_config
 from omnirec.train.loop import TrainConfig
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from omnirec.data.dataset import TrainData
-from omnirec.features.matrix import interaction_matrix
-from omnirec.features.sequences import UserBatch
+from omnirec.data.histories import UserBatch
+from omnirec.data.train_data import TrainData, interaction_matrix
+from omnirec.features.similarity import cosine_similarity, keep_top_k
 from omnirec.models.base import Recommender, sparse_from_state, sparse_state
 
 
@@ -25,31 +26,6 @@ class ItemKNNConfig:
             raise ValueError("k >= 1 and shrink >= 0 are required")
 
 
-def cosine_similarity(matrix: sp.csr_matrix, shrink: float) -> sp.csr_matrix:
-    """(I, I) item-item cosine of the columns of a (U, I) matrix: x_i.x_j / (|x_i| |x_j| + shrink), diagonal 0."""
-    x = sp.csc_matrix(matrix, dtype=np.float32)
-    co = (x.T @ x).tocsr()  # (I, I) co-occurrence
-    norms = np.sqrt(co.diagonal()).astype(np.float32)
-    co.setdiag(0)
-    co.eliminate_zeros()
-    rows = np.repeat(np.arange(co.shape[0]), np.diff(co.indptr))
-    co.data = co.data / (norms[rows] * norms[co.indices] + shrink + 1e-12)
-    return co
-
-
-def keep_top_k(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """Keep the k largest entries of each row of a CSR matrix."""
-    matrix = matrix.tocsr(copy=True)
-    lengths = np.diff(matrix.indptr)
-    for row in np.flatnonzero(lengths > k):
-        start, end = matrix.indptr[row], matrix.indptr[row + 1]
-        values = matrix.data[start:end]
-        drop = np.argpartition(-values, k)[k:]
-        values[drop] = 0.0
-    matrix.eliminate_zeros()
-    return matrix
-
-
 class ItemKNN(Recommender):
     """score(u, j) = sum over items i in u's history of sim_k(i, j), where sim_k keeps i's k nearest items.
 
@@ -59,6 +35,12 @@ class ItemKNN(Recommender):
 
     name = "itemknn"
     Config = ItemKNNConfig
+    quick = True
+    default_trial = {"k": ItemKNNConfig.k, "shrink": ItemKNNConfig.shrink}
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        return {"k": trial.suggest_int("k", 10, 400, log=True), "shrink": trial.suggest_float("shrink", 0.0, 100.0)}
 
     def _fit(self, data: TrainData) -> None:
         binary = interaction_matrix(data.interactions, data.n_users, data.n_items, binary=True)

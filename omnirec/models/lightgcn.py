@@ -8,9 +8,9 @@ Only the propagated embeddings are saved: scoring is their dot product.
 >>> from omnirec.data.synthetic import SyntheticConfig, generate
 >>> from omnirec.data.dataset import Dataset
 >>> from omnirec.data.split import split_dataset
->>> from omnirec.train.pairs import PairTrainConfig
+>>> from omnirec.models.collaborative import pair_training
 >>> split = split_dataset(Dataset.from_frames(*generate(SyntheticConfig(n_users=40, n_items=30))))
->>> model = LightGCN(LightGCNConfig(d_model=8, train=PairTrainConfig(epochs=2, progress=False)))
+>>> model = LightGCN(LightGCNConfig(d_model=8, train=pair_training(epochs=2, progress=False)))
 >>> ids, _ = model.fit(split.train_data()).recommend(split.histories("test").batch([1, 2]), k=5)
 >>> ids.shape
 (2, 5)
@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnirec.features.sequences import UserBatch
-from omnirec.models.collaborative import PairData, PairRecommender
+from omnirec.data.histories import UserBatch
+from omnirec.models.collaborative import PairData, PairRecommender, PairStep, pair_training
 from omnirec.train import losses
-from omnirec.train.pairs import PairTrainConfig, StepFn
+from omnirec.train.loop import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class LightGCNConfig:
     n_layers: int = 3
     reg: float = 1e-4
     # BPR with one negative converges slowly and validation is noisy: validate every 3 epochs, patience 5
-    train: PairTrainConfig = field(default_factory=lambda: PairTrainConfig(batch_size=2048, lr=5e-3, eval_every=3))
+    train: TrainConfig = field(default_factory=lambda: pair_training(batch_size=2048, lr=5e-3, eval_every=3))
 
     def __post_init__(self) -> None:
         if self.d_model < 1 or self.n_layers < 0 or self.reg < 0:
@@ -109,13 +109,14 @@ class LightGCN(PairRecommender):
     """Graph-smoothed MF with BPR; see the module docstring."""
 
     name = "lightgcn"
+    has_item_embeddings = True
     Config = LightGCNConfig
 
     def _build(self, data: PairData) -> nn.Module:
         adjacency = normalized_adjacency(data.sequences.indptr, data.sequences.items, data.n_users, data.n_items)
         return LightGCNNet(data.n_users, data.n_items, self.config, adjacency)
 
-    def _step(self, data: PairData) -> StepFn:
+    def _step(self, data: PairData) -> PairStep:
         items = torch.from_numpy(np.array(data.sequences.items, dtype=np.int64))
         offset = data.n_users + 1
 

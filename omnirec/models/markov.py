@@ -8,8 +8,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from omnirec.data.dataset import TrainData
-from omnirec.features.sequences import UserBatch
+from omnirec.data.histories import UserBatch
+from omnirec.data.train_data import TrainData
 from omnirec.models.base import Recommender, sparse_from_state, sparse_state
 
 
@@ -47,6 +47,7 @@ class Markov(Recommender):
     """
 
     name = "markov"
+    quick = True
     Config = MarkovConfig
 
     def _fit(self, data: TrainData) -> None:

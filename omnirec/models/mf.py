@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from omnirec.data.dataset import TrainData
-from omnirec.features.sequences import UserBatch
+from omnirec.data.histories import UserBatch
+from omnirec.data.train_data import TrainData
 from omnirec.models.base import Recommender
 
 
@@ -74,6 +75,14 @@ class ALS(_FactorModel):
     """
 
     name = "als"
+    quick = True
+    default_trial = {"factors": ALSConfig.factors, "regularization": ALSConfig.regularization, "alpha": ALSConfig.alpha}
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        return {"factors": trial.suggest_categorical("factors", [32, 64, 128]),
+                "regularization": trial.suggest_float("regularization", 0.1, 100.0, log=True),
+                "alpha": trial.suggest_float("alpha", 1.0, 50.0, log=True)}
     Config = ALSConfig
 
     def _make(self) -> object:
@@ -94,6 +103,7 @@ class BPR(_FactorModel):
     """
 
     name = "bpr"
+    quick = True
     Config = BPRConfig
 
     def _make(self) -> object:

@@ -9,9 +9,9 @@ and an item part so it is computed once per user and once per item, and users ar
 >>> from omnirec.data.synthetic import SyntheticConfig, generate
 >>> from omnirec.data.dataset import Dataset
 >>> from omnirec.data.split import split_dataset
->>> from omnirec.train.pairs import PairTrainConfig
+>>> from omnirec.models.collaborative import pair_training
 >>> split = split_dataset(Dataset.from_frames(*generate(SyntheticConfig(n_users=40, n_items=30))))
->>> model = NeuMF(NeuMFConfig(d_gmf=8, d_mlp=8, layers=(16, 8), train=PairTrainConfig(epochs=2, progress=False)))
+>>> model = NeuMF(NeuMFConfig(d_gmf=8, d_mlp=8, layers=(16, 8), train=pair_training(epochs=2, progress=False)))
 >>> ids, _ = model.fit(split.train_data()).recommend(split.histories("test").batch([1, 2]), k=5)
 >>> ids.shape
 (2, 5)
@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnirec.features.sequences import UserBatch
-from omnirec.models.collaborative import PairData, PairRecommender
+from omnirec.data.histories import UserBatch
+from omnirec.models.collaborative import PairData, PairRecommender, PairStep, pair_training
 from omnirec.train import losses
-from omnirec.train.pairs import PairTrainConfig, StepFn
+from omnirec.train.loop import TrainConfig
 
 SCORE_BLOCK_BYTES = 16 * 2**20  # (users x items x first layer) activations per block: small blocks stay in cache (3x faster than 256 MiB)
 
@@ -45,7 +45,7 @@ class NeuMFConfig:
     n_negatives: int = 4
     dropout: float = 0.0
     # scoring every item runs the MLP per (user, item): validate less often, on fewer users
-    train: PairTrainConfig = field(default_factory=lambda: PairTrainConfig(batch_size=1024, eval_every=2,
+    train: TrainConfig = field(default_factory=lambda: pair_training(batch_size=1024, eval_every=2,
                                                                            patience=3))
 
     def __post_init__(self) -> None:
@@ -106,7 +106,7 @@ class NeuMF(PairRecommender):
     def _build(self, data: PairData) -> nn.Module:
         return NeuMFNet(data.n_users, data.n_items, self.config)
 
-    def _step(self, data: PairData) -> StepFn:
+    def _step(self, data: PairData) -> PairStep:
         items = torch.from_numpy(np.array(data.sequences.items, dtype=np.int64))
         m = self.config.n_negatives
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from omnirec.data.dataset import TrainData
-from omnirec.features.sequences import UserBatch
+from omnirec.data.histories import UserBatch
+from omnirec.data.train_data import TrainData
 from omnirec.models.base import Recommender
 
 
 class Popularity(Recommender):
     """Scores each item by its number of training interactions.
 
-    >>> from omnirec.data.dataset import TrainData
+    >>> from omnirec.data.train_data import TrainData
     >>> import polars as pl
     >>> f = pl.DataFrame({"user_id": [1, 1, 2], "item_id": [1, 2, 2], "timestamp": [0, 1, 0]})
     >>> m = Popularity().fit(TrainData(f, n_users=2, n_items=2))
@@ -22,6 +22,7 @@ class Popularity(Recommender):
     """
 
     name = "pop"
+    quick = True
 
     def _fit(self, data: TrainData) -> None:
         self.counts = data.item_counts.astype(np.float32)

@@ -1,38 +1,25 @@
-"""What the next-item sequence models share: fitting through the training loop, scoring from the state at
-the most recent position, validation NDCG@10 and persistence of torch weights. Each model file supplies
+"""What the next-item sequence models share: their batches (each user's sequence in windows) and step for
+the training loop (`NeuralRecommender`), scoring from the state at the most recent position, validation
+NDCG@10 and persistence of torch weights. Each model file supplies
 its network (`_build`); the network maps (B, T) left-padded items (and times) to (B, T, D) states and
 exposes `item_table()`, the (I + 1, D) item embeddings used for scoring (shared with the input layer).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from abc import abstractmethod
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from omnirec.config import config_hash
-from omnirec.data.dataset import TrainData
-from omnirec.features.sequences import Histories, UserBatch
-from omnirec.models.base import Recommender, first_target_ndcg, reported
+from omnirec.data.histories import Histories, UserBatch
+from omnirec.data.train_data import TrainData
+from omnirec.features.sequences import TrainBatch, batches_per_epoch, training_batches
+from omnirec.models.neural import NeuralRecommender, Validate, validation_users
 from omnirec.train import losses
-from omnirec.train.loop import (
-    Deadline,
-    LossFn,
-    RefitPlan,
-    TrainResult,
-    budget_record,
-    fit,
-    fit_deadlines,
-    plan_refit,
-    refit_desc,
-    refit_growth,
-    timed,
-    training_summary,
-)
+from omnirec.train.loop import Batches, Deadline, LossFn, StepFn, TrainConfig, TrainResult, fit
+from omnirec.train.validation import first_target_ndcg
 
 
 def check_sequence_config(config: Any, sizes: tuple[int, ...]) -> None:
@@ -63,6 +50,32 @@ def make_loss(name: str, n_negatives: int, log_q: torch.Tensor | None = None) ->
     raise ValueError(f"loss={name!r}; expected one of {', '.join(losses.LOSSES)}")
 
 
+def next_item_step(loss_fn: LossFn) -> StepFn:
+    """The training step of the next-item models: the network's (B, T, D) states at the supervised
+    positions, scored by `loss_fn` against the item table."""
+
+    def step(network: torch.nn.Module, batch: TrainBatch, device: torch.device, generator: torch.Generator) -> torch.Tensor:
+        items, targets = batch.items.to(device), batch.targets.to(device)
+        times = None if batch.times is None else batch.times.to(device)
+        hidden = network(items, times)  # (B, T, D)
+        supervised = targets != 0
+        return loss_fn(hidden[supervised], targets[supervised], network.item_table())
+
+    return step
+
+
+def fit_next_item(
+    module: torch.nn.Module, sequences: Histories, max_len: int, loss_fn: LossFn, validate: Validate | None,
+    config: TrainConfig, fingerprint: str = "", desc: str = "train", deadline: Deadline | None = None,
+) -> TrainResult:
+    """The training loop (`loop.fit`) for a next-item network on `sequences`: their windows of at most
+    `max_len` items, batched, and the next-item step with `loss_fn`."""
+    size = config.batch_size
+    batches = lambda rng, shard: training_batches(sequences, max_len, size, rng, shard)  # noqa: E731
+    return fit(module, batches, batches_per_epoch(sequences, max_len, size), next_item_step(loss_fn), validate,
+               config, fingerprint, desc=desc, deadline=deadline)
+
+
 def encode_last(module: torch.nn.Module, batch: UserBatch, max_len: int, chunk: int = 256) -> torch.Tensor:
     """(B, D) state after each user's most recent item (at most `max_len` items are read).
 
@@ -87,43 +100,37 @@ def encode_last(module: torch.nn.Module, batch: UserBatch, max_len: int, chunk: 
 
 def validation_ndcg(
     module: torch.nn.Module, histories: Histories, targets: Histories, max_len: int, k: int = 10,
-    batch_size: int = 1024,
+    batch_size: int = 1024, users: np.ndarray | None = None,
 ) -> float:
-    """Mean NDCG@k of each user's first validation target, ranked against all unseen items."""
-    users = np.flatnonzero((targets.lengths() > 0) & (histories.lengths() > 0))
+    """Mean NDCG@k of each user's first validation target, ranked against all unseen items; over `users`
+    (default: every user with a target and a history)."""
+    if users is None:
+        users = validation_users(histories, targets, 0, 0)
     table = module.item_table()
     score = lambda batch: encode_last(module, batch, max_len) @ table.T  # noqa: E731
     return first_target_ndcg(score, histories, targets, users, table.shape[0] - 1, k, batch_size)
 
 
-class SequentialRecommender(Recommender):
+class SequentialRecommender(NeuralRecommender):
     """Base of the Transformer next-item models. Config must have max_len, loss, n_negatives and train."""
 
-    learns_from_validation = True  # early stopping on `data.valid`, then a refit on train + validation
-
-    history: list[dict[str, float]]
+    has_item_embeddings = True
 
     @abstractmethod
     def _build(self, n_items: int) -> torch.nn.Module:
         """A fresh network for `n_items` items."""
 
-    def _fit(self, data: TrainData) -> None:
+    def _network(self, data: TrainData, sequences: Histories) -> torch.nn.Module:
+        return self._build(data.n_items)
+
+    def _training(self, data: TrainData, sequences: Histories) -> tuple[Batches, int, StepFn]:
         cfg = self.config
-        validate = None
-        if data.valid is not None and data.valid.items.size:
-            validate = lambda m: validation_ndcg(m, data.sequences, data.valid, cfg.max_len)  # noqa: E731
-        refit = cfg.train.refit and validate is not None
-        growth = refit_growth(data.sequences, data.valid) if refit else 0.0
-        search, budget = fit_deadlines(cfg.train.max_minutes, growth)  # budget: early stopping and refit together
-        torch.manual_seed(cfg.train.seed)  # initial weights depend on the seed only
-        with timed() as took:
-            self.module = self._build(data.n_items)
-            result = fit(self.module, data.sequences, cfg.max_len, self._loss(data.sequences), reported(self, validate),
-                         cfg.train, self._fingerprint(data), deadline=search)
-        self._record(result)
-        self.training["budget"] = budget_record(cfg.train.max_minutes, took["s"], result)
-        if refit:
-            self._refit(data, result, plan_refit(result, growth, budget), budget, took["s"])
+        size = cfg.train.batch_size
+        batches = lambda rng, shard: training_batches(sequences, cfg.max_len, size, rng, shard)  # noqa: E731
+        return batches, batches_per_epoch(sequences, cfg.max_len, size), next_item_step(self._loss(sequences))
+
+    def _validator(self, data: TrainData, users: np.ndarray) -> Validate:
+        return lambda m: validation_ndcg(m, data.sequences, data.valid, self.config.max_len, users=users)
 
     def _loss(self, sequences: Histories) -> LossFn:
         """The training loss for these training sequences (a model may restrict it to their items)."""
@@ -134,40 +141,16 @@ class SequentialRecommender(Recommender):
             log_q = losses.log_target_share(torch.from_numpy(sequences.items[~first]), self.n_items)
         return make_loss(self.config.loss, self.config.n_negatives, log_q)
 
-    def _refit(self, data: TrainData, search: TrainResult, plan: RefitPlan, budget: Deadline, search_s: float) -> None:
-        """Train a fresh network on train + validation items for the planned epochs, without validation,
-        within what is left of the budget; with no epoch planned the early-stopped network stays."""
-        train, refit = self.config.train, None
-        with timed() as took:
-            if plan.epochs:
-                folder = str(Path(train.checkpoint_dir) / "refit") if train.checkpoint_dir else ""
-                torch.manual_seed(train.seed)
-                self.module = self._build(data.n_items)
-                config = dataclasses.replace(train, epochs=plan.epochs, checkpoint_dir=folder)
-                sequences = data.sequences.extend(data.valid)
-                refit = fit(self.module, sequences, self.config.max_len, self._loss(sequences), None, config,
-                            self._fingerprint(data) + "-refit", desc=refit_desc(plan), deadline=budget)
-                self.history += [{**row, "refit": True} for row in refit.history]
-        self.training["refit_epochs"] = 0 if refit is None else len(refit.history)
-        self.training["budget"] = budget_record(train.max_minutes, search_s, search, plan, took["s"], refit)
-
-    def _fingerprint(self, data: TrainData) -> str:
-        """What a checkpoint must match to be resumed: the network, the loss, the optimiser settings, the
-        seed and the data's sizes; not loop options such as epochs, budget, progress or folders."""
-        loop_only = {"epochs": 1, "max_minutes": 0.0, "progress": False, "checkpoint_dir": "", "patience": 1,
-                     "eval_every": 1, "threads": 0, "device": "auto", "compile": False, "refit": False}
-        kept = dataclasses.replace(self.config, train=dataclasses.replace(self.config.train, **loop_only))
-        return f"{self.name}-{config_hash(kept)}-{data.n_users}-{data.n_items}-{len(data.sequences.items)}"
-
-    def _record(self, result: TrainResult) -> None:
-        self.history = result.history
-        self.training = training_summary(result, self.config.train.seed)
-
     @torch.no_grad()
     def _score(self, batch: UserBatch) -> torch.Tensor:
         self.module.eval()
         hidden = encode_last(self.module, batch, self.config.max_len)  # (B, D)
         return (hidden @ self.module.item_table().T).float().cpu()  # (B, I + 1)
+
+    def item_embeddings(self) -> np.ndarray:
+        """(I + 1, D) the output item embeddings (row 0 is padding), scored against the last state."""
+        self._check_fitted()
+        return self.module.item_table().detach().float().cpu().numpy()
 
     def _get_state(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy() for k, v in self.module.state_dict().items()}

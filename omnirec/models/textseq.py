@@ -35,11 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnirec.data.dataset import TrainData
-from omnirec.features.sequences import Histories, UserBatch
+from omnirec.data.histories import Histories, UserBatch
+from omnirec.data.train_data import TrainData
 from omnirec.features.text import TextEncoderConfig, encode_texts
-from omnirec.models.base import mask_seen, top_k
-from omnirec.models.sasrec import CausalEncoder
+from omnirec.models.layers import CausalEncoder
 from omnirec.models.sequential import SequentialRecommender, check_sequence_config
 from omnirec.train import losses
 from omnirec.train.loop import LossFn, TrainConfig
@@ -147,6 +146,9 @@ class TextSeq(SequentialRecommender):
     skip the encoder (row 0 is padding); otherwise `fit` encodes `TrainData.item_text`."""
 
     name = "textseq"
+    needs_text = True
+    reads_text_queries = True
+    can_warm_start = True
     Config = TextSeqConfig
     item_vectors: np.ndarray | None = None
     init_state: dict[str, torch.Tensor] | None = None  # weights training starts from (`start_from`)
@@ -203,6 +205,10 @@ class TextSeq(SequentialRecommender):
         model.history, model.training = [], {"zero_shot_from": pretrained.name}
         return model
 
+    def text_vectors(self) -> np.ndarray | None:
+        self._check_fitted()
+        return self.module.text.detach().cpu().numpy()
+
     # -- natural-language requests ---------------------------------------------------------------
     def query_scores(self, query: str) -> torch.Tensor:
         """(I + 1,) cosine similarity of the query's text embedding to every item's; padding -inf."""
@@ -216,23 +222,13 @@ class TextSeq(SequentialRecommender):
         sims[0] = -torch.inf
         return sims
 
-    def recommend(
-        self, batch: UserBatch, k: int = 10, exclude_seen: bool = True, *, query: str | None = None,
-        query_weight: float = 0.5,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """As `Recommender.recommend`; with `query`, the user's sequential scores and the query's text
-        similarity are blended, each standardized per user: (1 - query_weight) * seq + query_weight * text.
-        Users with no history get the text similarity alone (semantic search over the catalogue)."""
-        if query is None:
-            return super().recommend(batch, k, exclude_seen)
-        if not 0 <= query_weight <= 1:
-            raise ValueError(f"query_weight must be in [0, 1], got {query_weight}")
+    def _score_with_query(self, batch: UserBatch, query: str, weight: float) -> torch.Tensor:
+        """The user's sequential scores and the query's text similarity, each standardized per user:
+        (1 - weight) * seq + weight * text. Users with no history get the text similarity alone (semantic
+        search over the catalogue)."""
         text = standardize(self.query_scores(query).expand(len(batch.users), -1).clone())
         seq = standardize(self.score(batch))
         known = torch.from_numpy(batch.lengths() > 0)[:, None]
-        scores = torch.where(known, (1 - query_weight) * seq + query_weight * text, text)
+        scores = torch.where(known, (1 - weight) * seq + weight * text, text)
         scores[:, 0] = -torch.inf
-        if exclude_seen:
-            mask_seen(scores, batch)
-        ids, values = top_k(scores, k, row_keys=torch.from_numpy(batch.users))
-        return ids.cpu().numpy(), values.cpu().numpy()
+        return scores

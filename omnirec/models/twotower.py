@@ -16,9 +16,9 @@ The item tower's outputs (`item_vectors()`) feed the pipeline's ANN retrieval.
 >>> from omnirec.data.synthetic import SyntheticConfig, generate
 >>> from omnirec.data.dataset import Dataset
 >>> from omnirec.data.split import split_dataset
->>> from omnirec.train.pairs import PairTrainConfig
+>>> from omnirec.models.collaborative import pair_training
 >>> split = split_dataset(Dataset.from_frames(*generate(SyntheticConfig(n_users=40, n_items=30))))
->>> model = TwoTower(TwoTowerConfig(d_model=8, item_text=False, train=PairTrainConfig(epochs=2, progress=False)))
+>>> model = TwoTower(TwoTowerConfig(d_model=8, item_text=False, train=pair_training(epochs=2, progress=False)))
 >>> ids, _ = model.fit(split.train_data()).recommend(split.histories("test").batch([1, 2]), k=5)
 >>> ids.shape
 (2, 5)
@@ -27,19 +27,20 @@ The item tower's outputs (`item_vectors()`) feed the pipeline's ANN retrieval.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnirec.data.dataset import TrainData
-from omnirec.features.attributes import Attributes
-from omnirec.features.sequences import UserBatch
+from omnirec.data.attributes import Attributes
+from omnirec.data.histories import UserBatch
+from omnirec.data.train_data import TrainData
 from omnirec.features.text import TextEncoderConfig, encode_texts
-from omnirec.models.collaborative import PairData, PairRecommender
+from omnirec.models.collaborative import PairData, PairRecommender, PairStep, pair_training
 from omnirec.train import losses
-from omnirec.train.pairs import PairTrainConfig, StepFn
+from omnirec.train.loop import TrainConfig
 
 LOSSES = ("inbatch", "bpr")
 
@@ -65,7 +66,7 @@ class TwoTowerConfig:
     temperature: float = 0.05
     loss: str = "inbatch"
     encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
-    train: PairTrainConfig = field(default_factory=lambda: PairTrainConfig(batch_size=1024))
+    train: TrainConfig = field(default_factory=lambda: pair_training(batch_size=1024))
 
     def __post_init__(self) -> None:
         if min(self.d_model, self.hidden) < 1 or self.history < 0:
@@ -151,7 +152,16 @@ class TwoTower(PairRecommender):
     """User tower x item tower; see the module docstring."""
 
     name = "twotower"
+    has_item_embeddings = True
     Config = TwoTowerConfig
+    default_trial = {"temperature": TwoTowerConfig.temperature, "dropout": TwoTowerConfig.dropout,
+                     "lr": TwoTowerConfig().train.lr}
+
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        return {"temperature": trial.suggest_float("temperature", 0.03, 0.2, log=True),
+                "dropout": trial.suggest_float("dropout", 0.0, 0.4),
+                "train": {"lr": trial.suggest_float("lr", 3e-4, 3e-3, log=True)}}
     item_vectors: np.ndarray | None = None  # (I + 1, E) the item text vectors, when the towers read text
 
     def _prepare(self, data: TrainData) -> None:
@@ -178,7 +188,7 @@ class TwoTower(PairRecommender):
             attrs = torch.from_numpy(self.attributes.codes[rows]).to(device)
         return ids, torch.from_numpy(history).to(device), attrs
 
-    def _step(self, data: PairData) -> StepFn:
+    def _step(self, data: PairData) -> PairStep:
         cfg = self.config
         seq = data.sequences
         items_all = torch.from_numpy(np.array(seq.items, dtype=np.int64))

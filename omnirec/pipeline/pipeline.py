@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from omnirec.features.sequences import UserBatch
+from omnirec.data.histories import UserBatch
 from omnirec.pipeline.rank import Candidates, FusionRanker, Ranker
 from omnirec.pipeline.rerank import RerankConfig, mmr, place_pins, scale_scores
 from omnirec.pipeline.sources import Cite, Namer, Source, SourceHits, citer
+
 
 @dataclass
 class Recommendation:

@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from omnirec.features.sequences import Histories, UserBatch
+from omnirec.data.histories import Histories, UserBatch
 
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
 

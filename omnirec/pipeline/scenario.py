@@ -22,51 +22,161 @@ sources = [{kind = "popular", n = 50, half_life = 604800}, {kind = "new_items", 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.preprocessing import normalize
 
 from omnirec.config import ConfigError, from_dict, load_toml
+from omnirec.data.histories import Histories
 from omnirec.data.ids import IdMap
-from omnirec.evaluate.ranking import item_vectors_from_matrix
-from omnirec.features.sequences import Histories
+from omnirec.features.similarity import cosine_similarity, item_vectors_from_matrix, keep_top_k
 from omnirec.models.base import Recommender
-from omnirec.models.itemknn import cosine_similarity, keep_top_k
 from omnirec.pipeline.ann import IndexConfig, VectorIndex
 from omnirec.pipeline.pipeline import Pipeline, Rules
 from omnirec.pipeline.rank import FusionRanker, ModelRanker
 from omnirec.pipeline.rerank import RerankConfig
 from omnirec.pipeline.sources import (
-    CooccurrenceSource, EmbeddingSource, ModelSource, NewItemSource, PopularSource, ScoreCache, Source, decayed_counts,
+    CooccurrenceSource,
+    EmbeddingSource,
+    ModelSource,
+    NewItemSource,
+    PopularSource,
+    ScoreCache,
+    Source,
+    decayed_counts,
 )
 
-SOURCE_KINDS = ("model", "cooccurrence", "embedding", "content", "popular", "new_items")
 RANKERS = ("model", "fusion")
 DIVERSITY_VECTORS = ("interactions", "text", "model")
 
 
 @dataclass(frozen=True)
 class SourceConfig:
-    """kind: one of SOURCE_KINDS; n: candidates it proposes; recent: history items it starts from;
-    half_life: popularity decay in the data's time unit (0 = plain counts); per_category: popular in the
-    user's categories; max_interactions: new_items covers items with at most this many interactions;
-    name: how lists and reasons call it (default: the kind)."""
+    """What every source takes. n: candidates it proposes; name: how lists and reasons call it (default:
+    the kind)."""
 
-    kind: str
     n: int = 100
+    name: str = ""
+    kind: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or getattr(self, "recent", 1) < 1:
+            raise ValueError("n and recent must be >= 1")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+    def build(self, data: PipelineData) -> Source:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ModelSourceConfig(SourceConfig):
+    """The model's own top items."""
+
+    kind: ClassVar[str] = "model"
+
+    def build(self, data: PipelineData) -> Source:
+        return ModelSource(data.scorer(), name=self.label)
+
+
+@dataclass(frozen=True)
+class CooccurrenceSourceConfig(SourceConfig):
+    """Items that co-occur with the user's `recent` most recent items."""
+
+    recent: int = 5
+    kind: ClassVar[str] = "cooccurrence"
+
+    def build(self, data: PipelineData) -> Source:
+        return CooccurrenceSource(data.similarity(), recent=self.recent, name=self.label)
+
+
+@dataclass(frozen=True)
+class EmbeddingSourceConfig(SourceConfig):
+    """Nearest neighbours of the `recent` most recent items in the model's item embedding space."""
+
+    recent: int = 5
+    kind: ClassVar[str] = "embedding"
+    what: ClassVar[str] = "model"
+
+    def build(self, data: PipelineData) -> Source:
+        return EmbeddingSource(data.vectors(self.what), data.index_over(self.what), name=self.label,
+                               recent=self.recent, what=self.what)
+
+
+@dataclass(frozen=True)
+class ContentSourceConfig(EmbeddingSourceConfig):
+    """Nearest neighbours of the `recent` most recent items by item text."""
+
+    kind: ClassVar[str] = "content"
+    what: ClassVar[str] = "text"
+
+
+@dataclass(frozen=True)
+class PopularSourceConfig(SourceConfig):
+    """The most popular items. half_life: popularity decay in the data's time unit (0 = plain counts);
+    per_category: popular in the categories of the user's `recent` items."""
+
     recent: int = 5
     half_life: float = 0.0
     per_category: bool = False
-    max_interactions: int = 0
-    name: str = ""
+    kind: ClassVar[str] = "popular"
 
     def __post_init__(self) -> None:
-        if self.kind not in SOURCE_KINDS:
-            raise ValueError(f"unknown source kind {self.kind!r}; known: {', '.join(SOURCE_KINDS)}")
-        if self.n < 1 or self.recent < 1 or self.half_life < 0 or self.max_interactions < 0:
-            raise ValueError("n and recent must be >= 1; half_life and max_interactions >= 0")
+        super().__post_init__()
+        if self.half_life < 0:
+            raise ValueError("half_life must be >= 0")
+
+    def build(self, data: PipelineData) -> Source:
+        cats = data.categories if self.per_category else None
+        if self.per_category and cats is None:
+            raise ValueError(f"source {self.label!r}: per_category needs item categories")
+        return PopularSource(data.counts(self.half_life), cats, data.category_names, recent=self.recent,
+                             half_life=self.half_life, name=self.label)
+
+
+@dataclass(frozen=True)
+class NewItemsSourceConfig(SourceConfig):
+    """Items with at most `max_interactions` interactions, nearest by text to the `recent` items."""
+
+    recent: int = 5
+    max_interactions: int = 0
+    kind: ClassVar[str] = "new_items"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_interactions < 0:
+            raise ValueError("max_interactions must be >= 0")
+
+    def build(self, data: PipelineData) -> Source:
+        return NewItemSource(data.vectors("text"), data.counts(0.0), self.max_interactions, recent=self.recent,
+                             name=self.label)
+
+
+# The one table where source names become classes; each kind's options are its own dataclass, so an
+# option of another kind (half_life on a co-occurrence source) is refused with the keys it does take.
+SOURCES: dict[str, type[SourceConfig]] = {c.kind: c for c in (
+    ModelSourceConfig, CooccurrenceSourceConfig, EmbeddingSourceConfig, ContentSourceConfig, PopularSourceConfig,
+    NewItemsSourceConfig)}
+SOURCE_KINDS = tuple(SOURCES)
+
+
+def source(kind: str, **options: Any) -> SourceConfig:  # noqa: ANN401
+    """The config of a source of `kind` with `options`.
+
+    >>> source("popular", n=50, half_life=86400.0).half_life
+    86400.0
+    >>> source("cooccurrence", half_life=1.0)
+    Traceback (most recent call last):
+    ...
+    omnirec.config.ConfigError: unknown key 'half_life' in a cooccurrence source; known keys: n, name, recent
+    """
+    if kind not in SOURCES:
+        raise ConfigError(f"unknown source kind {kind!r}; known: {', '.join(SOURCE_KINDS)}")
+    return from_dict(SOURCES[kind], options, where=f"a {kind} source")
 
 
 @dataclass(frozen=True)
@@ -93,7 +203,7 @@ class ScenarioConfig:
         bad = [f for f in self.fallback if f not in ("popular", "new_items")]
         if bad:
             raise ValueError(f"fallback {bad[0]!r}: the fallback chain takes 'popular' and 'new_items'")
-        names = [s.name or s.kind for s in self.sources]
+        names = [s.label for s in self.sources]
         if len(set(names)) != len(names):
             raise ValueError(f"two sources share a name in {names}; give one a `name`")
 
@@ -114,10 +224,18 @@ def parse_scenarios(document: dict[str, Any], where: str = "scenarios") -> dict[
         raw_sources = table.get("sources", [])
         if not isinstance(raw_sources, list) or not all(isinstance(s, dict) for s in raw_sources):
             raise ConfigError(f"{label}.sources: expected a list of tables like {{kind = \"model\", n = 200}}")
-        sources = tuple(from_dict(SourceConfig, s, where=f"{label}.sources[{i}]") for i, s in enumerate(raw_sources))
+        sources = tuple(_parse_source(s, f"{label}.sources[{i}]") for i, s in enumerate(raw_sources))
         rest = {k: v for k, v in table.items() if k != "sources"}
         out[name] = from_dict(ScenarioConfig, {**rest, "sources": sources}, where=label)
     return out
+
+
+def _parse_source(table: dict[str, Any], where: str) -> SourceConfig:
+    """One `{kind = ..., ...}` table: its kind picks the config class, which checks the other keys."""
+    kind = table.get("kind")
+    if kind not in SOURCES:
+        raise ConfigError(f"{where}: unknown source kind {kind!r}; known: {', '.join(SOURCE_KINDS)}")
+    return from_dict(SOURCES[kind], {k: v for k, v in table.items() if k != "kind"}, where=f"{where} ({kind})")
 
 
 def load_scenarios(path: str) -> dict[str, ScenarioConfig]:
@@ -169,12 +287,9 @@ class PipelineData:
             if self.text_vectors is None:
                 raise ValueError("this source needs item text embeddings, and none were given")
             return self.cached("v:text", lambda: _unit(self.text_vectors))
-        own = getattr(self.model, "item_embeddings", None)  # two-tower's item tower, LightGCN's item table
-        table = getattr(getattr(self.model, "module", None), "item_table", None)  # the sequence models
-        if own is None and table is None:
-            raise ValueError(f"model {self.model.name!r} has no item embeddings (sasrec, hstu, textseq, twotower "
-                             "and lightgcn have)")
-        vectors = own if own is not None else lambda: table().detach().float().cpu().numpy()
+        vectors = self.model.item_embeddings  # raises, naming the models that have them, where this one has none
+        if not self.model.has_item_embeddings:
+            vectors()
         return self.cached("v:model", lambda: _unit(np.asarray(vectors(), dtype=np.float32)))
 
     def index_over(self, what: str) -> VectorIndex:
@@ -195,25 +310,6 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return out
 
 
-def build_source(config: SourceConfig, data: PipelineData) -> Source:
-    """One source from its config."""
-    name = config.name or config.kind
-    if config.kind == "model":
-        return ModelSource(data.scorer(), name=name)
-    if config.kind == "cooccurrence":
-        return CooccurrenceSource(data.similarity(), recent=config.recent, name=name)
-    if config.kind in ("embedding", "content"):
-        what = "model" if config.kind == "embedding" else "text"
-        return EmbeddingSource(data.vectors(what), data.index_over(what), name=name, recent=config.recent, what=what)
-    if config.kind == "popular":
-        cats = data.categories if config.per_category else None
-        if config.per_category and cats is None:
-            raise ValueError(f"source {name!r}: per_category needs item categories")
-        return PopularSource(data.counts(config.half_life), cats, data.category_names, recent=config.recent,
-                             half_life=config.half_life, name=name)
-    return NewItemSource(data.vectors("text"), data.counts(0.0), config.max_interactions, recent=config.recent, name=name)
-
-
 def resolve_rules(rerank: RerankConfig, items: IdMap) -> Rules:
     """The rules of a re-rank config with external item ids turned into dense ids (unknown ids raise)."""
     def dense(labels: tuple[str, ...] | list[str], what: str) -> list[int]:
@@ -228,8 +324,8 @@ def resolve_rules(rerank: RerankConfig, items: IdMap) -> Rules:
 
 def build_pipeline(scenario: ScenarioConfig, data: PipelineData) -> Pipeline:
     """The pipeline a scenario describes, over `data`."""
-    sources = {s.name or s.kind: build_source(s, data) for s in scenario.sources}
-    fallback = {name: build_source(SourceConfig(kind=name, n=scenario.k), data) for name in scenario.fallback}
+    sources = {s.label: s.build(data) for s in scenario.sources}
+    fallback = {name: source(name, n=scenario.k).build(data) for name in scenario.fallback}
     ranker = ModelRanker(data.scorer()) if scenario.ranker == "model" else FusionRanker()
     vectors = data.vectors(scenario.diversity_vectors) if scenario.rerank.diversity > 0 else None
     first_seen = None
@@ -238,7 +334,7 @@ def build_pipeline(scenario: ScenarioConfig, data: PipelineData) -> Pipeline:
     now = float(data.histories.times.max()) if data.histories.times is not None and len(data.histories.times) else 0.0
     return Pipeline(sources, data.n_items, ranker, scenario.rerank, fallback, scenario.candidates, vectors,
                     data.categories, first_seen, now, resolve_rules(scenario.rerank, data.items), data.name_of,
-                    sizes={s.name or s.kind: s.n for s in scenario.sources})
+                    sizes={s.label: s.n for s in scenario.sources})
 
 
 def reads_text(scenario: ScenarioConfig) -> bool:
@@ -251,9 +347,9 @@ def bundle_text_vectors(bundle: Any, scenarios: list[ScenarioConfig]) -> np.ndar
     """Item text vectors for pipelines over `bundle`: a textseq model's own, else the bundle's item text
     through the default sentence encoder (cached on disk after the first time) when a scenario reads text;
     None when none does."""
-    text = getattr(getattr(bundle.model, "module", None), "text", None)  # textseq keeps its items' vectors
-    if text is not None:
-        return text.detach().cpu().numpy()
+    own = bundle.model.text_vectors()  # a model that reads text (textseq) keeps its items' vectors
+    if own is not None:
+        return own
     if not any(reads_text(s) for s in scenarios):
         return None
     if bundle.item_text is None:

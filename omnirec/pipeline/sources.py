@@ -4,7 +4,7 @@ that links them (`strength`: a similarity, a decayed count...). `explain` turns 
 words, so a reason always restates what the source actually computed.
 
 >>> import numpy as np, scipy.sparse as sp
->>> from omnirec.features.sequences import Histories
+>>> from omnirec.data.histories import Histories
 >>> sim = sp.csr_matrix(np.array([[0, 0, 0], [0, 0, .5], [0, .5, 0]], dtype=np.float32))
 >>> hits = CooccurrenceSource(sim).retrieve(Histories(np.array([0, 0, 1]), np.array([1])).batch([1]), n=1)
 >>> hits.ids.tolist(), hits.cited.tolist(), hits.strength.tolist()
@@ -21,9 +21,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from omnirec.features.sequences import UserBatch
-from omnirec.models.base import Recommender, mask_seen, top_k
+from omnirec.data.histories import UserBatch
+from omnirec.models.base import Recommender
 from omnirec.pipeline.ann import VectorIndex
+from omnirec.topk import mask_seen, top_k
 
 Namer = Callable[[int], str]  # dense item id -> what a person reads (title or external id)
 Cite = Callable[[int], str]  # dense history item -> how a reason refers to it ("“Title”, which you interacted with")

@@ -6,6 +6,7 @@ message and a 4xx status, or a 500 without internals.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import json
 import logging
@@ -22,10 +23,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from omnirec.serve.service import NotFound, Service
 from omnirec.serve.store import Event, IdempotencyConflict, StoreUnavailable, UserDeleted, open_store
@@ -399,3 +400,17 @@ def _docs_routes(app: FastAPI) -> None:
                                    swagger_js_url=f"{DOCS}/static/swagger-ui-bundle.js",
                                    swagger_css_url=f"{DOCS}/static/swagger-ui.css",
                                    swagger_favicon_url=f"{DOCS}/static/favicon.png")
+
+
+def serve(config: ServeConfig, host: str, port: int, workers: int = 1, quiet: bool = False) -> None:
+    """Run the API with uvicorn until stopped; with several `workers`, each process builds its app from
+    the environment (`app_from_env`) and they share the event store."""
+    import uvicorn
+
+    level = "warning" if quiet else "info"
+    if workers > 1:
+        os.environ["OMNIREC_SERVE_CONFIG"] = json.dumps(dataclasses.asdict(config))
+        uvicorn.run("omnirec.serve.app:app_from_env", factory=True, workers=workers, host=host, port=port,
+                    log_level=level, **uvicorn_options(config))
+    else:
+        uvicorn.run(create_app(config), host=host, port=port, log_level=level, **uvicorn_options(config))

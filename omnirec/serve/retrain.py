@@ -14,6 +14,7 @@ deleted users; and asking a running server to swap to the new bundle (its key ch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import urllib.error
@@ -31,8 +32,8 @@ from omnirec.serve.store import POSITIVE, EventStore
 
 def with_feedback(dataset: Dataset, store: EventStore, clean: CleanConfig = CleanConfig()) -> tuple[Dataset, dict[str, Any]]:
     """`dataset`'s interactions minus those of deleted users, plus every stored positive event (view,
-    click, purchase, rating) of users not deleted, cleaned and id-mapped again; item text and titles are
-    carried over. A deleted user is left out whether their data came from the base or from the store."""
+    click, purchase, rating) of users not deleted, cleaned and id-mapped again; item text, titles and user
+    attributes are carried over. A deleted user is left out whether their data came from the base or from the store."""
     inter = dataset.interactions
     base = pl.DataFrame({
         USER: dataset.users.decode(inter[USER].to_numpy()),
@@ -51,6 +52,8 @@ def with_feedback(dataset: Dataset, store: EventStore, clean: CleanConfig = Clea
         if dataset.item_titles is not None:
             items = items.with_columns(pl.Series(TITLE, dataset.item_titles[1:], dtype=pl.String))
     fresh = Dataset.from_frames(pl.concat([kept, added]), items, name=dataset.name, config=clean)
+    if dataset.user_attributes is not None:  # users keep their attributes under their new dense ids
+        fresh = dataclasses.replace(fresh, user_attributes=dataset.user_attributes.reindexed(dataset.users, fresh.users))
     summary = {"base": base.height, "dropped": base.height - kept.height, "deleted_users": len(deleted),
                "events": added.height, "events_dropped": len(stored) - len(events),
                "interactions": fresh.interactions.height}

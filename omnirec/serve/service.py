@@ -27,22 +27,27 @@ from typing import Any
 import numpy as np
 
 from omnirec.bundle import Bundle
-from omnirec.features.sequences import UserBatch
+from omnirec.data.histories import UserBatch
 from omnirec.pipeline.pipeline import Pipeline
 from omnirec.pipeline.scenario import (
-    PipelineData, ScenarioConfig, SourceConfig, build_pipeline, bundle_pipeline_data, load_scenarios,
+    PipelineData,
+    ScenarioConfig,
+    build_pipeline,
+    bundle_pipeline_data,
+    load_scenarios,
+    source,
 )
 from omnirec.serve.store import POSITIVE, Event, EventStore, open_store  # noqa: F401 - the doctest uses open_store
 
 DEFAULT_SCENARIOS = {
-    "home": ScenarioConfig(sources=(SourceConfig("model", n=200), SourceConfig("cooccurrence", n=100),
-                                    SourceConfig("popular", n=50)), ranker="model", fallback=("popular",)),
-    "similar": ScenarioConfig(sources=(SourceConfig("cooccurrence", n=50, recent=1),), ranker="fusion",
+    "home": ScenarioConfig(sources=(source("model", n=200), source("cooccurrence", n=100),
+                                    source("popular", n=50)), ranker="model", fallback=("popular",)),
+    "similar": ScenarioConfig(sources=(source("cooccurrence", n=50, recent=1),), ranker="fusion",
                               fallback=("popular",)),
 }
 # The model's own top-k (what `omnirec recommend` lists without --scenario), popular items for users it
 # cannot rank.
-MODEL_ONLY = ScenarioConfig(sources=(SourceConfig("model", n=1000),), ranker="fusion", fallback=("popular",))
+MODEL_ONLY = ScenarioConfig(sources=(source("model", n=1000),), ranker="fusion", fallback=("popular",))
 
 
 RECENT = 10  # history items shown with a list, newest first
@@ -134,7 +139,7 @@ class Service:
         if not 1 <= k <= self.max_k:
             raise ValueError(f"k must lie in 1..{self.max_k}, got {k}")
         history = self.history(loaded, user, items)
-        batch = UserBatch(np.array([0]), np.array([0, len(history)]), history)
+        batch = UserBatch.request(history)
         pipeline = loaded.pipelines[scenario]
         blocked = [e for e in (exclude or []) if e in loaded.bundle.items]
         if blocked:
@@ -204,3 +209,28 @@ class Service:
 def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
+
+def format_list(answer: dict[str, Any]) -> str:
+    """A final list as lines of rank, id, title, score, sources and reason."""
+    lines = []
+    for rank, r in enumerate(answer["items"], 1):
+        score = "-" if r["score"] is None else f"{r['score']:.4f}"
+        title = f"  {r['title']}" if r.get("title") else ""
+        lines.append(f"{rank:>3}  {r['item']}{title}  {score}  [{', '.join(r['sources'])}]  {r['reason']}")
+    return "\n".join(lines)
+
+
+def query_list(bundle: Bundle, user: str | None, query: str, k: int = 10, query_weight: float = 0.5) -> dict[str, Any]:
+    """A text request blended with the user's history (models that read text queries), listed like a
+    final list; a user the bundle does not know gets the query alone, said so."""
+    reason = None
+    asked = user
+    if user is not None and user not in bundle.users:
+        reason, user = f"user {user!r} is not known to this bundle: the list answers the query alone", None
+    rows = bundle.recommend(user, k=k, query=query, query_weight=query_weight)
+    dense = bundle.items.encode([item for item, _ in rows]) if rows else []
+    why = "your query" if user is None else "your query and history"
+    return {"user": asked, "query": query, "personalized": user is not None, "reason": reason,
+            "items": [{"item": item, "title": bundle.title(int(d)), "score": score, "sources": [bundle.model.name],
+                       "reason": f"{bundle.model.name} ranks it #{rank} for {why} (score {score:.3f})"}
+                      for rank, ((item, score), d) in enumerate(zip(rows, dense, strict=True), 1)]}

@@ -1,32 +1,49 @@
-"""One plain training loop for the sequence models: progress bar, validation every N epochs with early
-stopping on NDCG@10, a time budget, checkpoint and resume, seeds, AMP and `torch.compile` on GPU.
+"""The one training loop of every neural model: progress bar, validation every N epochs with early
+stopping on NDCG@10, a time budget, checkpoint and resume, seeds, EMA weights, bf16 autocast, DDP across
+processes (torchrun) and `torch.compile` on GPU.
 
-The loop knows nothing about a model's internals: it gets a module whose `forward(items, times)` returns
-(B, T, D) states and whose `item_table()` returns the (I + 1, D) output embeddings, a loss over the
-supervised positions, and a `validate(module) -> NDCG@10` callback.
+The loop knows nothing about a model's internals. It gets the network, a batch iterator (`batches(rng,
+shard)`, from `omnirec.features`: the sequence windows, the (user, item) pairs), a `step(network, batch,
+device) -> loss` written by the model, and a `validate(network) -> NDCG@10` callback. The step runs
+inside the forward of a small wrapper module (`Stepper`), so that DistributedDataParallel sees the whole
+loss computation and averages every gradient, whatever parts of the network the step calls.
+
+>>> module = torch.nn.Linear(1, 1)
+>>> batches = lambda rng, shard: iter([torch.ones(4, 1)] * 3)
+>>> step = lambda net, batch, device, generator: (net(batch) - 1).pow(2).mean()
+>>> result = fit(module, batches, 3, step, None, TrainConfig(epochs=2, progress=False, ema_epochs=0))
+>>> len(result.history), result.stopped
+(2, 'epochs')
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from omnirec.features.sequences import Histories
+from omnirec.data.histories import Histories
 from omnirec.train import distributed
 from omnirec.utils import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
 clock = time.perf_counter  # the loops' time source, read through this name (tests replace it)
+
+
+def loop_option(default: object) -> object:
+    """A `TrainConfig` field that says how the loop runs (how long, where, what it shows or writes), not
+    what it learns: a checkpoint resumes across a change of it (see `learning_options`)."""
+    return field(default=default, metadata={"loop": True})
 
 
 @dataclass(frozen=True)
@@ -42,7 +59,8 @@ class TrainConfig:
     training + validation items for that many epochs (the validation items are each user's most recent
     known events; the test items stay unseen). ema_epochs: the weights validated and returned are an
     exponential moving average of the trained ones, updated after every optimiser step, with a horizon
-    of this many epochs (0 = off); see `ema_update`.
+    of this many epochs (0 = off); see `ema_update`. valid_users: validate on at most this many users
+    (a seeded sample; 0 = all).
     max_minutes bounds training, early stopping and refit together (item text vectors, computed and
     cached before training starts, are not counted). With a refit, early stopping may use
     max_minutes / (1 + growth), growth = (train + validation items) / train items: the refit of
@@ -54,40 +72,37 @@ class TrainConfig:
     within about one batch of its budget. `model.training["budget"]` records the seconds of each part
     and whether the budget cut either short (see `search_minutes`, `plan_refit`, `budget_record`)."""
 
-    epochs: int = 200
+    epochs: int = loop_option(200)
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.1
-    eval_every: int = 1
-    patience: int = 5
-    max_minutes: float = 0.0
+    eval_every: int = loop_option(1)
+    patience: int = loop_option(5)
+    max_minutes: float = loop_option(0.0)
     seed: int = 0
-    device: str = "auto"
+    device: str = loop_option("auto")
     amp: bool = True
-    compile: bool = False
-    threads: int = 0
-    checkpoint_dir: str = ""
-    progress: bool = True
-    refit: bool = True
+    compile: bool = loop_option(False)
+    threads: int = loop_option(0)
+    checkpoint_dir: str = loop_option("")
+    progress: bool = loop_option(True)
+    refit: bool = loop_option(True)
     ema_epochs: float = 1.0
+    valid_users: int = 0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_every", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.max_minutes < 0 or self.threads < 0:
-            raise ValueError("lr must be > 0; weight_decay, max_minutes and threads >= 0")
+        if self.lr <= 0 or self.weight_decay < 0 or self.max_minutes < 0 or self.threads < 0 or self.valid_users < 0:
+            raise ValueError("lr must be > 0; weight_decay, max_minutes, threads and valid_users >= 0")
         if self.ema_epochs < 0:
             raise ValueError(f"ema_epochs must be >= 0, got {self.ema_epochs}")
 
 
-class TrainBatch(NamedTuple):
-    """Users' training sequences, left-padded with item 0."""
-
-    items: torch.Tensor  # (B, T) input items
-    times: torch.Tensor | None  # (B, T) their times, where the data has times
-    targets: torch.Tensor  # (B, T) the next item at each position; 0 = not supervised
-    scale: float = 1.0  # loss weight: this process's share of the global batch's supervised positions x world size
+def learning_options(config: TrainConfig) -> TrainConfig:
+    """`config` with every loop option (`loop_option`) at its default: what a checkpoint must match."""
+    return dataclasses.replace(config, **{f.name: f.default for f in dataclasses.fields(config) if f.metadata.get("loop")})
 
 
 @dataclass
@@ -273,80 +288,6 @@ def stop_note(result: TrainResult, validated: bool) -> str:
     return best
 
 
-def windows(sequences: Histories, max_len: int) -> Histories:
-    """Each user's sequence cut, from its end, into windows of at most max_len + 1 items that overlap by
-    one item: every item but a user's first is a target in exactly one window, read with up to max_len
-    items before it. Users with fewer than two items have no window.
-
-    >>> windows(Histories(np.array([0, 0, 6]), np.arange(1, 7)), max_len=2).items.tolist()
-    [1, 2, 2, 3, 4, 4, 5, 6]
-    """
-    lengths = sequences.lengths()
-    n_windows = np.where(lengths >= 2, -(-(lengths - 1) // max_len), 0)  # ceil((n - 1) / max_len)
-    owner = np.repeat(np.arange(len(lengths)), n_windows)
-    k = np.arange(n_windows.sum()) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)  # 0 = the last window
-    ends = lengths[owner] - k * max_len  # exclusive, within the user's sequence
-    starts = np.maximum(0, ends - max_len - 1)
-    order = np.lexsort((-k, owner))  # each user's windows oldest first
-    starts, ends, base = starts[order], ends[order], sequences.indptr[owner[order]]
-    indptr = np.zeros(len(starts) + 1, dtype=np.int64)
-    np.cumsum(ends - starts, out=indptr[1:])
-    sizes = ends - starts
-    index = np.repeat(base + starts - indptr[:-1], sizes) + np.arange(indptr[-1])
-    times = None if sequences.times is None else sequences.times[index]
-    return Histories(indptr, sequences.items[index], times)
-
-
-def training_batches(
-    sequences: Histories, max_len: int, batch_size: int, rng: np.random.Generator, shard: tuple[int, int] = (0, 1)
-) -> Iterator[TrainBatch]:
-    """Every window of every user (see `windows`), in random batches of similar lengths (less padding).
-
-    Each position predicts the next item from the (at most `max_len`) items before it: every item but a
-    user's first is a target once, the same supervision as training on all prefixes separately.
-    With `shard` = (rank, world size), every process draws the same global batches and keeps its rows
-    rank::world of each, weighted so that gradients averaged over the processes equal those of the
-    global batch in one process.
-    """
-    rows = windows(sequences, max_len)
-    lengths = rows.lengths()
-    order = rng.permutation(len(lengths))
-    chunk = batch_size * 32
-    batches = []
-    for start in range(0, len(order), chunk):  # sort by length within chunks, keep the batches random
-        part = order[start : start + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
-    rank, world = shard
-    supervised = np.minimum(lengths, max_len + 1) - 1  # targets per window
-    for at in rng.permutation(len(batches)):
-        if world == 1:
-            yield make_batch(rows, batches[at], max_len)
-            continue
-        mine = batches[at][rank::world]
-        share = supervised[mine].sum() / supervised[batches[at]].sum() * world
-        if len(mine) == 0:  # fewer rows than processes: take part in the step with a zero weight
-            mine, share = batches[at][:1], 0.0
-        yield make_batch(rows, mine, max_len)._replace(scale=float(share))
-
-
-def batches_per_epoch(sequences: Histories, max_len: int, batch_size: int) -> int:
-    """How many batches `training_batches` yields: its chunks are whole multiples of `batch_size`, so
-    only the last batch of all can be short."""
-    return -(-len(windows(sequences, max_len).lengths()) // batch_size)
-
-
-def make_batch(sequences: Histories, users: np.ndarray, max_len: int) -> TrainBatch:
-    """The training batch of `users`: inputs are items[:-1], targets items[1:], the last max_len of each."""
-    batch = sequences.batch(users)
-    width = int(min(batch.lengths().max(), max_len + 1))
-    items = torch.from_numpy(batch.padded(width))  # (B, T + 1)
-    inputs, targets = items[:, :-1], items[:, 1:]
-    targets = targets.masked_fill(inputs == 0, 0)  # a first item has nothing before it
-    times = None if batch.times is None else torch.from_numpy(batch.padded(width, batch.times))[:, :-1]
-    return TrainBatch(inputs, times, targets)
-
-
 def pick_device(name: str) -> torch.device:
     """"auto" -> CUDA when available, else CPU; otherwise the named device."""
     if name == "auto":
@@ -397,115 +338,162 @@ def ema_decay(epochs: float, steps_per_epoch: int) -> float:
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Batches = Callable[[np.random.Generator, tuple[int, int]], Iterator[Any]]  # (rng, (rank, world)) -> an epoch
+StepFn = Callable[[torch.nn.Module, Any, torch.device, torch.Generator], torch.Tensor]  # -> the batch's loss
 
 
-def train_step(
-    module: torch.nn.Module, batch: TrainBatch, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
-    device: torch.device, amp: bool,
-) -> float:
-    """One optimiser step on one batch; returns the loss."""
-    items, targets = batch.items.to(device), batch.targets.to(device)
-    times = None if batch.times is None else batch.times.to(device)
+class Stepper(torch.nn.Module):
+    """The step as a module: its forward is the loss of one batch. DistributedDataParallel wraps this, so
+    its gradient averaging covers every parameter the step touches (a two-tower step calls the towers,
+    not the network's forward)."""
+
+    def __init__(self, network: torch.nn.Module, step: StepFn):
+        super().__init__()
+        self.network, self.step = network, step
+
+    def forward(self, batch: Any, device: torch.device, generator: torch.Generator) -> torch.Tensor:
+        return self.step(self.network, batch, device, generator)
+
+
+def train_step(stepper: torch.nn.Module, batch: Any, optimizer: torch.optim.Optimizer, device: torch.device,
+               amp: bool, generator: torch.Generator) -> float:
+    """One optimiser step on one batch; returns the loss. A batch's `scale` (its process's share of the
+    global batch, under DDP) weights the gradient."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        hidden = module(items, times)  # (B, T, D); through DistributedDataParallel when several processes
-        supervised = targets != 0
-        network = getattr(module, "module", module)  # the network inside a DistributedDataParallel wrapper
-        loss = loss_fn(hidden[supervised], targets[supervised], network.item_table())
+        loss = stepper(batch, device, generator)
     optimizer.zero_grad(set_to_none=True)
-    (loss * batch.scale if batch.scale != 1.0 else loss).backward()
+    scale = getattr(batch, "scale", 1.0)
+    (loss * scale if scale != 1.0 else loss).backward()
     optimizer.step()
     return float(loss.detach())
 
 
-def fit(
-    module: torch.nn.Module, sequences: Histories, max_len: int, loss_fn: LossFn,
-    validate: Callable[[torch.nn.Module], float] | None, config: TrainConfig, fingerprint: str = "",
-    desc: str = "train", deadline: Deadline | None = None,
-) -> TrainResult:
-    """Train `module` in place and leave it holding the weights of its best validation; see TrainConfig.
+@dataclass
+class _Run:
+    """What one `fit` works with besides the module: built once, read every epoch, kept in checkpoints."""
 
-    Without `validate` it trains for `config.epochs` (or the time budget) and keeps the last weights.
-    Training ends by `deadline` (default: `config.max_minutes` from this call): the epoch under way
-    stops after its current batch (its history row says what share of the epoch ran, `epoch_share`)
-    and is validated. `desc` labels the progress bar.
-    """
-    deadline = Deadline.after(config.max_minutes) if deadline is None else deadline
+    optimizer: torch.optim.Optimizer
+    averaged: AveragedModel | None  # EMA weights, or None
+    stepper: torch.nn.Module  # what each step calls (DDP / compile wrapped)
+    rng: np.random.Generator  # batch order: the same on every rank, so all draw the same global batches
+    generator: torch.Generator  # what steps draw (negatives, dropped inputs)
+    device: torch.device
+    amp: bool
+    group: distributed.Group | None
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return (0, 1) if self.group is None else (self.group.rank, self.group.size)
+
+    @property
+    def main(self) -> bool:
+        return self.group is None or self.group.main
+
+
+def _start(module: torch.nn.Module, step: StepFn, steps: int, config: TrainConfig) -> _Run:
+    """Process group, device, threads, seeds, optimiser, EMA and step wrapper of a fit."""
     group = distributed.setup(config.device)  # None unless launched by torchrun with several processes
     device = pick_device(config.device) if group is None else group.device
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)  # the same on every rank: all draw the same global batches
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
     module.to(device)
     optimizer = adamw(module, config, device)
-    steps = batches_per_epoch(sequences, max_len, config.batch_size)
     averaged = None
     if config.ema_epochs:
         averaged = AveragedModel(module, multi_avg_fn=ema_update(ema_decay(config.ema_epochs, steps)))
-    kept = module if averaged is None else averaged.module  # the weights validated and returned
-    step_module = _wrap(module, config, device, group)
-    shard = (0, 1) if group is None else (group.rank, group.size)
-    amp = config.amp and bf16_is_fast(device)
+    return _Run(optimizer, averaged, _wrap(module, step, config, device, group), rng, generator, device,
+                config.amp and bf16_is_fast(device), group)
+
+
+def fit(
+    module: torch.nn.Module, batches: Batches, steps: int, step: StepFn,
+    validate: Callable[[torch.nn.Module], float] | None, config: TrainConfig, fingerprint: str = "",
+    desc: str = "train", deadline: Deadline | None = None,
+) -> TrainResult:
+    """Train `module` in place and leave it holding the weights of its best validation; see TrainConfig.
+
+    Each epoch draws `batches(rng, (rank, world))` (`steps` of them) and takes an optimiser step on the
+    loss `step(network, batch, device, generator)` of each; `generator` (a CPU torch generator seeded
+    with the config's seed, kept in checkpoints) is for what the step draws: negatives, dropped inputs.
+    Without `validate` it trains for `config.epochs` (or the time budget) and keeps the last weights
+    (their moving average with EMA). Training ends by `deadline` (default: `config.max_minutes` from
+    this call): the epoch under way stops after its current batch (its history row says what share of
+    the epoch ran, `epoch_share`) and is validated. `desc` labels the progress bar.
+    """
+    deadline = Deadline.after(config.max_minutes) if deadline is None else deadline
+    run = _start(module, step, steps, config)
+    kept = module if run.averaged is None else run.averaged.module  # the weights validated and returned
     result, best_state, start_epoch = TrainResult(), None, 1
     checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
     if checkpoint is not None and checkpoint.exists():
-        start_epoch, best_state = _resume(checkpoint, fingerprint, module, optimizer, averaged, rng, result)
+        start_epoch, best_state = _resume(checkpoint, fingerprint, module, run.optimizer, run.averaged, run.rng,
+                                          run.generator, result)
     bad_evals = _bad_evals(result)
     if result.stopped == "patience":  # the run this checkpoint comes from had already finished
         start_epoch = config.epochs + 1
-    main = group is None or group.main
-    bar = EpochBar(desc, start_epoch, config.epochs, deadline, config.progress and main)
+    bar = EpochBar(desc, start_epoch, config.epochs, deadline, config.progress and run.main)
     for epoch in range(start_epoch, config.epochs + 1):
         module.train()
-        batches = training_batches(sequences, max_len, config.batch_size, rng, shard)
         with timed() as t:
-            losses = _run_epoch(step_module, module, averaged, batches, loss_fn, optimizer, device, amp, deadline,
-                                group)
+            losses = _run_epoch(run, module, batches(run.rng, run.shard), deadline)
         row = _epoch_row(epoch, losses, t["s"], steps)
-        out_of_time = bool(distributed.from_main(float(deadline.passed()), group))
-        last = epoch == config.epochs or out_of_time
-        checkpoint_now = epoch % config.eval_every == 0 or last
+        out_of_time = bool(distributed.from_main(float(deadline.passed()), run.group))
+        checkpoint_now = epoch % config.eval_every == 0 or epoch == config.epochs or out_of_time
         if validate is not None and checkpoint_now:
-            if _validate_epoch(kept, validate, row, result, group):
+            if _validate_epoch(kept, validate, row, result, run.group):
                 best_state, bad_evals = _copy_state(kept), 0
             else:
                 bad_evals += 1
         result.history.append(row)
-        if validate is None:
-            bar.epoch_done(epoch, loss=f"{row['loss']:.3f}")
-        else:
-            bar.epoch_done(epoch, loss=f"{row['loss']:.3f}", best_ndcg=f"{result.best_metric:.4f}", best=result.best_epoch)
+        _show_epoch(bar, row, result, validate is not None)
         if bad_evals >= config.patience or out_of_time:
             result.stopped = "patience" if bad_evals >= config.patience else "time budget"
         if checkpoint is not None and (checkpoint_now or result.stopped != "epochs"):
-            if main:  # one writer; the others wait, so a resume finds the file complete
-                _save_checkpoint(checkpoint, fingerprint, epoch, module, optimizer, averaged, rng, result, best_state)
-            distributed.barrier(group)
+            if run.main:  # one writer; the others wait, so a resume finds the file complete
+                _save_checkpoint(checkpoint, fingerprint, epoch, module, run.optimizer, run.averaged, run.rng,
+                                 run.generator, result, best_state)
+            distributed.barrier(run.group)
         if result.stopped != "epochs":
             break
     bar.close(stop_note(result, validate is not None))
+    return _finish(module, kept, result, best_state, run.averaged is not None, validate is not None)
+
+
+def _show_epoch(bar: EpochBar, row: dict, result: TrainResult, validated: bool) -> None:
+    if validated:
+        bar.epoch_done(row["epoch"], loss=f"{row['loss']:.4f}", best_ndcg=f"{result.best_metric:.4f}",
+                       best=result.best_epoch)
+    else:
+        bar.epoch_done(row["epoch"], loss=f"{row['loss']:.4f}")
+
+
+def _finish(module: torch.nn.Module, kept: torch.nn.Module, result: TrainResult, best_state: dict | None,
+            averaged: bool, validated: bool) -> TrainResult:
+    """Load the weights to return: the best validated, else the (averaged) last; refuse a run whose every
+    validation diverged."""
     require_finite_validation(result)
-    if best_state is None and averaged is not None:
+    if best_state is None and averaged:
         best_state = _copy_state(kept)  # no validation: the averaged weights of the last epoch
     if best_state is not None:
         module.load_state_dict(best_state)
+    if not validated:
+        result.best_epoch = len(result.history)  # nothing chose an epoch: the weights are the last epoch's
     module.eval()
     return result
 
 
-def _run_epoch(
-    step_module: torch.nn.Module, module: torch.nn.Module, averaged: AveragedModel | None,
-    batches: Iterator[TrainBatch], loss_fn: LossFn, optimizer: torch.optim.Optimizer, device: torch.device,
-    amp: bool, deadline: Deadline, group: distributed.Group | None,
-) -> list[float]:
+def _run_epoch(run: _Run, module: torch.nn.Module, batches: Iterator[Any], deadline: Deadline) -> list[float]:
     """One epoch's optimiser steps, ended early once `deadline` has passed; returns their losses. With
     several processes rank 0's clock decides, so every rank runs the same steps."""
     losses = []
     for batch in batches:
-        losses.append(train_step(step_module, batch, loss_fn, optimizer, device, amp))
-        if averaged is not None:
-            averaged.update_parameters(module)
-        if deadline.is_set and distributed.from_main(float(deadline.passed()), group):
+        losses.append(train_step(run.stepper, batch, run.optimizer, run.device, run.amp, run.generator))
+        if run.averaged is not None:
+            run.averaged.update_parameters(module)
+        if deadline.is_set and distributed.from_main(float(deadline.passed()), run.group):
             break
     return losses
 
@@ -529,12 +517,14 @@ def adamw(module: torch.nn.Module, config: TrainConfig, device: torch.device) ->
     return torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _wrap(module: torch.nn.Module, config: TrainConfig, device: torch.device,
+def _wrap(module: torch.nn.Module, step: StepFn, config: TrainConfig, device: torch.device,
           group: distributed.Group | None) -> torch.nn.Module:
-    """What the training steps call: DistributedDataParallel across processes, torch.compile on CUDA."""
+    """What each training step calls: the `Stepper`, inside DistributedDataParallel across processes;
+    the network compiled on CUDA when asked (one process)."""
     if group is not None:
-        return torch.nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-    return torch.compile(module) if config.compile and device.type == "cuda" else module
+        return torch.nn.parallel.DistributedDataParallel(Stepper(module, step),
+                                                         device_ids=[device.index] if device.type == "cuda" else None)
+    return Stepper(torch.compile(module) if config.compile and device.type == "cuda" else module, step)
 
 
 def _validate_epoch(
@@ -586,13 +576,14 @@ def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _save_checkpoint(
     path: Path, fingerprint: str, epoch: int, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-    averaged: AveragedModel | None, rng: np.random.Generator, result: TrainResult, best_state: dict | None,
+    averaged: AveragedModel | None, rng: np.random.Generator, generator: torch.Generator, result: TrainResult,
+    best_state: dict | None,
 ) -> None:
     """Everything resume needs, written atomically: an interrupted write leaves the previous checkpoint."""
     blob = {
         "fingerprint": fingerprint, "epoch": epoch, "module": _copy_state(module),
         "optimizer": optimizer.state_dict(), "averaged": None if averaged is None else _copy_state(averaged),
-        "numpy_rng": rng.bit_generator.state,
+        "numpy_rng": rng.bit_generator.state, "step_rng": generator.get_state(),
         "torch_rng": torch.get_rng_state(), "best_state": best_state,
         "history": result.history, "best_epoch": result.best_epoch, "best_metric": result.best_metric,
         "stopped": result.stopped,
@@ -604,7 +595,7 @@ def _save_checkpoint(
 
 def _resume(
     path: Path, fingerprint: str, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
-    averaged: AveragedModel | None, rng: np.random.Generator, result: TrainResult,
+    averaged: AveragedModel | None, rng: np.random.Generator, generator: torch.Generator, result: TrainResult,
 ) -> tuple[int, dict | None]:
     """Restore a checkpoint in place; returns (first epoch still to run, best weights so far)."""
     blob = torch.load(path, map_location="cpu", weights_only=False)
@@ -616,6 +607,7 @@ def _resume(
     if averaged is not None:
         averaged.load_state_dict(blob["averaged"])
     rng.bit_generator.state = blob["numpy_rng"]
+    generator.set_state(blob["step_rng"])
     torch.set_rng_state(blob["torch_rng"])
     result.history, result.best_epoch, result.best_metric = blob["history"], blob["best_epoch"], blob["best_metric"]
     result.stopped = "patience" if blob.get("stopped") == "patience" else "epochs"  # a spent time budget is renewed

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import doctest
-import json
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path

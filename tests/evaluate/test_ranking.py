@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omnirec.data.dataset import TrainData
-from omnirec.evaluate import ranking
+from omnirec.data.histories import Histories
+from omnirec.data.train_data import TrainData
 from omnirec.evaluate.ranking import full_ranking_eval, sample_negatives, sampled_ranking_eval
-from omnirec.features.sequences import Histories
+from omnirec.features.similarity import item_vectors_from_matrix
 from omnirec.models.base import Recommender
 from omnirec.models.popularity import Popularity
 
@@ -420,7 +420,7 @@ def test_item_vectors_from_matrix_preserves_item_cosines():
     # vectors equal cosines of the items' (row-normalised) user columns
     _, hist_pairs, _ = _sampled_world(8, 130)
     matrix = histories(hist_pairs, 8).to_csr(130)
-    vectors = ranking.item_vectors_from_matrix(matrix, dim=64)  # clamped to 8 = users + padding - 1
+    vectors = item_vectors_from_matrix(matrix, dim=64)  # clamped to 8 = users + padding - 1
     assert vectors.shape == (131, 8) and vectors.dtype == np.float32
     columns = matrix.T.toarray().astype(np.float64)  # (I + 1, U + 1)
     seen = sorted({i for _, i in hist_pairs})
@@ -452,7 +452,7 @@ def test_ties_are_broken_at_random_not_by_id():
 def test_top_k_pads_and_orders_ties_reproducibly():
     import torch
 
-    from omnirec.models.base import top_k
+    from omnirec.topk import top_k
 
     scores = torch.tensor([[0.0, 1.0, 1.0, 1.0, 1.0, 2.0]])
     ids, values = top_k(scores, 8)
@@ -466,7 +466,7 @@ def test_top_k_pads_and_orders_ties_reproducibly():
 def test_tie_order_of_a_user_does_not_depend_on_the_batch():
     import torch
 
-    from omnirec.models.base import top_k
+    from omnirec.topk import top_k
 
     scores = torch.zeros((3, 50))
     together = top_k(scores, 5, row_keys=torch.tensor([7, 8, 9]))[0]

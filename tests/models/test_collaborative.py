@@ -8,18 +8,18 @@ import polars as pl
 import pytest
 import torch
 
+from omnirec.data.attributes import Attributes
 from omnirec.data.dataset import Dataset
 from omnirec.data.split import split_dataset
 from omnirec.evaluate.ranking import full_ranking_eval
-from omnirec.features.attributes import Attributes
 from omnirec.models import EASE, LightGCN, NeuMF, Popularity, TwoTower
+from omnirec.models.collaborative import pair_training
 from omnirec.models.ease import EASEConfig
 from omnirec.models.lightgcn import LightGCNConfig, LightGCNNet, normalized_adjacency
 from omnirec.models.neumf import NeuMFConfig, NeuMFNet
 from omnirec.models.twotower import TwoTowerConfig
-from omnirec.train.pairs import PairTrainConfig
 
-QUIET = PairTrainConfig(epochs=3, progress=False, batch_size=64)
+QUIET = pair_training(epochs=3, progress=False, batch_size=64)
 
 
 def test_lightgcn_propagation_is_the_layer_mean_of_normalised_adjacency_powers():
@@ -52,7 +52,7 @@ def test_ease_equals_the_closed_form():
     x = (rng.random((30, 6)) < 0.4).astype(float)
     users, items = np.nonzero(x)
     frame = pl.DataFrame({"user_id": users + 1, "item_id": items + 1, "timestamp": np.arange(len(users))})
-    from omnirec.data.dataset import TrainData
+    from omnirec.data.train_data import TrainData
 
     model = EASE(EASEConfig(l2=3.0)).fit(TrainData(frame, 30, 6))
     p = np.linalg.inv(x.T @ x + 3.0 * np.eye(6))
@@ -84,7 +84,7 @@ def test_twotower_gives_cold_users_lists_from_their_attributes_and_beats_popular
     assert split.cold_users is not None and len(split.cold_users) == 60  # of 300 users
     train = split.train_data(None, ds.user_attributes)
     config = TwoTowerConfig(d_model=16, hidden=32, item_text=False, cold_dropout=0.3,
-                            train=PairTrainConfig(epochs=30, batch_size=128, lr=3e-3, progress=False, refit=False))
+                            train=pair_training(epochs=30, batch_size=128, lr=3e-3, progress=False, refit=False))
     model = TwoTower(config).fit(train)
     cold_targets = split.targets("test").only_users(split.cold_users)
     histories = split.histories("test")
@@ -151,3 +151,21 @@ def test_attributes_bucket_many_valued_numbers_and_reject_duplicates():
         Attributes.from_frame(frame, "user_id", ids, columns=["region"])
     back = Attributes.from_state("a", attrs.to_state("a"))
     assert back.names == attrs.names and back.vocab == attrs.vocab and np.array_equal(back.codes, attrs.codes)
+
+
+def test_two_tower_resumes_from_a_checkpoint_as_if_never_stopped(tiny_split, tmp_path):
+    """The collaborative models train in the one loop, so they checkpoint and resume like the sequence
+    models: two epochs, a stop, two more equal four in one go (the step's negatives and dropped users
+    come from the generator the checkpoint keeps)."""
+    def fit(epochs: int, folder: str = "") -> TwoTower:
+        train = pair_training(epochs=epochs, progress=False, batch_size=64, refit=False, checkpoint_dir=folder)
+        return TwoTower(TwoTowerConfig(d_model=8, item_text=False, cold_dropout=0.3, train=train)).fit(tiny_split.train_data())
+
+    whole = fit(4)
+    fit(2, str(tmp_path))
+    resumed = fit(4, str(tmp_path))
+    timings = ("train_s", "eval_s")
+    assert [{k: v for k, v in r.items() if k not in timings} for r in resumed.history] == \
+           [{k: v for k, v in r.items() if k not in timings} for r in whole.history]
+    batch = tiny_split.histories("test").batch(np.arange(1, 20))
+    assert torch.equal(resumed.score(batch), whole.score(batch))

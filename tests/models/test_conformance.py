@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from omnirec.config import from_dict
-from omnirec.data.dataset import Dataset, TrainData
+from omnirec.data.dataset import Dataset
+from omnirec.data.histories import UserBatch
 from omnirec.data.split import Split, split_dataset
 from omnirec.data.synthetic import SyntheticConfig, generate
+from omnirec.data.train_data import TrainData
 from omnirec.evaluate.ranking import full_ranking_eval
-from omnirec.features.sequences import UserBatch
 from omnirec.models import MODELS, Popularity
 from omnirec.models.base import NotFittedError, Recommender
 
@@ -23,6 +24,7 @@ FAST = {
     "bpr": {"iterations": 5, "factors": 8},
     "sasrec": {"d_model": 16, "max_len": 20, "train": TINY_TRAIN},
     "hstu": {"d_model": 16, "d_attention": 8, "max_len": 20, "train": TINY_TRAIN},
+    "gru4rec": {"d_model": 16, "max_len": 20, "train": TINY_TRAIN},
     "textseq": {"d_model": 16, "max_len": 20, "encoder": {"cache_dir": "-", "progress": False}, "train": TINY_TRAIN},
     "twotower": {"d_model": 16, "hidden": 32, "encoder": {"cache_dir": "-", "progress": False}, "train": TINY_TRAIN},
     "neumf": {"d_gmf": 8, "d_mlp": 8, "layers": [16, 8], "train": TINY_TRAIN},
@@ -204,6 +206,7 @@ PAIR_TRAIN = {"epochs": 20, "batch_size": 256, "lr": 5e-3, "refit": False, "prog
 # (model, the catalogue that rewards what it claims to learn, its settings beyond FAST: enough training to learn)
 QUALITY = [
     ("markov", "order", {}), ("sasrec", "order", {"train": SEQ_TRAIN}), ("hstu", "order", {"train": SEQ_TRAIN}),
+    ("gru4rec", "order", {"train": {**SEQ_TRAIN, "epochs": 20}}),  # a GRU needs more steps than attention here
     ("textseq", "order", {"train": SEQ_TRAIN}),
     ("itemknn", "co-occurrence", {}), ("ease", "co-occurrence", {}), ("als", "co-occurrence", {}),
     ("bpr", "co-occurrence", {"iterations": 50}), ("twotower", "co-occurrence", {"train": PAIR_TRAIN}),
@@ -277,3 +280,25 @@ def test_a_model_that_learned_nothing_fails_the_bar(kind, catalogue):
     for model in (RandomScores(), Popularity()):
         ndcg = ndcg10(model.fit(data), split)
         assert ndcg < bar(popularity), f"{model.name} passed the bar on the {kind} catalogue ({ndcg:.4f})"
+
+
+def test_a_model_saved_before_its_config_gained_an_option_loads_with_the_default(tiny_split, tmp_path):
+    """A saved model's config is checked against its own recorded hash, so a model saved before
+    TrainConfig gained `valid_users` (or any later option) still loads, the new option at its default."""
+    import json
+
+    from omnirec.config import recorded_hash
+    from omnirec.models import SASRec
+    from omnirec.models.sasrec import SASRecConfig
+    from omnirec.train.loop import TrainConfig
+
+    SASRec(SASRecConfig(d_model=8, train=TrainConfig(epochs=1, progress=False))).fit(tiny_split.train_data()).save(tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    del meta["config"]["train"]["valid_users"]  # as written before the option existed
+    meta["config_hash"] = recorded_hash("SASRecConfig", meta["config"])
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    assert SASRec.load(tmp_path).config.train.valid_users == 0
+    meta["config"]["d_model"] = 16  # an edited record no longer matches its hash
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="recorded hash"):
+        SASRec.load(tmp_path)

@@ -11,16 +11,16 @@ import polars as pl
 import pytest
 import torch
 
-from omnirec.data.dataset import TrainData
+from omnirec.data.histories import Histories
 from omnirec.data.schema import ITEM, TIME, USER
 from omnirec.data.split import Split
+from omnirec.data.train_data import TrainData
 from omnirec.evaluate.ranking import full_ranking_eval
-from omnirec.features.sequences import Histories
 from omnirec.models.hstu import HSTU, HSTUConfig, HSTUNet
 from omnirec.models.popularity import Popularity
 from omnirec.models.sasrec import SASRec, SASRecConfig, SASRecNet
-from omnirec.models.sequential import encode_last, make_loss, validation_ndcg
-from omnirec.train.loop import TrainConfig, fit
+from omnirec.models.sequential import encode_last, fit_next_item, make_loss, validation_ndcg
+from omnirec.train.loop import TrainConfig
 
 N_ITEMS, MAX_LEN = 20, 8
 KINDS = {"sasrec": (SASRec, SASRecConfig, SASRecNet), "hstu": (HSTU, HSTUConfig, HSTUNet)}
@@ -222,7 +222,7 @@ def test_refit_retrains_from_scratch_on_train_and_validation_items_for_the_best_
     assert model.training["refit_epochs"] == best
     torch.manual_seed(config.train.seed)
     reference = SASRecNet(data.n_items, config)
-    fit(reference, data.sequences.extend(data.valid), config.max_len, make_loss("ce", 1), None,
+    fit_next_item(reference, data.sequences.extend(data.valid), config.max_len, make_loss("ce", 1), None,
         dataclasses.replace(config.train, epochs=best))
     for (name, a), b in zip(reference.state_dict().items(), model.module.state_dict().values(), strict=True):
         assert torch.equal(a, b), name

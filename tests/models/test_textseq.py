@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from omnirec.data.dataset import Dataset
+from omnirec.data.histories import Histories
 from omnirec.data.schema import ITEM
 from omnirec.data.split import cold_items
-from omnirec.features.sequences import Histories
 from omnirec.features.text import TextEncoderConfig, encode_texts
-from omnirec.models.sasrec import CausalEncoder
+from omnirec.models.layers import CausalEncoder
 from omnirec.models.textseq import TextSeq, TextSeqConfig, softmax_over, standardize
 from omnirec.train import losses
 from omnirec.train.loop import TrainConfig
@@ -118,7 +118,7 @@ def query_model() -> TextSeq:
     ds = Dataset.from_frames(frame, items)
     model = TextSeq(TextSeqConfig(mode="text", encoder=encoder, **TINY))
     model.item_vectors = encode_texts([t or "" for t in ds.item_text], encoder)
-    from omnirec.data.dataset import TrainData
+    from omnirec.data.train_data import TrainData
 
     return model.fit(TrainData(ds.interactions, ds.n_users, ds.n_items, ds.item_text))
 

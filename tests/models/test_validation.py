@@ -1,4 +1,4 @@
-"""The validation NDCG that early stopping keeps the best epoch by (`models.base.first_target_ndcg`)."""
+"""The validation NDCG that early stopping keeps the best epoch by (`train.validation.first_target_ndcg`)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from omnirec.data.histories import UserBatch
 from omnirec.evaluate.ranking import full_ranking_eval
-from omnirec.features.sequences import UserBatch
-from omnirec.models.base import Recommender, first_target_ndcg
-from omnirec.train.pairs import PairTrainConfig, fit_pairs
+from omnirec.features.pairs import pair_batches
+from omnirec.models.base import Recommender
+from omnirec.models.collaborative import pair_training
+from omnirec.train.loop import fit
+from omnirec.train.validation import first_target_ndcg
 
 
 class FixedScores(Recommender):
@@ -58,6 +61,12 @@ def test_validation_ties_do_not_go_to_the_target(tiny_split):
         assert validation(model, tiny_split) == pytest.approx(full["ndcg@10"], abs=1e-9)
 
 
+def weight_decay_only():
+    """Batches over 8 pairs and a step whose loss only shrinks the weight: the loop's arguments."""
+    batches = lambda rng, shard: pair_batches(np.arange(8), 4, rng, shard)  # noqa: E731
+    return batches, 2, lambda m, batch, device, generator: (m.weight ** 2).sum() + m.bias.sum() * 0
+
+
 def test_non_finite_validation_scores_never_count_as_the_best(tiny_split):
     for bad in (math.nan, math.inf, -math.inf):
         broken = FixedScores(lambda items, bad=bad: torch.where(items == 7, bad, items.float()), tiny_split.n_items)
@@ -74,11 +83,8 @@ def test_non_finite_validation_scores_never_count_as_the_best(tiny_split):
         weights.append(m.weight.detach().clone())
         return validation(next(epochs), tiny_split)
 
-    def step(m, users, at, generator):
-        return (m.weight ** 2).sum() + m.bias.sum() * 0
-
     with pytest.warns(RuntimeWarning, match="not finite"):
-        result = fit_pairs(module, np.arange(8), step, validate, PairTrainConfig(epochs=3, progress=False))
+        result = fit(module, *weight_decay_only(), validate, pair_training(epochs=3, progress=False))
     assert result.best_epoch == 1 and result.best_metric == pytest.approx(validation(sane, tiny_split))
     assert [row["valid_ndcg@10"] for row in result.history][1:] == [-math.inf, -math.inf]
     assert torch.equal(module.weight, weights[0]) and not torch.equal(weights[0], weights[2])
@@ -88,9 +94,5 @@ def test_training_whose_every_validation_diverged_is_refused(tiny_split):
     diverged = FixedScores(lambda items: torch.full(items.shape, math.nan), tiny_split.n_items)
     module = torch.nn.Linear(1, 1)
 
-    def step(m, users, at, generator):
-        return (m.weight ** 2).sum() + m.bias.sum() * 0
-
     with pytest.warns(RuntimeWarning, match="not finite"), pytest.raises(ValueError, match="training diverged: all 2"):
-        fit_pairs(module, np.arange(8), step, lambda m: validation(diverged, tiny_split),
-                  PairTrainConfig(epochs=2, progress=False))
+        fit(module, *weight_decay_only(), lambda m: validation(diverged, tiny_split), pair_training(epochs=2, progress=False))

@@ -12,14 +12,14 @@ import torch
 from omnirec.bundle import Bundle
 from omnirec.cli import main
 from omnirec.config import ConfigError
+from omnirec.data.histories import Histories
 from omnirec.evaluate.ranking import full_ranking_eval, list_eval
-from omnirec.features.sequences import Histories
 from omnirec.models import ItemKNN, Markov
 from omnirec.pipeline.ann import IndexConfig, VectorIndex, exact_search, recall_at_k
 from omnirec.pipeline.pipeline import Pipeline, merge
 from omnirec.pipeline.rank import LearnedRanker, ModelRanker
 from omnirec.pipeline.rerank import RerankConfig, mmr
-from omnirec.pipeline.scenario import PipelineData, ScenarioConfig, SourceConfig, build_pipeline, parse_scenarios
+from omnirec.pipeline.scenario import PipelineData, ScenarioConfig, build_pipeline, parse_scenarios, source
 from omnirec.pipeline.sources import ModelSource, PopularSource, SourceHits, decayed_counts
 
 
@@ -37,8 +37,8 @@ def setup(tiny_dataset, tiny_split):
     return model, data, train
 
 
-ALL_SOURCES = (SourceConfig("model", n=40), SourceConfig("cooccurrence", n=30), SourceConfig("content", n=20),
-               SourceConfig("popular", n=20, per_category=True), SourceConfig("new_items", n=10, max_interactions=3))
+ALL_SOURCES = (source("model", n=40), source("cooccurrence", n=30), source("content", n=20),
+               source("popular", n=20, per_category=True), source("new_items", n=10, max_interactions=3))
 
 
 def scenario(**changes) -> ScenarioConfig:
@@ -147,7 +147,7 @@ def test_fallback_fills_empty_histories_to_k(setup):
     _, data, _ = setup
     empty = Histories(np.zeros(4, dtype=np.int64), np.zeros(0, dtype=np.int64)).batch([1, 2])
     popular = (np.argsort(-data.counts(0.0)[1:], kind="stable") + 1).tolist()
-    only_model = build_pipeline(scenario(sources=(SourceConfig("model", n=40),), fallback=("popular", "new_items")), data)
+    only_model = build_pipeline(scenario(sources=(source("model", n=40),), fallback=("popular", "new_items")), data)
     for recs in only_model.recommend(empty, k=10):  # the model has nothing to go on: the chain fills the list
         assert [r.item for r in recs] == popular[:10]
         assert all(r.sources == ("popular",) and r.evidence["fallback"] == 1 for r in recs)
@@ -196,7 +196,7 @@ def test_learned_ranker_fits_on_validation_and_ranks(tiny_dataset, tiny_split):
     model = Markov().fit(train)
     valid_h, valid_t = tiny_split.histories("valid"), tiny_split.targets("valid")
     data = PipelineData(model, valid_h, tiny_dataset.items)
-    pipe = build_pipeline(ScenarioConfig(sources=(SourceConfig("model", n=30), SourceConfig("popular", n=20)), ranker="fusion"), data)
+    pipe = build_pipeline(ScenarioConfig(sources=(source("model", n=30), source("popular", n=20)), ranker="fusion"), data)
     batch = valid_h.batch(np.flatnonzero(valid_t.lengths() > 0))
     ranker = LearnedRanker(train.item_counts, model=model).fit([(batch, pipe.candidates(batch), valid_t)])
     cands = pipe.candidates(batch)
@@ -236,6 +236,17 @@ def test_scenarios_parse_and_reject_unknown_keys():
         parse_scenarios({"scenarios": {"x": {"sources": [{"kind": "populr"}]}}})
     with pytest.raises(ConfigError, match=r"sources\[0\]"):
         parse_scenarios({"scenarios": {"x": {"sources": [{"kind": "popular", "nn": 3}]}}})
+
+
+
+def test_a_source_refuses_the_options_of_another_kind():
+    """Each source kind has its own config: an option that only another kind reads is an error naming
+    the source and the keys it takes, not silently ignored (half_life belongs to `popular`)."""
+    with pytest.raises(ConfigError, match=r"unknown key 'half_life' in x: \[scenarios.x\].sources\[1\] \(cooccurrence\); "
+                                          r"known keys: n, name, recent"):
+        parse_scenarios({"scenarios": {"x": {"sources": [{"kind": "popular", "half_life": 60.0},
+                                                         {"kind": "cooccurrence", "half_life": 60.0}]}}}, where="x")
+    assert source("popular", half_life=60.0).half_life == 60.0 and source("new_items", max_interactions=2).n == 100
 
 
 SCENARIOS_TOML = """
@@ -311,15 +322,15 @@ def test_cli_content_scenario_reads_the_bundles_item_text(tmp_path, tiny_dataset
 def test_embedding_source_retrieves_with_the_two_tower_item_tower(tiny_dataset, tiny_split):
     """The item tower's vectors feed the `embedding` source: its neighbours are the tower's nearest items."""
     from omnirec.models import TwoTower
+    from omnirec.models.collaborative import pair_training
     from omnirec.models.twotower import TwoTowerConfig
-    from omnirec.train.pairs import PairTrainConfig
 
     model = TwoTower(TwoTowerConfig(d_model=16, hidden=32, item_text=False,
-                                    train=PairTrainConfig(epochs=2, progress=False))).fit(tiny_split.train_data())
+                                    train=pair_training(epochs=2, progress=False))).fit(tiny_split.train_data())
     data = PipelineData(model, tiny_split.histories("test"), tiny_dataset.items)
     vectors = data.vectors("model")
     np.testing.assert_allclose(vectors[1:], model.item_embeddings()[1:], rtol=1e-5, atol=1e-6)
-    pipe = build_pipeline(ScenarioConfig(sources=(SourceConfig("embedding", n=10),), ranker="fusion"), data)
+    pipe = build_pipeline(ScenarioConfig(sources=(source("embedding", n=10),), ranker="fusion"), data)
     batch = tiny_split.histories("test").batch(np.arange(1, 30))
     hits = pipe.sources["embedding"].retrieve(batch, 10)
     checked = 0

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from omnirec.data.histories import Histories, UserBatch
 from omnirec.evaluate import metrics
-from omnirec.features.sequences import Histories, UserBatch
-from omnirec.models.base import top_k
 from omnirec.pipeline.rank import Candidates, FusionRanker, LearnedRanker
+from omnirec.topk import top_k
 
 N_ITEMS, LIST = 200, 10  # each source proposes LIST items
 

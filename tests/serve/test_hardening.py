@@ -17,7 +17,6 @@ from omnirec.data.split import split_dataset
 from omnirec.models import Markov
 from omnirec.serve.app import ServeConfig, create_app
 from omnirec.serve.retrain import with_feedback
-from omnirec.serve.store import open_store
 from tests.serve.conftest import free_port, start_server
 
 KEY = "hardening-key-0123"

@@ -52,3 +52,32 @@ def _via(client):
         yield answer
 
     return urlopen
+
+
+def test_retrain_from_the_bundle_alone_keeps_the_run_and_the_user_attributes(tmp_path):
+    """A bundle holds its run config and what the run read, so `retrain --bundle` needs no TOML and no
+    data file: the new bundle has the same run, every user keeps their attributes (under new dense ids),
+    and two-tower's user tower reads them again."""
+    from omnirec.data.split import split_dataset
+    from omnirec.run import RunConfig, train_bundle
+    from tests.models.test_collaborative import _grouped_data
+
+    ds = _grouped_data()
+    run = RunConfig("twotower", str(tmp_path / "v1"), models={"twotower": {
+        "d_model": 8, "hidden": 16, "item_text": False, "train": {"epochs": 2, "batch_size": 128, "progress": False}}})
+    bundle, _ = train_bundle(run, dataset=ds, split=split_dataset(ds, "loo", short_users="train"), progress=False)
+    bundle.save(run.out)
+    open_store(str(tmp_path / "events.db")).close()
+    store = open_store(str(tmp_path / "events.db"))
+    store.delete_user("2")
+    store.close()
+    assert main(["retrain", "--bundle", run.out, "--store", str(tmp_path / "events.db"), "--out", str(tmp_path / "v2"),
+                 "--quiet"]) == 0
+    v1, v2 = Bundle.load(run.out), Bundle.load(tmp_path / "v2")
+    assert v2.meta["run"] == {**v1.meta["run"], "out": str(tmp_path / "v2")}
+    assert "2" not in v2.users and len(v2.users) == len(v1.users) - 1
+    before, after = v1.user_attributes, v2.user_attributes
+    assert after is not None and after.names == before.names and after.vocab == before.vocab
+    labels = [u for u in v1.users.labels if u != "2"]
+    np.testing.assert_array_equal(after.codes[v2.users.encode(labels)], before.codes[v1.users.encode(labels)])
+    np.testing.assert_array_equal(v2.model.attributes.codes, after.codes)  # the model was trained with them

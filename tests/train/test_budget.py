@@ -15,14 +15,15 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from omnirec.features.sequences import Histories
+from omnirec.data.histories import Histories
 from omnirec.models import collaborative, sequential
+from omnirec.models.collaborative import pair_training
 from omnirec.models.neumf import NeuMF, NeuMFConfig
 from omnirec.models.sasrec import SASRec, SASRecConfig, SASRecNet
+from omnirec.models.sequential import fit_next_item
 from omnirec.train import loop
-from omnirec.train.loop import Deadline, RefitPlan, TrainConfig, TrainResult, fit, plan_refit
+from omnirec.train.loop import Deadline, RefitPlan, TrainConfig, TrainResult, plan_refit
 from omnirec.train.losses import full_softmax
-from omnirec.train.pairs import PairTrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -85,7 +86,7 @@ def sasrec(minutes: float, **train) -> SASRec:
 
 
 def neumf(minutes: float) -> NeuMF:
-    train = PairTrainConfig(epochs=1000, patience=1000, batch_size=512, max_minutes=minutes, progress=False)
+    train = pair_training(epochs=1000, patience=1000, batch_size=512, max_minutes=minutes, progress=False)
     return NeuMF(NeuMFConfig(d_gmf=8, d_mlp=8, layers=(16, 8), n_negatives=2, train=train))
 
 
@@ -173,7 +174,7 @@ def toy_net_and_sequences():
 def test_the_bar_ends_at_the_epoch_reached_saying_why(bars):
     net, sequences = toy_net_and_sequences()
     falling = iter([0.5, 0.4, 0.3, 0.2])
-    fit(net, sequences, 6, full_softmax, lambda m: next(falling), TrainConfig(epochs=200, patience=2, batch_size=8))
+    fit_next_item(net, sequences, 6, full_softmax, lambda m: next(falling), TrainConfig(epochs=200, patience=2, batch_size=8))
     (bar,) = bars
     assert bar.n == bar.total == 3, "not 3/200"
     assert bar.postfix.endswith("stop=early stop, best epoch 1")

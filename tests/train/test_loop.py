@@ -10,19 +10,13 @@ import pytest
 import torch
 
 from omnirec.data.dataset import Dataset
+from omnirec.data.histories import Histories
 from omnirec.data.split import split_dataset
 from omnirec.data.synthetic import SyntheticConfig, generate
-from omnirec.features.sequences import Histories
+from omnirec.features.sequences import batches_per_epoch, make_batch, training_batches
 from omnirec.models.sasrec import SASRecConfig, SASRecNet
-from omnirec.models.sequential import make_loss, validation_ndcg
-from omnirec.train.loop import (
-    CHECKPOINT,
-    TrainConfig,
-    batches_per_epoch,
-    fit,
-    make_batch,
-    training_batches,
-)
+from omnirec.models.sequential import fit_next_item, make_loss, validation_ndcg
+from omnirec.train.loop import CHECKPOINT, TrainConfig
 from omnirec.train.losses import full_softmax
 
 MAX_LEN = 4
@@ -103,7 +97,7 @@ def test_padding_never_has_a_target_and_batches_respect_batch_size():
 
 
 def test_windows_cover_each_target_once_with_up_to_max_len_items_before_it():
-    from omnirec.train.loop import windows
+    from omnirec.features.sequences import windows
 
     histories, seqs = ragged([0, 1, 2, 5, 6, 9, 13])
     rows = windows(histories, MAX_LEN)
@@ -192,7 +186,7 @@ def test_early_stopping_keeps_the_best_epochs_weights(toy):
         states.append(state_of(module))
         return next(values)
 
-    result = fit(net, sequences, 6, full_softmax, validate, config(epochs=10, patience=2))
+    result = fit_next_item(net, sequences, 6, full_softmax, validate, config(epochs=10, patience=2))
     assert result.stopped == "patience"
     assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
     assert [r["valid_ndcg@10"] for r in result.history] == [0.1, 0.3, 0.2, 0.25]
@@ -204,14 +198,14 @@ def test_early_stopping_keeps_the_best_epochs_weights(toy):
 
 def test_validation_runs_every_eval_every_epochs_and_after_the_last(toy):
     sequences, _, n_items = toy
-    result = fit(tiny_net(n_items), sequences, 6, full_softmax, lambda m: 0.5, config(epochs=7, eval_every=3))
+    result = fit_next_item(tiny_net(n_items), sequences, 6, full_softmax, lambda m: 0.5, config(epochs=7, eval_every=3))
     assert [r["epoch"] for r in result.history if "valid_ndcg@10" in r] == [3, 6, 7]
     assert result.best_epoch == 3 and result.stopped == "epochs"
 
 
 def test_time_budget_stops_after_one_epoch(toy):
     sequences, _, n_items = toy
-    result = fit(tiny_net(n_items), sequences, 6, full_softmax, lambda m: 0.5, config(epochs=50, max_minutes=1e-9))
+    result = fit_next_item(tiny_net(n_items), sequences, 6, full_softmax, lambda m: 0.5, config(epochs=50, max_minutes=1e-9))
     assert result.stopped == "time budget"
     assert len(result.history) == 1 and result.history[0]["valid_ndcg@10"] == 0.5
 
@@ -219,14 +213,14 @@ def test_time_budget_stops_after_one_epoch(toy):
 def test_without_validate_trains_every_epoch_and_keeps_the_last_weights(toy):
     sequences, _, n_items = toy
     last = tiny_net(n_items)
-    result = fit(last, sequences, 6, full_softmax, None, config(epochs=3))
+    result = fit_next_item(last, sequences, 6, full_softmax, None, config(epochs=3))
     assert [r["epoch"] for r in result.history] == [1, 2, 3] and result.stopped == "epochs"
-    assert result.best_epoch == 0 and all("valid_ndcg@10" not in r for r in result.history)
+    assert result.best_epoch == 3 and all("valid_ndcg@10" not in r for r in result.history)  # the weights kept
     rising, falling = iter([0.1, 0.2, 0.3]), iter([0.3, 0.2, 0.1])
     best_is_last = tiny_net(n_items)
-    fit(best_is_last, sequences, 6, full_softmax, lambda m: next(rising), config(epochs=3))
+    fit_next_item(best_is_last, sequences, 6, full_softmax, lambda m: next(rising), config(epochs=3))
     best_is_first = tiny_net(n_items)
-    fit(best_is_first, sequences, 6, full_softmax, lambda m: next(falling), config(epochs=3))
+    fit_next_item(best_is_first, sequences, 6, full_softmax, lambda m: next(falling), config(epochs=3))
     assert same_state(state_of(last), state_of(best_is_last))
     assert not same_state(state_of(last), state_of(best_is_first))
 
@@ -234,15 +228,15 @@ def test_without_validate_trains_every_epoch_and_keeps_the_last_weights(toy):
 def test_ema_returns_the_moving_average_of_the_weights(toy):
     sequences, _, n_items = toy
     plain, tracked, averaged = tiny_net(n_items), tiny_net(n_items), tiny_net(n_items)
-    fit(plain, sequences, 6, full_softmax, None, config(epochs=2))
-    fit(tracked, sequences, 6, full_softmax, None, config(epochs=2, ema_epochs=1e-9))  # the average: the last step
-    fit(averaged, sequences, 6, full_softmax, None, config(epochs=2, ema_epochs=0.5))
+    fit_next_item(plain, sequences, 6, full_softmax, None, config(epochs=2))
+    fit_next_item(tracked, sequences, 6, full_softmax, None, config(epochs=2, ema_epochs=1e-9))  # the average: the last step
+    fit_next_item(averaged, sequences, 6, full_softmax, None, config(epochs=2, ema_epochs=0.5))
     for name, weight in plain.state_dict().items():
         torch.testing.assert_close(tracked.state_dict()[name], weight)
     assert not same_state(state_of(plain), state_of(averaged))
     seen, rising = [], iter([0.1, 0.2])
     validated = tiny_net(n_items)
-    fit(validated, sequences, 6, full_softmax, lambda m: seen.append(state_of(m)) or next(rising),
+    fit_next_item(validated, sequences, 6, full_softmax, lambda m: seen.append(state_of(m)) or next(rising),
         config(epochs=2, ema_epochs=0.5))
     assert same_state(seen[1], state_of(averaged)), "validation sees the averaged weights"
     assert same_state(state_of(validated), state_of(averaged)), "and keeps them"
@@ -256,7 +250,7 @@ def test_resume_from_a_checkpoint_equals_training_in_one_go(toy, tmp_path, loss,
     def run(epochs: int, checkpoint_dir: str = "") -> tuple[SASRecNet, object]:
         net = tiny_net(n_items)
         validate = lambda m: validation_ndcg(m, sequences, valid, 6)
-        return net, fit(net, sequences, 6, loss_fn, validate, config(epochs=epochs, checkpoint_dir=checkpoint_dir, **changes),
+        return net, fit_next_item(net, sequences, 6, loss_fn, validate, config(epochs=epochs, checkpoint_dir=checkpoint_dir, **changes),
                         "fp")
 
     whole, whole_result = run(4)
@@ -273,18 +267,18 @@ def test_resume_from_a_checkpoint_equals_training_in_one_go(toy, tmp_path, loss,
 
 def test_a_checkpoint_of_another_model_or_data_is_refused(toy, tmp_path):
     sequences, _, n_items = toy
-    fit(tiny_net(n_items), sequences, 6, full_softmax, None, config(epochs=1, checkpoint_dir=str(tmp_path)), "model-a")
+    fit_next_item(tiny_net(n_items), sequences, 6, full_softmax, None, config(epochs=1, checkpoint_dir=str(tmp_path)), "model-a")
     with pytest.raises(ValueError, match="fingerprint"):
-        fit(tiny_net(n_items), sequences, 6, full_softmax, None, config(epochs=2, checkpoint_dir=str(tmp_path)), "model-b")
+        fit_next_item(tiny_net(n_items), sequences, 6, full_softmax, None, config(epochs=2, checkpoint_dir=str(tmp_path)), "model-b")
 
 
 def test_resuming_a_run_that_stopped_early_trains_no_further(toy, tmp_path):
     sequences, _, n_items = toy
     values = iter([0.3, 0.2, 0.1, 0.0, 0.0])
-    first = fit(tiny_net(n_items), sequences, 6, full_softmax, lambda m: next(values),
+    first = fit_next_item(tiny_net(n_items), sequences, 6, full_softmax, lambda m: next(values),
                 config(epochs=10, patience=2, checkpoint_dir=str(tmp_path)))
     assert first.stopped == "patience" and len(first.history) == 3
-    again = fit(tiny_net(n_items), sequences, 6, full_softmax, lambda m: 0.0,
+    again = fit_next_item(tiny_net(n_items), sequences, 6, full_softmax, lambda m: 0.0,
                 config(epochs=10, patience=2, checkpoint_dir=str(tmp_path)))
     assert again.history == first.history
     assert again.stopped == "patience"
@@ -292,10 +286,10 @@ def test_resuming_a_run_that_stopped_early_trains_no_further(toy, tmp_path):
 
 def test_resuming_after_the_time_budget_continues_training(toy, tmp_path):
     sequences, _, n_items = toy
-    first = fit(tiny_net(n_items), sequences, 6, full_softmax, lambda m: 0.5,
+    first = fit_next_item(tiny_net(n_items), sequences, 6, full_softmax, lambda m: 0.5,
                 config(epochs=3, max_minutes=1e-9, checkpoint_dir=str(tmp_path)))
     assert first.stopped == "time budget" and len(first.history) == 1
-    again = fit(tiny_net(n_items), sequences, 6, full_softmax, lambda m: 0.5, config(epochs=3, checkpoint_dir=str(tmp_path)))
+    again = fit_next_item(tiny_net(n_items), sequences, 6, full_softmax, lambda m: 0.5, config(epochs=3, checkpoint_dir=str(tmp_path)))
     assert again.stopped == "epochs" and [r["epoch"] for r in again.history] == [1, 2, 3]
     assert again.history[0] == first.history[0]
 

@@ -67,6 +67,19 @@ class Attributes:
             vocab.append(tuple(labels))
         return cls(tuple(columns), codes, tuple(vocab))
 
+    def reindexed(self, old: IdMap, new: IdMap) -> Attributes:
+        """The same attributes by the dense ids of `new` (ids are renumbered when users come and go); an id
+        `old` does not know gets code 0 everywhere.
+
+        >>> a = Attributes(("g",), np.array([[0], [1], [2]]), (("F", "M"),))
+        >>> a.reindexed(IdMap(["x", "y"]), IdMap(["y", "z", "x"])).codes[:, 0].tolist()
+        [0, 2, 0, 1]
+        """
+        rows = old.encode(pl.Series(new.labels, dtype=pl.String), unknown="zero")  # (n_new,) 0 = unknown
+        codes = np.zeros((len(new) + 1, len(self.names)), dtype=np.int64)
+        codes[1:] = self.codes[rows]
+        return Attributes(self.names, codes, self.vocab)
+
     def to_state(self, prefix: str) -> dict[str, np.ndarray]:
         """Plain arrays for a model's saved state."""
         return {f"{prefix}.codes": self.codes, f"{prefix}.names": np.array(self.names, dtype=str),

@@ -1,0 +1,73 @@
+"""What `Recommender.fit` receives (`TrainData`): the training interactions and the views derived from
+them (CSR matrix, histories, counts), computed once and shared by every model that wants them.
+
+It lives in `data/` with the other containers (`Histories`, `Attributes`): `data/` builds them, every layer
+above reads them, and nothing in `data/` imports a layer above it.
+
+>>> f = pl.DataFrame({"user_id": [1, 1, 2], "item_id": [2, 2, 1], "timestamp": [0, 1, 0]})
+>>> data = TrainData(f, n_users=2, n_items=2)
+>>> data.item_counts.tolist(), data.item_users.tolist()
+([0.0, 1.0, 2.0], [0.0, 1.0, 1.0])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from omnirec.data.attributes import Attributes
+from omnirec.data.histories import Histories
+from omnirec.data.schema import ITEM, USER
+
+
+def interaction_matrix(frame: pl.DataFrame, n_users: int, n_items: int, binary: bool = False) -> sp.csr_matrix:
+    """(n_users + 1, n_items + 1) counts of each (user, item); `binary=True` gives 0/1.
+
+    >>> f = pl.DataFrame({"user_id": [1, 1, 2], "item_id": [2, 2, 1]})
+    >>> interaction_matrix(f, 2, 2).toarray().tolist()
+    [[0.0, 0.0, 0.0], [0.0, 0.0, 2.0], [0.0, 1.0, 0.0]]
+    """
+    users = frame[USER].to_numpy()
+    items = frame[ITEM].to_numpy()
+    data = np.ones(len(users), dtype=np.float32)
+    mat = sp.csr_matrix((data, (users, items)), shape=(n_users + 1, n_items + 1))
+    mat.sum_duplicates()
+    if binary:
+        mat.data[:] = 1.0
+    return mat
+
+
+@dataclass
+class TrainData:
+    """What `Recommender.fit` receives: the training interactions and derived views, computed once."""
+
+    interactions: pl.DataFrame
+    n_users: int
+    n_items: int
+    item_text: list[str] | None = None
+    valid: Histories | None = None  # validation targets, for models that stop early
+    user_attributes: Attributes | None = None  # for every user of the dataset, also those without training data
+
+    @cached_property
+    def matrix(self) -> sp.csr_matrix:
+        """(n_users + 1, n_items + 1) interaction counts."""
+        return interaction_matrix(self.interactions, self.n_users, self.n_items)
+
+    @cached_property
+    def sequences(self) -> Histories:
+        """Each user's training items in time order."""
+        return Histories.from_frame(self.interactions, self.n_users)
+
+    @cached_property
+    def item_counts(self) -> np.ndarray:
+        """(n_items + 1,) number of training interactions per item."""
+        return np.bincount(self.interactions[ITEM].to_numpy(), minlength=self.n_items + 1).astype(np.float64)
+
+    @cached_property
+    def item_users(self) -> np.ndarray:
+        """(n_items + 1,) number of distinct training users per item."""
+        return np.diff(sp.csc_matrix(self.matrix).indptr).astype(np.float64)
