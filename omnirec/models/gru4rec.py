@@ -26,8 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from omnirec.models.sequential import SequentialRecommender
-from omnirec.train import losses
+from omnirec.models.sequential import SequentialRecommender, check_sequence_config
 from omnirec.train.loop import TrainConfig
 
 
@@ -46,12 +45,7 @@ class GRU4RecConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if min(self.d_model, self.n_layers, self.max_len, self.n_negatives) < 1:
-            raise ValueError("d_model, n_layers, max_len and n_negatives must be >= 1")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.loss not in losses.LOSSES:
-            raise ValueError(f"loss={self.loss!r}; expected one of {', '.join(losses.LOSSES)}")
+        check_sequence_config(self, ())
 
 
 class GRU4RecNet(nn.Module):

@@ -51,7 +51,7 @@ class HSTUConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        check_sequence_config(self, (self.d_attention,))
+        check_sequence_config(self, (self.d_attention,), heads=self.n_heads)
         if self.temperature <= 0 or self.time_buckets < 0:
             raise ValueError("temperature must be > 0 and time_buckets >= 0")
 

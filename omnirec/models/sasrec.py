@@ -48,7 +48,7 @@ class SASRecConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        check_sequence_config(self, (self.ffn_mult,))
+        check_sequence_config(self, (self.ffn_mult,), heads=self.n_heads)
 
 
 class SASRecNet(CausalEncoder):

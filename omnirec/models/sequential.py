@@ -22,11 +22,12 @@ from omnirec.train.loop import Batches, Deadline, LossFn, StepFn, TrainConfig, T
 from omnirec.train.validation import first_target_ndcg
 
 
-def check_sequence_config(config: Any, sizes: tuple[int, ...]) -> None:
-    """The checks every sequence-model config shares; `sizes` are the ones that must be >= 1."""
-    if config.d_model % config.n_heads:
-        raise ValueError(f"d_model ({config.d_model}) must be a multiple of n_heads ({config.n_heads})")
-    if min(config.d_model, config.n_layers, config.n_heads, config.max_len, config.n_negatives, *sizes) < 1:
+def check_sequence_config(config: Any, sizes: tuple[int, ...], heads: int = 1) -> None:
+    """The checks every sequence-model config shares; `sizes` are the ones that must be >= 1; `heads`: the
+    attention heads of a Transformer config (`n_heads`), which must divide d_model."""
+    if config.d_model % max(heads, 1):
+        raise ValueError(f"d_model ({config.d_model}) must be a multiple of n_heads ({heads})")
+    if min(config.d_model, config.n_layers, heads, config.max_len, config.n_negatives, *sizes) < 1:
         raise ValueError("sizes must be >= 1")
     if not 0 <= config.dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {config.dropout}")

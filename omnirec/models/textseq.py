@@ -71,7 +71,7 @@ class TextSeqConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        check_sequence_config(self, (self.ffn_mult, self.adaptor_layers))
+        check_sequence_config(self, (self.ffn_mult, self.adaptor_layers), heads=self.n_heads)
         if self.mode not in MODES:
             raise ValueError(f"mode={self.mode!r}; expected one of {', '.join(MODES)}")
         if not 0 <= self.text_dropout < 1:

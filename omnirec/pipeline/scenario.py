@@ -21,6 +21,7 @@ sources = [{kind = "popular", n = 50, half_life = 604800}, {kind = "new_items", 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -53,7 +54,7 @@ DIVERSITY_VECTORS = ("interactions", "text", "model")
 
 
 @dataclass(frozen=True)
-class SourceConfig:
+class SourceConfig(ABC):
     """What every source takes. n: candidates it proposes; name: how lists and reasons call it (default:
     the kind)."""
 
@@ -69,8 +70,9 @@ class SourceConfig:
     def label(self) -> str:
         return self.name or self.kind
 
+    @abstractmethod
     def build(self, data: PipelineData) -> Source:
-        raise NotImplementedError
+        """The source this config describes, over `data`."""
 
 
 @dataclass(frozen=True)
