@@ -109,13 +109,13 @@ def _start_from_bundle(model: Recommender, path: str) -> Recommender:
         raise SystemExit(f"error: --init-from {path}: {exc}") from exc
 
 
-def _run_config(args: argparse.Namespace) -> RunConfig:
-    """The run config of `--config` (or, for `retrain` without it, the one stored in `--bundle`), with
-    `--out` over its `out`."""
+def _run_config(args: argparse.Namespace, bundle: Bundle | None = None) -> RunConfig:
+    """The run config of `--config` (or, without it, the one stored in `bundle`, read from `--bundle`),
+    with `--out` over its `out`."""
     if args.config is not None:
         run = RunConfig.from_toml(args.config)
     else:
-        run = RunConfig.from_dict(Bundle.load(args.bundle).meta.get("run") or {}, where=f"{args.bundle}/bundle.json")
+        run = RunConfig.from_dict(bundle.meta.get("run") or {}, where=f"{args.bundle}/bundle.json")
     run = dataclasses.replace(run, out=args.out or run.out)
     if not run.out:
         raise SystemExit("error: give the bundle folder: out = \"DIR\" in the config, or --out DIR")
@@ -151,8 +151,9 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         raise SystemExit("error: give --bundle DIR (retrain it as it was made) or --config FILE (a run config)")
     if args.reload:  # a wrong key or URL is found now, not after the training
         check_server(args.reload)
-    run = _run_config(args)
-    base = Bundle.load(args.bundle).dataset() if args.config is None else load_data(run.data, run.clean)
+    bundle = Bundle.load(args.bundle) if args.config is None else None  # read once: its run and its data
+    run = _run_config(args, bundle)
+    base = bundle.dataset() if bundle is not None else load_data(run.data, run.clean)
     store = open_store(args.store)
     try:
         dataset, summary = with_feedback(base, store, run.clean)
