@@ -46,8 +46,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from baselines import code_version
+from protocol import SEEDS, describe_test, fmt_mean_std, paired, summary_over_seeds
+
 from omnirec.data.dataset import Dataset
 from omnirec.data.datasets import load_dataset
 from omnirec.data.histories import Histories
@@ -63,10 +64,9 @@ from omnirec.models.sasrec import SASRecConfig
 from omnirec.pipeline.pipeline import Pipeline
 from omnirec.pipeline.rank import LearnedRanker
 from omnirec.pipeline.rerank import RerankConfig
-from omnirec.pipeline.scenario import PipelineData, ScenarioConfig, source, build_pipeline
+from omnirec.pipeline.scenario import PipelineData, ScenarioConfig, build_pipeline, source
 from omnirec.train.loop import TrainConfig
 from omnirec.utils import atomic_write, atomic_write_text
-from protocol import SEEDS, describe_test, fmt_mean_std, paired, summary_over_seeds
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "pipeline"
@@ -76,7 +76,8 @@ WEIGHTS = tuple(f"{w:g}" for w in DIVERSITY)
 RERANKS = {name: RerankConfig(diversity=w) for name, w in zip(WEIGHTS, DIVERSITY, strict=True)}
 RANKERS = ("sasrec ranker", "learned ranker")
 NDCG_LOSS = 0.05  # the rule: the weight with the most ILD@10 among those within 5% NDCG@10 of weight 0
-DEFAULT_MINUTES = 15.0  # sasrec's budget; serve_load.py and compression.py reuse the models it caches
+DEFAULT_MINUTES = 0.0  # sasrec's budget: none, early stopping on validation decides, so the figures do not depend
+# on how busy the machine is; serve_load.py and compression.py reuse the models it caches
 RANKER_USERS = 8000
 FIXED = {"itemknn": ItemKNN, "markov": Markov, "pop": Popularity}  # the single models with no seed
 PIPELINES = {"pipeline, sasrec ranker": ("sweep", "sasrec ranker", "0"), "pipeline, fusion ranker (RRF)": ("fusion",),
@@ -98,14 +99,15 @@ def fit_or_load(model: Recommender, train, folder: Path) -> tuple[Recommender, f
 def sasrec_folder(name: str, config: SASRecConfig) -> str:
     """Cache folder of a model; sasrec's also names whether it was refitted on validation items and its seed.
 
-    >>> sasrec_folder("sasrec", sasrec_config(15.0, seed=2, refit=False))
+    >>> sasrec_folder("sasrec", sasrec_config(seed=2, refit=False))
     'sasrec-refit-false-seed2'
     """
     return name if name != "sasrec" else f"sasrec-refit-{config.train.refit}-seed{config.train.seed}".lower()
 
 
 def sasrec_config(max_minutes: float = DEFAULT_MINUTES, seed: int = 0, refit: bool = True) -> SASRecConfig:
-    """The default sasrec under a training budget, with `seed`; `refit=False` keeps validation targets unseen."""
+    """The default sasrec (under a training budget when `max_minutes` > 0), with `seed`; `refit=False` keeps
+    validation targets unseen."""
     return SASRecConfig(train=TrainConfig(max_minutes=max_minutes, progress=False, seed=seed, refit=refit))
 
 
@@ -564,7 +566,7 @@ def main() -> None:
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)), type=lambda s: tuple(int(x) for x in s.split(",")),
                    help="sasrec's seeds (comma-separated)")
     p.add_argument("--cache", default="runs/pipeline-models", help="trained models are kept here and reused")
-    p.add_argument("--max-minutes", type=float, default=DEFAULT_MINUTES, help="sasrec's training budget")
+    p.add_argument("--max-minutes", type=float, default=DEFAULT_MINUTES, help="sasrec's training budget in minutes (0: none)")
     p.add_argument("--report-only", action="store_true", help="rewrite PIPELINE.md and the plot from the saved results")
     p.add_argument("--ranker-users", type=int, default=RANKER_USERS, help="validation users the learned ranker is fitted on")
     p.add_argument("--max-users", type=int, default=0, help="evaluate a sample of this many users (smoke runs)")
