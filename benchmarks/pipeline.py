@@ -39,6 +39,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ import numpy as np
 import torch
 from baselines import code_version
 from protocol import SEEDS, describe_test, fmt_mean_std, paired, summary_over_seeds
+from sequential import KEPT
 
 from omnirec.data.dataset import Dataset
 from omnirec.data.datasets import load_dataset
@@ -84,8 +86,25 @@ PIPELINES = {"pipeline, sasrec ranker": ("sweep", "sasrec ranker", "0"), "pipeli
              "pipeline, learned ranker": ("sweep", "learned ranker", "0")}
 
 
+def adopt(model: Recommender, folder: Path) -> None:
+    """Copy into `folder` the model sequential.py fitted on the same dataset and split with the same config
+    (progress bars aside), when it kept one: the same seed trains the same weights, so they are not trained
+    twice."""
+    kept = KEPT / folder.parent.name / f"{model.name}-seed{model.config.train.seed}"
+    if folder.exists() or not (kept / "model.json").exists():
+        return
+    def comparable(config: dict) -> dict:
+        return {**config, "train": {**config["train"], "progress": None}}
+    saved = json.loads((kept / "model.json").read_text())["config"]
+    if comparable(saved) == comparable(json.loads(json.dumps(dataclasses.asdict(model.config)))):
+        shutil.copytree(kept, folder)
+        print(f"{folder}: sequential.py's fit of the same config, {kept}", flush=True)
+
+
 def fit_or_load(model: Recommender, train, folder: Path) -> tuple[Recommender, float]:  # noqa: ANN001
-    """The model fitted on `train`, or loaded from `folder` when a previous run saved it there."""
+    """The model fitted on `train`, or loaded from `folder` when a previous run saved it there (or
+    sequential.py fitted the same one)."""
+    adopt(model, folder)
     if (folder / "model.json").exists():
         return type(model).load(folder), float(json.loads((folder / "fit_s.json").read_text()))
     start = time.perf_counter()
@@ -275,8 +294,8 @@ def beauty_seed(b: Beauty, seed: int, args: argparse.Namespace) -> tuple[dict[tu
     """One seed: sasrec refitted on train + validation (the test) and sasrec_valid (no refit: validation),
     the learned ranker, the validation sweep on the held-out users, every test figure."""
     config, valid_config = sasrec_config(args.max_minutes, seed), sasrec_config(args.max_minutes, seed, refit=False)
-    sasrec, fit_s = fit_or_load(SASRec(config), b.train, sasrec_cache(args.cache, "beauty", config))
     sasrec_valid, _ = fit_or_load(SASRec(valid_config), b.train, sasrec_cache(args.cache, "beauty", valid_config))
+    sasrec, fit_s = fit_or_load(SASRec(config), b.train, sasrec_cache(args.cache, "beauty", config))
     results = {("valid", "single", "sasrec"): evaluate(b, b.valid, sasrec_valid),
                ("test", "single", "sasrec"): evaluate(b, b.test, sasrec)}
     print(f"seed {seed}: sasrec", row(results["test", "single", "sasrec"]), flush=True)

@@ -39,6 +39,7 @@ from omnirec.utils import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "sequential"
+KEPT = Path("runs/sequential-models")  # every fitted model without a budget; pipeline.py reuses sasrec's
 
 # Published full-ranking, leave-one-out numbers on the same files: (model, metrics, source).
 PUBLISHED = {
@@ -71,6 +72,9 @@ def run_model(name: str, dataset_name: str, data_dir: Path, max_minutes: float, 
     start = time.perf_counter()
     model.fit(split.train_data(dataset.item_text))
     fit_s = time.perf_counter() - start
+    if max_minutes == 0:  # a budgeted fit depends on how busy the machine was: not for reuse
+        model.save(KEPT / dataset_name / f"{name}-seed{seed}")
+        atomic_write_text(KEPT / dataset_name / f"{name}-seed{seed}" / "fit_s.json", json.dumps(fit_s))
     result = full_ranking_eval(model, split.histories("test"), split.targets("test"), ks=(10, 20))
     epoch_s = [row["train_s"] for row in model.history]
     return {
