@@ -26,8 +26,10 @@ import polars as pl
 from omnirec.config import from_dict, to_dict
 from omnirec.data.dataset import Dataset
 from omnirec.data.datasets import DataConfig
+from omnirec.data.histories import Histories
 from omnirec.data.schema import TIME, USER
 from omnirec.data.split import Split, split_dataset
+from omnirec.data.train_data import TrainData
 from omnirec.evaluate.ranking import full_ranking_eval
 from omnirec.models import MODELS
 from omnirec.models.base import Recommender
@@ -162,30 +164,7 @@ def search(
         share = left * cand.weight / rest if cand.weight else 0.0
         deadline = time.perf_counter() + share
 
-        def objective(trial: optuna.Trial, cand: Candidate = cand, deadline: float = deadline) -> float:
-            params = MODELS[cand.model].search_space(trial)
-            remaining = max(0.2, (deadline - time.perf_counter()) / 60)
-            model = build(cand.model, params, max_minutes=remaining, trial=True)
-            if MODELS[cand.model].trains_in_epochs:
-                model.on_validation = _validation_reporter(trial)
-            start = time.perf_counter()
-            state, value = "complete", math.nan
-            try:
-                model.fit(train)
-                value = full_ranking_eval(model, histories, targets, ks=(10,))["ndcg@10"]
-            except optuna.TrialPruned:
-                state = "pruned"
-                raise
-            finally:
-                result.trials.append({"model": cand.model, "number": trial.number, "params": params, "state": state,
-                                      "valid_ndcg@10": None if math.isnan(value) else round(value, 5),
-                                      "seconds": round(time.perf_counter() - start, 1),
-                                      "at_s": round(time.perf_counter() - began, 1)})
-                shown = f"{value:.4f}" if state == "complete" else "pruned"
-                log(f"  {cand.model} #{trial.number} {params}: valid NDCG@10 {shown} "
-                    f"({time.perf_counter() - start:.0f} s)")
-            return value
-
+        objective = _objective(cand.model, deadline, train, (histories, targets), result, began, log)
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
         study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
@@ -193,6 +172,41 @@ def search(
             study.enqueue_trial(MODELS[cand.model].default_trial)
         study.optimize(objective, n_trials=cand.max_trials, timeout=None if not cand.weight else max(1.0, share))
     return result
+
+
+def _objective(model_name: str, deadline: float, train: TrainData, valid: tuple[Histories, Histories],
+               result: SearchResult, began: float, log: Callable[[str], None]) -> Callable[[Any], float]:
+    """Optuna's objective for one candidate: a trial's validation NDCG@10 (its epochs reported for
+    pruning), recorded in `result` whether it completes or is pruned."""
+    import optuna
+
+    histories, targets = valid
+
+    def objective(trial: optuna.Trial) -> float:
+        params = MODELS[model_name].search_space(trial)
+        remaining = max(0.2, (deadline - time.perf_counter()) / 60)
+        model = build(model_name, params, max_minutes=remaining, trial=True)
+        if MODELS[model_name].trains_in_epochs:
+            model.on_validation = _validation_reporter(trial)
+        start = time.perf_counter()
+        state, value = "complete", math.nan
+        try:
+            model.fit(train)
+            value = full_ranking_eval(model, histories, targets, ks=(10,))["ndcg@10"]
+        except optuna.TrialPruned:
+            state = "pruned"
+            raise
+        finally:
+            result.trials.append({"model": model_name, "number": trial.number, "params": params, "state": state,
+                                  "valid_ndcg@10": None if math.isnan(value) else round(value, 5),
+                                  "seconds": round(time.perf_counter() - start, 1),
+                                  "at_s": round(time.perf_counter() - began, 1)})
+            shown = f"{value:.4f}" if state == "complete" else "pruned"
+            log(f"  {model_name} #{trial.number} {params}: valid NDCG@10 {shown} "
+                f"({time.perf_counter() - start:.0f} s)")
+        return value
+
+    return objective
 
 
 def chosen_toml(model: str, params: dict[str, Any], data: dict[str, Any], out: str) -> str:
@@ -265,11 +279,6 @@ def run_auto(
     test = report.to_json()["results"][best["model"]]
     bundle.save(bundle_dir)
     board = result.leaderboard()
-    chosen_reason = next(c.reason for c in candidates if c.model == best["model"])
-    runner_up = next((r for r in board if r["model"] != best["model"] and r["best_valid_ndcg@10"] is not None), None)
-    explanation = (f"{best['model']} had the best validation NDCG@10 ({best['valid_ndcg@10']:.4f}"
-                   + (f", against {runner_up['best_valid_ndcg@10']:.4f} for {runner_up['model']}, the next best"
-                      if runner_up else "") + f"); it was tried because: {chosen_reason}.")
     document = {
         "profile": traits,
         "candidates": [dataclasses.asdict(c) for c in candidates],
@@ -277,7 +286,7 @@ def run_auto(
         "leaderboard": board,
         "trials": result.trials,
         "chosen": {"model": best["model"], "params": best["params"], "valid_ndcg@10": best["valid_ndcg@10"],
-                   "config": to_dict(model.config), "why": explanation},
+                   "config": to_dict(model.config), "why": _why(best, board, candidates)},
         "test": {k: round(float(v), 5) for k, v in test.items()},
         "seconds": {"search": round(search_s, 1), "total": round(time.perf_counter() - began, 1)},
         "bundle": str(bundle_dir),
@@ -287,6 +296,15 @@ def run_auto(
     atomic_write_text(out / "report.md", report_markdown(document))
     plot_search(result, out / "search.png")
     return document
+
+
+def _why(best: dict[str, Any], board: list[dict[str, Any]], candidates: list[Candidate]) -> str:
+    """Why the chosen model: its validation NDCG@10 against the next best model's, and why it was tried."""
+    chosen_reason = next(c.reason for c in candidates if c.model == best["model"])
+    runner_up = next((r for r in board if r["model"] != best["model"] and r["best_valid_ndcg@10"] is not None), None)
+    return (f"{best['model']} had the best validation NDCG@10 ({best['valid_ndcg@10']:.4f}"
+            + (f", against {runner_up['best_valid_ndcg@10']:.4f} for {runner_up['model']}, the next best"
+               if runner_up else "") + f"); it was tried because: {chosen_reason}.")
 
 
 def report_markdown(doc: dict[str, Any]) -> str:

@@ -41,6 +41,14 @@ from omnirec.utils import atomic_savez, atomic_write_text, file_sha256
 FORMAT = "omnirec.bundle/1"
 
 
+def bundle_folder(path: str | Path) -> Path:
+    """`path` as an absolute folder, checked to hold a bundle (a clear error naming it otherwise)."""
+    folder = Path(path)
+    if not (folder / "bundle.json").exists():
+        raise ValueError(f"{path}: not a bundle folder (no bundle.json); write one with `omnirec train`")
+    return folder.resolve()
+
+
 @dataclass
 class Bundle:
     """model + id maps + histories (every known interaction of each user, time order) + metadata, and the

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from omnirec.bundle import Bundle
+from omnirec.bundle import Bundle, bundle_folder
 from omnirec.cli_parser import _data_source, _fail, make_parser
 from omnirec.config import ConfigError, from_dict, load_toml
 from omnirec.data.clean import CleanConfig
 from omnirec.data.dataset import Dataset
 from omnirec.data.datasets import DataConfig, load_data
-from omnirec.data.split import Split, split_by_name, split_dataset
+from omnirec.data.split import Split, split_by_name
 from omnirec.data.synthetic import SyntheticConfig, generate
 from omnirec.experiment import format_summary, run_experiment, save_report
 from omnirec.models import MODELS, build_models
-from omnirec.models.base import Recommender
-from omnirec.run import RunConfig, train_bundle
+from omnirec.run import RunConfig, start_from_bundle, train_bundle
 from omnirec.train import distributed
 from omnirec.utils import atomic_write_text
 
@@ -96,37 +93,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_from_bundle(model: Recommender, path: str) -> Recommender:
-    """The model set to start training from a bundle's weights (a textseq pretrained on another catalogue)."""
-    if not model.can_warm_start:
-        raise SystemExit(f"error: --init-from: model {model.name!r} cannot start from pretrained weights (textseq can)")
-    pretrained = Bundle.load(path).model
-    if type(pretrained) is not type(model):
-        raise SystemExit(f"error: --init-from {path}: holds a {pretrained.name!r} model, this config trains {model.name!r}")
-    try:
-        return model.start_from(pretrained)
-    except ValueError as exc:
-        raise SystemExit(f"error: --init-from {path}: {exc}") from exc
-
-
-def _run_config(args: argparse.Namespace, bundle: Bundle | None = None) -> RunConfig:
-    """The run config of `--config` (or, without it, the one stored in `bundle`, read from `--bundle`),
-    with `--out` over its `out`."""
-    if args.config is not None:
-        run = RunConfig.from_toml(args.config)
-    else:
-        run = RunConfig.from_dict(bundle.meta.get("run") or {}, where=f"{args.bundle}/bundle.json")
-    run = dataclasses.replace(run, out=args.out or run.out)
-    if not run.out:
-        raise SystemExit("error: give the bundle folder: out = \"DIR\" in the config, or --out DIR")
-    return run
-
-
 def _train_and_save(run: RunConfig, args: argparse.Namespace, dataset: Dataset | None = None,
                     split: Split | None = None, extra: dict[str, Any] | None = None) -> None:
     model = run.build_model().with_loop_options(False if args.quiet else None, args.checkpoint_dir)
     if getattr(args, "init_from", None):
-        model = _start_from_bundle(model, args.init_from)
+        model = start_from_bundle(model, args.init_from)
     bundle, report = train_bundle(run, model, dataset, split, progress=not args.quiet, extra=extra)
     if not distributed.is_main():  # under torchrun, rank 0 reports and writes the bundle
         return
@@ -137,56 +108,29 @@ def _train_and_save(run: RunConfig, args: argparse.Namespace, dataset: Dataset |
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one model from a TOML config, evaluate it on the test split, save a bundle."""
-    _train_and_save(_run_config(args), args)
+    _train_and_save(RunConfig.for_command(args.config, None, args.out), args)
     return 0
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     """Train again on the bundle's data (or the config's) plus the stored feedback (deleted users left
     out), then optionally tell a running server to swap to the new bundle."""
-    from omnirec.serve.retrain import check_server, request_reload, with_feedback
-    from omnirec.serve.store import open_store
+    from omnirec.serve.retrain import check_server, request_reload, retrain_data
 
     if args.config is None and args.bundle is None:
         raise SystemExit("error: give --bundle DIR (retrain it as it was made) or --config FILE (a run config)")
     if args.reload:  # a wrong key or URL is found now, not after the training
         check_server(args.reload)
     bundle = Bundle.load(args.bundle) if args.config is None else None  # read once: its run and its data
-    run = _run_config(args, bundle)
+    run = RunConfig.for_command(args.config, bundle, args.out, where=args.bundle)
     base = bundle.dataset() if bundle is not None else load_data(run.data, run.clean)
-    store = open_store(args.store)
-    try:
-        dataset, summary = with_feedback(base, store, run.clean)
-    finally:
-        store.close()
+    dataset, split, summary = retrain_data(base, args.store, run.clean)
     print(f"retraining on {summary['base']:,} base interactions (minus {summary['dropped']:,} of "
           f"{summary['deleted_users']:,} deleted users) and {summary['events']:,} stored events", file=sys.stderr)
-    # users known only from a little feedback are trained on, not evaluated
-    split = split_dataset(dataset, "loo", short_users="train")
     _train_and_save(run, args, dataset, split, {"retrain": summary})
     if args.reload:
         print(json.dumps(request_reload(args.reload, run.out)))
     return 0
-
-
-def _service_for(args: argparse.Namespace):  # noqa: ANN202 - a Service
-    """A service over the bundle with an empty in-memory store: the lists the HTTP API would give."""
-    from omnirec.pipeline.scenario import load_scenarios
-    from omnirec.serve.service import MODEL_ONLY, Service
-    from omnirec.serve.store import open_store
-
-    if args.scenario is None:
-        scenarios = {"model": MODEL_ONLY}
-    elif args.scenarios is None:
-        raise SystemExit("error: --scenario needs --scenarios FILE (the TOML that declares the scenarios)")
-    else:
-        declared = load_scenarios(args.scenarios)
-        if args.scenario not in declared:
-            raise SystemExit(f"error: scenario {args.scenario!r} is not in {args.scenarios}; it has: {', '.join(declared)}")
-        scenarios = {args.scenario: declared[args.scenario]}
-    if not (Path(args.bundle) / "bundle.json").exists():
-        raise SystemExit(f"error: {args.bundle}: not a bundle folder (no bundle.json); write one with `omnirec train`")
-    return Service(args.bundle, open_store(":memory:"), scenarios, max_k=1000)
 
 
 def _show(answer: dict[str, Any], as_json: bool) -> None:
@@ -205,7 +149,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     """Top-k items for a user of a saved bundle, with titles and reasons: the model's list, a scenario's
     final list with --scenario (--item: an item page), or a text request with --query. A user the bundle
     does not know gets the popular fallback, said so (as the HTTP API does)."""
-    from omnirec.serve.service import query_list
+    from omnirec.serve.service import query_list, scenario_service
 
     if args.query is not None:
         if args.scenario is not None:
@@ -217,7 +161,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         raise SystemExit("error: --item needs --scenario (and --scenarios FILE): an item page is a scenario's list")
     if args.user is None and args.item is None and args.scenario is None:
         raise SystemExit("error: give --user, --query, or both (or --scenario for an anonymous visitor)")
-    service = _service_for(args)
+    service = scenario_service(args.bundle, args.scenarios, args.scenario)
     name = next(iter(service.scenarios))
     k = args.k or service.scenarios[name].k
     if args.item is not None:
@@ -234,12 +178,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP API over a bundle."""
     from omnirec.serve.app import ServeConfig, serve
 
-    if not (Path(args.bundle) / "bundle.json").exists():
-        raise SystemExit(f"error: {args.bundle}: not a bundle folder (no bundle.json); write one with `omnirec train`")
+    bundle = bundle_folder(args.bundle)
     key = os.environ.get("OMNIREC_API_KEY", "")
     if not key:
         print("note: OMNIREC_API_KEY is not set: feedback, deletion and reload are refused", file=sys.stderr)
-    config = ServeConfig(bundle=str(Path(args.bundle).resolve()), store=args.store, scenarios=args.config or "", api_key=key)
+    config = ServeConfig(bundle=str(bundle), store=args.store, scenarios=args.config or "", api_key=key)
     serve(config, args.host, args.port, args.workers, quiet=args.quiet)
     return 0
 

@@ -100,24 +100,7 @@ def make_parser() -> argparse.ArgumentParser:
     q.add_argument("--users", type=POSITIVE_INT, default=2000)
     q.add_argument("--items", type=POSITIVE_INT, default=1000)
     q.add_argument("--seed", type=int, default=0)
-    e = sub.add_parser("evaluate", help="full-ranking leave-one-out evaluation of models on a dataset")
-    _data_arguments(e)
-    e.add_argument("--models", default="pop,itemknn,als,bpr,markov", help="comma-separated (known: %s)" % ",".join(MODELS))
-    e.add_argument("--split", choices=("loo", "cold-items", "cold-users"), default="loo",
-                   help="loo: leave-one-out; cold-items: leave-one-out with cold items kept out of training, "
-                        "cold and warm test targets also reported apart; cold-users: a fraction of users held "
-                        "out of training entirely, reported apart (default: %(default)s)")
-    e.add_argument("--cold-quantile", type=FRACTION, default=0.8,
-                   help="cold-items: items first seen at or after this time quantile are cold (default: %(default)s)")
-    e.add_argument("--cold-frac", type=FRACTION, default=0.0,
-                   help="cold-items: instead, this fraction of items at random (for data without a clock); "
-                        "cold-users: the fraction of users held out (default 0.1)")
-    e.add_argument("--k", type=_cutoffs, default="10,20", help="cut-offs, comma-separated (default: %(default)s)")
-    e.add_argument("--json", help="where to write the result document (default: <--out>/results.json with --out, "
-                   "else evaluate-results.json)")
-    e.add_argument("--config", help="TOML with [clean] and [models.<name>] tables")
-    e.add_argument("--out", help="also save models, id maps, per-user values and a plot here")
-    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    _evaluate_arguments(sub.add_parser("evaluate", help="full-ranking leave-one-out evaluation of models on a dataset"))
     pr = sub.add_parser("profile", help="the data's traits that decide the model: printed, and as JSON + PNG")
     _data_arguments(pr)
     pr.add_argument("--out", help="folder for profile.json and profile.png")
@@ -133,6 +116,46 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-dir", help="write checkpoints here and resume from one found there")
     t.add_argument("--init-from", help="a bundle whose weights training starts from (textseq: transfer between catalogues)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    _bundle_commands(sub)
+    c = sub.add_parser("compress", help="a smaller copy of a bundle: int8 (or fp16) weights, compressed files")
+    c.add_argument("--bundle", required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--weights", choices=("int8", "fp16"), default="int8")
+    s = sub.add_parser("serve", help="the HTTP API over a bundle (key for writes: $OMNIREC_API_KEY)")
+    s.add_argument("--bundle", required=True, help="a folder written by `omnirec train`")
+    s.add_argument("--config", help="scenarios TOML (default: built-in `home` and `similar`)")
+    s.add_argument("--store", default="omnirec-events.db", help="SQLite file or postgresql:// URL (default: %(default)s)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=_number(int, 1, 65535), default=8000)
+    s.add_argument("--workers", type=POSITIVE_INT, default=1, help="server processes; they share the event store and "
+                   "follow each other's reloads (default: %(default)s)")
+    s.add_argument("--quiet", action="store_true", help="log warnings only")
+    return parser
+
+
+def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `omnirec evaluate`: the data, the models, the split, the cut-offs and the outputs."""
+    _data_arguments(p)
+    p.add_argument("--models", default="pop,itemknn,als,bpr,markov", help="comma-separated (known: %s)" % ",".join(MODELS))
+    p.add_argument("--split", choices=("loo", "cold-items", "cold-users"), default="loo",
+                   help="loo: leave-one-out; cold-items: leave-one-out with cold items kept out of training, "
+                        "cold and warm test targets also reported apart; cold-users: a fraction of users held "
+                        "out of training entirely, reported apart (default: %(default)s)")
+    p.add_argument("--cold-quantile", type=FRACTION, default=0.8,
+                   help="cold-items: items first seen at or after this time quantile are cold (default: %(default)s)")
+    p.add_argument("--cold-frac", type=FRACTION, default=0.0,
+                   help="cold-items: instead, this fraction of items at random (for data without a clock); "
+                        "cold-users: the fraction of users held out (default 0.1)")
+    p.add_argument("--k", type=_cutoffs, default="10,20", help="cut-offs, comma-separated (default: %(default)s)")
+    p.add_argument("--json", help="where to write the result document (default: <--out>/results.json with --out, "
+                   "else evaluate-results.json)")
+    p.add_argument("--config", help="TOML with [clean] and [models.<name>] tables")
+    p.add_argument("--out", help="also save models, id maps, per-user values and a plot here")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _bundle_commands(sub: Any) -> None:  # noqa: ANN401 - argparse's private subparsers action
+    """`omnirec recommend` and `omnirec retrain`: the commands that read a saved bundle."""
     r = sub.add_parser("recommend", help="top-k items for a user of a saved bundle")
     r.add_argument("--bundle", required=True, help="a folder written by `omnirec train`")
     r.add_argument("--user", help="the user's id as in the data (leave out, with --query, for an anonymous request)")
@@ -152,20 +175,6 @@ def make_parser() -> argparse.ArgumentParser:
     rt.add_argument("--reload", help="a running server's base URL: ask it to swap to the new bundle ($OMNIREC_API_KEY)")
     rt.add_argument("--checkpoint-dir", help="write checkpoints here and resume from one found there")
     rt.add_argument("--quiet", action="store_true", help="no progress bars")
-    c = sub.add_parser("compress", help="a smaller copy of a bundle: int8 (or fp16) weights, compressed files")
-    c.add_argument("--bundle", required=True)
-    c.add_argument("--out", required=True)
-    c.add_argument("--weights", choices=("int8", "fp16"), default="int8")
-    s = sub.add_parser("serve", help="the HTTP API over a bundle (key for writes: $OMNIREC_API_KEY)")
-    s.add_argument("--bundle", required=True, help="a folder written by `omnirec train`")
-    s.add_argument("--config", help="scenarios TOML (default: built-in `home` and `similar`)")
-    s.add_argument("--store", default="omnirec-events.db", help="SQLite file or postgresql:// URL (default: %(default)s)")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=_number(int, 1, 65535), default=8000)
-    s.add_argument("--workers", type=POSITIVE_INT, default=1, help="server processes; they share the event store and "
-                   "follow each other's reloads (default: %(default)s)")
-    s.add_argument("--quiet", action="store_true", help="log warnings only")
-    return parser
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:

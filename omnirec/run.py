@@ -20,7 +20,7 @@ omnirec.config.ConfigError: unknown key 'epochs' in the run config; known keys: 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,35 @@ class RunConfig:
     def hash(self) -> str:
         """A short stable hash of the whole run config."""
         return config_hash(self)
+
+    @classmethod
+    def for_command(cls, config: str | None, bundle: Bundle | None, out: str | None, where: str = "the bundle") -> RunConfig:
+        """The run of the TOML file `config` or, without one, the run `bundle` (read from folder `where`)
+        was made by; `out`, when given, over its bundle folder (one of the two must name a folder)."""
+        if config is not None:
+            run = cls.from_toml(config)
+        elif bundle is not None:
+            run = cls.from_dict(bundle.meta.get("run") or {}, where=f"{where}/bundle.json")
+        else:
+            raise ConfigError("give a run config (a TOML file) or a bundle to repeat the run of")
+        run = replace(run, out=out or run.out)
+        if not run.out:
+            raise ConfigError("give the bundle folder: out = \"DIR\" in the config, or --out DIR")
+        return run
+
+
+def start_from_bundle(model: Recommender, path: str | Path) -> Recommender:
+    """`model` set to start training from the weights of the bundle at `path` (a textseq pretrained on
+    another catalogue); a model that cannot, or a bundle of another kind, is a clear error."""
+    if not model.can_warm_start:
+        raise ConfigError(f"--init-from: model {model.name!r} cannot start from pretrained weights (textseq can)")
+    pretrained = Bundle.load(path).model
+    if type(pretrained) is not type(model):
+        raise ConfigError(f"--init-from {path}: holds a {pretrained.name!r} model, this config trains {model.name!r}")
+    try:
+        return model.start_from(pretrained)
+    except ValueError as exc:
+        raise ConfigError(f"--init-from {path}: {exc}") from exc
 
 
 def train_bundle(

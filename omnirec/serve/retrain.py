@@ -27,7 +27,8 @@ import polars as pl
 from omnirec.data.clean import CleanConfig
 from omnirec.data.dataset import Dataset
 from omnirec.data.schema import ITEM, TEXT, TIME, TITLE, USER
-from omnirec.serve.store import POSITIVE, EventStore
+from omnirec.data.split import Split, split_dataset
+from omnirec.serve.store import POSITIVE, EventStore, open_store
 
 
 def with_feedback(dataset: Dataset, store: EventStore, clean: CleanConfig = CleanConfig()) -> tuple[Dataset, dict[str, Any]]:
@@ -58,6 +59,18 @@ def with_feedback(dataset: Dataset, store: EventStore, clean: CleanConfig = Clea
                "events": added.height, "events_dropped": len(stored) - len(events),
                "interactions": fresh.interactions.height}
     return fresh, summary
+
+
+def retrain_data(base: Dataset, store_path: str, clean: CleanConfig = CleanConfig()) -> tuple[Dataset, Split, dict[str, Any]]:
+    """What `retrain` trains on: `base` with the feedback in the store at `store_path` (`with_feedback`),
+    split leave-one-out with users known only from a little feedback trained on, not evaluated; and the
+    summary of what was added and dropped."""
+    store = open_store(store_path)
+    try:
+        dataset, summary = with_feedback(base, store, clean)
+    finally:
+        store.close()
+    return dataset, split_dataset(dataset, "loo", short_users="train"), summary
 
 
 class ServerError(OSError):

@@ -6,7 +6,7 @@ events), so feedback counts from the next request on.
 >>> from omnirec.data.synthetic import SyntheticConfig, generate
 >>> from omnirec.data.dataset import Dataset
 >>> from omnirec.data.split import split_dataset
->>> from omnirec.bundle import Bundle
+>>> from omnirec.bundle import Bundle, bundle_folder
 >>> from omnirec.models import ItemKNN
 >>> ds = Dataset.from_frames(*generate(SyntheticConfig(n_users=40, n_items=200)))
 >>> folder = tempfile.mkdtemp() + "/b"
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from omnirec.bundle import Bundle
+from omnirec.bundle import Bundle, bundle_folder
 from omnirec.data.histories import UserBatch
 from omnirec.pipeline.pipeline import Pipeline
 from omnirec.pipeline.scenario import (
@@ -204,6 +204,22 @@ class Service:
             self.current = fresh  # a single reference assignment: requests see the old or the new, whole
         self.store.set_setting("bundle", fresh.path)  # the other server processes follow
         return {"bundle": fresh.path, "model": fresh.bundle.model.name, "items": len(fresh.bundle.items)}
+
+
+def scenario_service(bundle: str | Path, scenarios_file: str | None = None, scenario: str | None = None) -> Service:
+    """A service over the bundle with an empty in-memory store, serving one scenario: `scenario` of the
+    TOML file `scenarios_file`, or without one the model's own list (`MODEL_ONLY`). What `omnirec
+    recommend` prints is what the HTTP API would answer."""
+    if scenario is None:
+        scenarios = {"model": MODEL_ONLY}
+    elif scenarios_file is None:
+        raise ValueError("--scenario needs --scenarios FILE (the TOML that declares the scenarios)")
+    else:
+        declared = load_scenarios(scenarios_file)
+        if scenario not in declared:
+            raise ValueError(f"scenario {scenario!r} is not in {scenarios_file}; it has: {', '.join(declared)}")
+        scenarios = {scenario: declared[scenario]}
+    return Service(bundle_folder(bundle), open_store(":memory:"), scenarios, max_k=1000)
 
 
 def _finite(x: float) -> float | None:

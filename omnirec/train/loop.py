@@ -426,14 +426,9 @@ def fit(
     deadline = Deadline.after(config.max_minutes) if deadline is None else deadline
     run = _start(module, step, steps, config)
     kept = module if run.averaged is None else run.averaged.module  # the weights validated and returned
-    result, best_state, start_epoch = TrainResult(), None, 1
+    result = TrainResult()
     checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
-    if checkpoint is not None and checkpoint.exists():
-        start_epoch, best_state = _resume(checkpoint, fingerprint, module, run.optimizer, run.averaged, run.rng,
-                                          run.generator, result)
-    bad_evals = _bad_evals(result)
-    if result.stopped == "patience":  # the run this checkpoint comes from had already finished
-        start_epoch = config.epochs + 1
+    start_epoch, best_state, bad_evals = _resumed(checkpoint, fingerprint, module, run, result, config.epochs)
     bar = EpochBar(desc, start_epoch, config.epochs, deadline, config.progress and run.main)
     for epoch in range(start_epoch, config.epochs + 1):
         module.train()
@@ -460,6 +455,19 @@ def fit(
             break
     bar.close(stop_note(result, validate is not None))
     return _finish(module, kept, result, best_state, run.averaged is not None, validate is not None)
+
+
+def _resumed(checkpoint: Path | None, fingerprint: str, module: torch.nn.Module, run: _Run, result: TrainResult,
+             epochs: int) -> tuple[int, dict | None, int]:
+    """(the first epoch to run, the best weights so far, evaluations since the best): from the checkpoint
+    when there is one (filling `result` and `run`'s state), else a fresh start."""
+    if checkpoint is None or not checkpoint.exists():
+        return 1, None, 0
+    start_epoch, best_state = _resume(checkpoint, fingerprint, module, run.optimizer, run.averaged, run.rng,
+                                      run.generator, result)
+    if result.stopped == "patience":  # the run this checkpoint comes from had already finished
+        start_epoch = epochs + 1
+    return start_epoch, best_state, _bad_evals(result)
 
 
 def _show_epoch(bar: EpochBar, row: dict, result: TrainResult, validated: bool) -> None:
