@@ -4,6 +4,11 @@ with the full-softmax cross-entropy by default (the loss that also makes GRU4Rec
 replications of Klenitskiy & Vasilev, RecSys 2023, and Hidasi & Czapp, RecSys 2023). The item
 embeddings are shared by the input and the output layer.
 
+The GRU's state is bounded by tanh, and the item embeddings are kept small by weight decay, so their dot
+products, the logits of the full softmax, cannot grow large enough to be sharp: the model underfits. A
+LayerNorm on the GRU's output (`output_norm`, as SASRec's last layer has one) lifts that cap; validation
+chose it on every dataset tried (`benchmarks/DEFAULTS.md`).
+
 Histories are left-padded; the GRU runs over each row's real items only (packed sequences), so a
 user's state never depends on how much padding shares its batch.
 
@@ -33,13 +38,15 @@ from omnirec.train.loop import TrainConfig
 @dataclass(frozen=True)
 class GRU4RecConfig:
     """d_model: embedding and hidden size; n_layers: stacked GRU layers; max_len: items of history read;
-    dropout: on the embeddings and the GRU's output; loss: "ce" | "sampled" | "inbatch" | "bce"
-    (see `omnirec.train.losses`); n_negatives: for "sampled"."""
+    dropout: on the embeddings and the GRU's output; output_norm: a LayerNorm on the GRU's output (see the
+    module docstring); loss: "ce" | "sampled" | "inbatch" | "bce" (see `omnirec.train.losses`); n_negatives:
+    for "sampled"."""
 
     d_model: int = 64
     n_layers: int = 1
     max_len: int = 50
     dropout: float = 0.2
+    output_norm: bool = True
     loss: str = "ce"
     n_negatives: int = 256
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -57,6 +64,7 @@ class GRU4RecNet(nn.Module):
         self.gru = nn.GRU(cfg.d_model, cfg.d_model, cfg.n_layers, batch_first=True,
                           dropout=cfg.dropout if cfg.n_layers > 1 else 0.0)
         self.drop = nn.Dropout(cfg.dropout)
+        self.norm = nn.LayerNorm(cfg.d_model) if cfg.output_norm else nn.Identity()
         nn.init.normal_(self.items.weight, std=0.02)
         with torch.no_grad():
             self.items.weight[0].zero_()
@@ -71,7 +79,7 @@ class GRU4RecNet(nn.Module):
         out, _ = self.gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, D), right-padded
         back = (torch.arange(T, device=items.device)[None, :] - (T - lengths)[:, None]) % T  # undo the shift
-        return self.drop(out.gather(1, back[:, :, None].expand(-1, -1, out.shape[2])))  # (B, T, D)
+        return self.norm(self.drop(out.gather(1, back[:, :, None].expand(-1, -1, out.shape[2]))))  # (B, T, D)
 
     def item_table(self) -> torch.Tensor:
         return self.items.weight
