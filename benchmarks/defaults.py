@@ -45,6 +45,21 @@ QUESTIONS: dict[str, tuple[str, str, Axis, tuple[float, ...], tuple[str, ...]]] 
     "textseq.temperature": ("textseq", "temperature", Axis(low=0.0), (0.02, 0.05, 0.1), ("ml-100k", "scientific")),
 }
 
+# name: (model, a yes/no field of its config, the datasets it is chosen on, the behaviour before the switch
+# existed): both values are fitted on every dataset
+SWITCHES: dict[str, tuple[str, str, tuple[str, ...], bool]] = {
+    "gru4rec.output_norm": ("gru4rec", "output_norm", ("ml-100k", "scientific"), False),
+}
+
+
+def shown(value: float | bool) -> str:
+    """A question's value in words: on/off for a switch, else the number.
+
+    >>> shown(True), shown(0.05), shown(64)
+    ('on', '0.05', '64')
+    """
+    return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}"
+
 
 def current_default(model: str, field: str) -> float:
     return next(f.default for f in dataclasses.fields(MODELS[model].Config) if f.name == field)
@@ -62,8 +77,8 @@ def validation_ndcg(model: str, params: dict, dataset_name: str, data_dir: Path,
             "fit_s": round(time.perf_counter() - start, 1)}
 
 
-def run_key(dataset: str, value: float) -> str:
-    return f"{dataset} {value:g}"
+def run_key(dataset: str, value: float | bool) -> str:
+    return f"{dataset} {shown(value)}"
 
 
 def choose(name: str, args: argparse.Namespace, doc: dict) -> dict:
@@ -96,6 +111,30 @@ def choose(name: str, args: argparse.Namespace, doc: dict) -> dict:
     return doc["questions"][name]
 
 
+def choose_switch(name: str, args: argparse.Namespace, doc: dict) -> dict:
+    """Fit both values of a switch on every dataset; the chosen one has the larger mean log validation NDCG@10."""
+    model, field, datasets, before = SWITCHES[name]
+    datasets = tuple(args.datasets.split(",")) if args.datasets else datasets
+    runs = doc["questions"].setdefault(name, {"runs": {}})["runs"]
+    trials = []
+    for value in (False, True):
+        logs = []
+        for ds in datasets:
+            key = run_key(ds, value)
+            if key not in runs:
+                runs[key] = validation_ndcg(model, {field: value}, ds, Path(args.data_dir), args.max_minutes)
+                print(f"{name} = {shown(value)} on {ds}: {runs[key]}", flush=True)
+                save(doc)
+            logs.append(math.log(max(runs[key]["valid_ndcg@10"], 1e-9)))
+        trials.append({"value": value, "mean_log_valid_ndcg@10": round(sum(logs) / len(logs), 5), "added": False})
+    best = max(trials, key=lambda t: t["mean_log_valid_ndcg@10"])["value"]
+    doc["questions"][name].update({"model": model, "field": field, "datasets": list(datasets), "default_before": before,
+                                   "chosen": best, "grid": None, "changed": best != before, "trials": trials,
+                                   "default_now": current_default(model, field)})
+    save(doc)
+    return doc["questions"][name]
+
+
 def save(doc: dict) -> None:
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULT, json.dumps(doc, indent=2))
@@ -117,15 +156,16 @@ def markdown(doc: dict) -> str:
         for t in q["trials"]:
             cells = " | ".join(f"{q['runs'][run_key(ds, t['value'])]['valid_ndcg@10']:.4f}" for ds in q["datasets"])
             mark = " **(chosen)**" if t["value"] == q["chosen"] else ""
-            lines.append(f"| {t['value']:g}{mark} | {cells} | {t['mean_log_valid_ndcg@10']:.4f} |")
-        verdict = "unchanged" if not q["changed"] else f"changed from {q['default_before']:g}"
+            lines.append(f"| {shown(t['value'])}{mark} | {cells} | {t['mean_log_valid_ndcg@10']:.4f} |")
+        verdict = "unchanged" if not q["changed"] else f"changed from {shown(q['default_before'])}"
         ranked = sorted(q["trials"], key=lambda t: -t["mean_log_valid_ndcg@10"])
         margin = ""
         if len(ranked) > 1:  # how decisive the choice is: one seed, so a small margin is within seed noise
             gap = ranked[0]["mean_log_valid_ndcg@10"] - ranked[1]["mean_log_valid_ndcg@10"]
-            margin = (f"; ahead of the runner-up ({ranked[1]['value']:g}) by {gap:.4f} in mean log, a geometric mean "
+            margin = (f"; ahead of the runner-up ({shown(ranked[1]['value'])}) by {gap:.4f} in mean log, a geometric mean "
                       f"{math.expm1(gap):.2%} higher")
-        lines += ["", f"Chosen: {q['chosen']:g} ({verdict}){margin}; grid: {describe_grid(q['grid'])}.", ""]
+        grid = "both values of a switch" if q["grid"] is None else describe_grid(q["grid"])
+        lines += ["", f"Chosen: {shown(q['chosen'])} ({verdict}){margin}; grid: {grid}.", ""]
         if q.get("command"):  # answered in its own invocation and merged
             lines += [f"Command: `{q['command']}`; code {q['code']}.", ""]
     if doc.get("command"):
@@ -138,7 +178,8 @@ def main() -> int:
     global RESULT, REPORT  # a smoke run writes elsewhere (--out)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"))
-    parser.add_argument("--only", default=",".join(QUESTIONS), help=f"questions to answer, of {', '.join(QUESTIONS)}")
+    parser.add_argument("--only", default=",".join([*QUESTIONS, *SWITCHES]),
+                        help=f"questions to answer, of {', '.join([*QUESTIONS, *SWITCHES])}")
     parser.add_argument("--max-minutes", type=float, default=0.0, help="training budget per fit (0 = none)")
     parser.add_argument("--resume", action="store_true", help="keep the evaluations of the saved result")
     parser.add_argument("--report-only", action="store_true", help="rewrite DEFAULTS.md from the saved result")
@@ -169,10 +210,10 @@ def main() -> int:
     if args.resume and RESULT.exists():
         doc["questions"] = json.loads(RESULT.read_text())["questions"]
     for name in [q.strip() for q in args.only.split(",") if q.strip()]:
-        if name not in QUESTIONS:
-            parser.error(f"unknown question {name!r}; expected some of {', '.join(QUESTIONS)}")
-        q = choose(name, args, doc)
-        print(f"{name}: chosen {q['chosen']:g} (default {q['default_before']:g}); grid {describe_grid(q['grid'])}", flush=True)
+        if name not in QUESTIONS and name not in SWITCHES:
+            parser.error(f"unknown question {name!r}; expected some of {', '.join([*QUESTIONS, *SWITCHES])}")
+        q = choose(name, args, doc) if name in QUESTIONS else choose_switch(name, args, doc)
+        print(f"{name}: chosen {shown(q['chosen'])} (before: {shown(q['default_before'])})", flush=True)
     return 0
 
 
