@@ -2,6 +2,7 @@
 its int8 and fp16 copies (`omnirec compress`), with the sasrec of the pipeline benchmark's cache.
 
     python benchmarks/compression.py --data-dir ../shared/data
+    python benchmarks/compression.py --report-only      # COMPRESSION.md from the saved JSON
     python benchmarks/compression.py --data-dir ../shared/data --seeds 0,1 --max-minutes 0.2 --max-users 2000 \
         --cache /tmp/pm --out /tmp/compression-smoke/compression.json     # a smoke run
 
@@ -137,7 +138,12 @@ def main() -> None:
     p.add_argument("--max-minutes", type=float, default=DEFAULT_MINUTES, help="sasrec's training budget when not cached")
     p.add_argument("--max-users", type=int, default=0, help="evaluate a sample of this many test users (smoke runs)")
     p.add_argument("--out", type=Path, default=OUT, help="the JSON (COMPRESSION.md beside it unless the default)")
+    p.add_argument("--report-only", action="store_true", help="rewrite COMPRESSION.md from the saved JSON")
     args = p.parse_args()
+    report = HERE / "COMPRESSION.md" if args.out.resolve() == OUT.resolve() else args.out.with_suffix(".md")
+    if args.report_only:
+        atomic_write_text(report, markdown(json.loads(args.out.read_text())))
+        return
     torch.set_num_threads(1)
     ds = load_dataset("beauty", args.data_dir)
     split = split_dataset(ds, "loo")
@@ -150,7 +156,6 @@ def main() -> None:
     table, tests = rows(runs)
     doc = {"rows": table, "tests": tests, "seeds": list(args.seeds), "code": code_version("benchmarks/compression.py"),
            "command": command(args), "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, torch {torch.__version__}"}
-    report = HERE / "COMPRESSION.md" if args.out.resolve() == OUT.resolve() else args.out.with_suffix(".md")
     atomic_write_text(args.out, json.dumps(doc, indent=2))
     atomic_write_text(report, markdown(doc))
     print(markdown(doc))

@@ -17,7 +17,7 @@
 >>> next_value([0.1, 0.3], 0.1, Axis(high=0.9, scale="linear"))  # a dropout: down to 0, its bound
 0.0
 >>> fmt_mean_std(mean_std([0.0571, 0.0575, 0.0566]))
-'0.0571 ± 0.0004'
+'0.0571 ± 0.0005'
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+
+from readme_figures import half_up
 
 from omnirec.evaluate.ranking import EvalResult
 from omnirec.models import MODELS
@@ -70,10 +72,16 @@ def mean_std(values: list[float], digits: int = 5) -> dict:
 
 
 def fmt_mean_std(stat: dict | float, digits: int = 4) -> str:
-    """'0.0571 ± 0.0004' for a mean_std dict; a plain number as it is."""
+    """'0.0571 ± 0.0004' for a mean_std dict; a plain number as it is. Rounded half up from the decimal
+    the result file holds, as README's figures are (`readme_figures.half_up`), so a report and the README
+    never show one figure two ways.
+
+    >>> fmt_mean_std({"mean": 0.05975, "std": 0.00072}), fmt_mean_std(0.05975)
+    ('0.0598 ± 0.0007', '0.0598')
+    """
     if not isinstance(stat, dict):
-        return f"{stat:.{digits}f}"
-    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+        return str(half_up(stat, digits))
+    return f"{half_up(stat['mean'], digits)} ± {half_up(stat['std'], digits)}"
 
 
 def summary_over_seeds(results: list[EvalResult], metrics: tuple[str, ...]) -> dict[str, dict]:
