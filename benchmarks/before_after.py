@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from readme_figures import half_up  # the README's rounding, so a figure reads the same everywhere
+
 HERE = Path(__file__).resolve().parent
 HEADLINES = ("sequential/*.json", "text_cold_start/*.json", "deep_cf.json", "pipeline/*.json", "compression.json")
 SKIP = {"trials", "history", "runs", "curve", "published", "config", "sasrec_config", "values", "per_repetition"}
@@ -68,8 +70,8 @@ def cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, dict):
-        return f"{value['mean']:.4f} ± {value['std']:.4f}"
-    return f"{value:.4f}"
+        return f"{half_up(value['mean'], 4)} ± {half_up(value['std'], 4)}"
+    return str(half_up(value, 4))
 
 
 def table(before: dict[str, Any], after: dict[str, Any]) -> str:
