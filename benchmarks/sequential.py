@@ -73,8 +73,9 @@ def run_model(name: str, dataset_name: str, data_dir: Path, max_minutes: float, 
     model.fit(split.train_data(dataset.item_text))
     fit_s = time.perf_counter() - start
     if max_minutes == 0:  # a budgeted fit depends on how busy the machine was: not for reuse
-        model.save(KEPT / dataset_name / f"{name}-seed{seed}")
-        atomic_write_text(KEPT / dataset_name / f"{name}-seed{seed}" / "fit_s.json", json.dumps(fit_s))
+        kept = KEPT / dataset_name / f"{name}-seed{seed}"
+        model.save(kept)
+        atomic_write_text(kept / "fit_s.json", json.dumps(fit_s))
     result = full_ranking_eval(model, split.histories("test"), split.targets("test"), ks=(10, 20))
     epoch_s = [row["train_s"] for row in model.history]
     return {

@@ -37,18 +37,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from baselines import code_version  # noqa: E402
-from loadgen import (  # noqa: E402
-    Pool,
-    Sent,
-    cpu_s,
-    pcts,
-    poisson_schedule,
-    run_schedule,
-    run_wrk,
-    start_server,
-    stop_server,
-    wrk_version,
-)
+from loadgen import (Pool, Sent, cpu_s, pcts, poisson_schedule, run_schedule, run_wrk, start_server,  # noqa: E402
+                     stop_server, wrk_version)
 from pipeline import DEFAULT_MINUTES, fit_or_load, sasrec_cache, sasrec_config  # noqa: E402 - the pipeline benchmark's cached sasrec
 
 from omnirec.bundle import Bundle  # noqa: E402
