@@ -555,34 +555,33 @@ def run(args: argparse.Namespace, dataset: Dataset, data_dir: Path, out: Path) -
     """The parts asked for, each written into the dataset's JSON (other parts kept), then the reports."""
     parts, seeds = set(args.parts.split(",")), tuple(int(s) for s in args.seeds.split(","))
     path = out / f"{args.dataset}.json"
-    doc = json.loads(path.read_text()) if path.exists() else {}
     provenance = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                   "code": code_version("benchmarks/text_cold_start.py")}
-    doc.update({"dataset": args.dataset, "n_users": dataset.n_users, "n_items": dataset.n_items,
-                "n_interactions": dataset.interactions.height, "machine": machine(), "test": TEST, **provenance})
-    runs = doc.setdefault("runs", {})  # part -> the command and code that measured it (parts may come from several runs)
+    doc = {"dataset": args.dataset, "n_users": dataset.n_users, "n_items": dataset.n_items,
+           "n_interactions": dataset.interactions.height, "machine": machine(), "test": TEST, **provenance}
+    # "runs": part -> the command and code that measured it (parts may come from several invocations)
     out.mkdir(parents=True, exist_ok=True)
 
-    def save(part: str) -> None:  # after each part, so a stopped run keeps what it finished
-        runs[part] = provenance
-        atomic_write_text(path, json.dumps(doc, indent=2))
+    def save(part: str, **values: object) -> None:
+        """Write `part` after it is measured, so a stopped run keeps what it finished. The file is read again
+        first: another invocation measuring other parts beside this one may have saved its own since."""
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        saved.update(doc, **values)
+        saved.setdefault("runs", {})[part] = provenance
+        atomic_write_text(path, json.dumps(saved, indent=2))
 
     if "encode" in parts:
-        doc["encode"] = part_encode(dataset)
-        save("encode")
+        save("encode", encode=part_encode(dataset))
     vectors = encode_texts(dataset.item_text, TextEncoderConfig(progress=False))
     fits: dict[str, Fits] = {}
     if "loo" in parts:
-        doc["loo"], doc["loo_comparison"], fits = part_loo(dataset, vectors, args.loo_models.split(","),
-                                                           args.max_minutes, seeds)
-        save("loo")
+        loo, comparison, fits = part_loo(dataset, vectors, args.loo_models.split(","), args.max_minutes, seeds)
+        save("loo", loo=loo, loo_comparison=comparison)
     if "cold" in parts:
-        doc["cold"] = part_cold(dataset, vectors, args.cold_models.split(","), args.max_minutes, seeds)
-        save("cold")
+        save("cold", cold=part_cold(dataset, vectors, args.cold_models.split(","), args.max_minutes, seeds))
     if "transfer" in parts:
-        doc["transfer"] = part_transfer(dataset, vectors, args.pretrain, data_dir, args.max_minutes, seeds,
-                                        fits.get("textseq-text"))
-        save("transfer")
+        save("transfer", transfer=part_transfer(dataset, vectors, args.pretrain, data_dir, args.max_minutes, seeds,
+                                                fits.get("textseq-text")))
     write_reports(out)
 
 
