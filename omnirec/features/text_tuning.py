@@ -125,19 +125,25 @@ class TopLayers(torch.nn.Module):
             for start in range(0, len(order), batch_size):
                 rows = order[start:start + batch_size]
                 tokens, mask = _padded([torch.tensor(ids[r]) for r in rows], self.tokenizer.pad_token_id or 0)
-                states = self.bert(input_ids=tokens, attention_mask=mask, output_hidden_states=True).hidden_states[self.cut]
+                states = self._layers(self.bert.embeddings(input_ids=tokens), mask.bool(), self.bert.encoder.layer[:self.cut])
                 for j, r in enumerate(rows):
                     out[r] = states[j, : len(ids[r])].clone()
         return out
+
+    @staticmethod
+    def _layers(x: torch.Tensor, mask: torch.Tensor, layers: torch.nn.ModuleList) -> torch.Tensor:
+        """(B, T, H) token states through `layers`, padding (False in the (B, T) `mask`) masked out."""
+        additive = torch.zeros(mask.shape, dtype=x.dtype).masked_fill(~mask, torch.finfo(x.dtype).min)
+        for layer in layers:
+            x = layer(x, additive[:, None, None, :])
+        return x
 
     def forward(self, states: list[torch.Tensor]) -> torch.Tensor:
         """(B, H) unit-length embeddings of texts given by their token states below the cut."""
         lengths = torch.tensor([len(s) for s in states])
         x = torch.nn.utils.rnn.pad_sequence(states, batch_first=True)  # (B, T, H)
         mask = torch.arange(x.shape[1])[None, :] < lengths[:, None]  # (B, T)
-        additive = torch.zeros(mask.shape, dtype=x.dtype).masked_fill(~mask, torch.finfo(x.dtype).min)
-        for layer in self.top:
-            x = layer(x, additive[:, None, None, :])
+        x = self._layers(x, mask, self.top)
         pooled = (x * mask[..., None]).sum(1) / lengths[:, None].to(x.dtype)
         return F.normalize(pooled, dim=-1)
 

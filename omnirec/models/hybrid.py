@@ -61,7 +61,7 @@ class HybridConfig:
     neighbours: ItemKNNConfig = field(default_factory=ItemKNNConfig)
     grid: tuple[float, ...] = (0.0, 0.125, 0.25, 0.5, 1.0)
     choice_users: int = 4096
-    weights: tuple[float, float] = (0.25, 0.5)
+    weights: tuple[float, float] = (0.25, 0.25)
 
     def __post_init__(self) -> None:
         if not self.grid or min(self.grid) < 0 or min(self.weights) < 0 or len(self.weights) != len(CHANNELS):
