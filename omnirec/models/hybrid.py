@@ -79,7 +79,10 @@ class Hybrid(Recommender):
     learns_from_validation = True
     trains_in_epochs = True
     needs_text = True
+    reads_text_queries = True
+    can_warm_start = True
     item_vectors: np.ndarray | None = None  # set before `fit` to skip the sentence encoder (textseq's)
+    pretrained: TextSeq | None = None  # the textseq training starts from (`start_from`)
 
     def _fit(self, data: TrainData) -> None:
         cfg = self.config
@@ -105,7 +108,18 @@ class Hybrid(Recommender):
             self._refit(data, text)
 
     def _textseq(self, train: Any) -> TextSeq:
-        return TextSeq(replace(self.config.text, train=train))
+        text = TextSeq(replace(self.config.text, train=train))
+        return text if self.pretrained is None else text.start_from(self.pretrained)
+
+    def start_from(self, pretrained: Recommender) -> Hybrid:
+        """Start the text model from `pretrained`'s (a textseq, or a hybrid's textseq, fitted on another
+        catalogue); the words and neighbours belong to this catalogue and are fitted afresh. Returns self."""
+        source = pretrained.text if isinstance(pretrained, Hybrid) else pretrained
+        if not isinstance(source, TextSeq):
+            raise ValueError(f"hybrid starts from a textseq or a hybrid, not from {pretrained.name!r}")
+        source._check_fitted()
+        self.pretrained = source
+        return self
 
     def _refit(self, data: TrainData, search: TextSeq) -> None:
         """textseq trained afresh on train + validation for its best epoch count, the neighbours rebuilt."""
@@ -156,6 +170,15 @@ class Hybrid(Recommender):
     def _score(self, batch: UserBatch) -> torch.Tensor:
         text, words, neighbours = self._channels(batch)
         return text + self.weights["words"] * words + self.weights["neighbours"] * neighbours
+
+    def _score_with_query(self, batch: UserBatch, query: str, weight: float) -> torch.Tensor:
+        """The blend and the query's text similarity, each standardized per user: (1 - weight) * blend +
+        weight * query. Users with no history get the query alone (semantic search)."""
+        asked = standardize(self.text.query_scores(query).expand(len(batch.users), -1).clone())
+        known = torch.from_numpy(batch.lengths() > 0)[:, None]
+        scores = torch.where(known, (1 - weight) * standardize(self.score(batch)) + weight * asked, asked)
+        scores[:, 0] = -torch.inf
+        return scores
 
     def text_vectors(self) -> np.ndarray | None:
         return self.text.text_vectors()

@@ -9,6 +9,7 @@ import torch
 from omnirec.data.dataset import Dataset
 from omnirec.data.split import Split, cold_items
 from omnirec.data.train_data import TrainData
+from omnirec.features.text import TextEncoderConfig, encode_texts
 from omnirec.models.hybrid import Hybrid, HybridConfig
 from omnirec.models.textseq import TextSeqConfig
 from omnirec.train.loop import TrainConfig
@@ -75,3 +76,20 @@ def test_bad_settings_are_refused() -> None:
         HybridConfig(grid=(-1.0, 1.0))
     with pytest.raises(ValueError, match="choice_users"):
         HybridConfig(choice_users=-1)
+
+
+def test_it_starts_from_a_pretrained_textseq_and_reads_requests(tiny_split: Split, tiny_dataset: Dataset) -> None:
+    data = tiny_split.train_data(tiny_dataset.item_text)
+    real = encode_texts(list(tiny_dataset.item_text), TextEncoderConfig(cache_dir="-", progress=False))
+    first = Hybrid(HybridConfig(text=text_config(refit=False)))
+    first.item_vectors = real
+    first.fit(data)
+    model = Hybrid(HybridConfig(text=text_config(refit=False))).start_from(first)
+    model.item_vectors = real
+    model.fit(data)
+    assert model.pretrained is first.text
+    with pytest.raises(ValueError, match="textseq or a hybrid"):
+        Hybrid().start_from(model.neighbours)
+    batch = tiny_split.histories("test").batch(np.array([1, 2]))
+    plain, _ = model.recommend(batch, k=5, query="anything", query_weight=0.0)
+    assert (plain == model.recommend(batch, k=5)[0]).all()
