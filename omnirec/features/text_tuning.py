@@ -88,7 +88,8 @@ class TunedLayers:
         if f"{prefix}meta" not in state:
             return None
         meta = json.loads(str(state[f"{prefix}meta"]))
-        weights = {k[len(prefix):]: np.asarray(v) for k, v in state.items() if k.startswith(prefix) and k != f"{prefix}meta"}
+        weights = {k[len(prefix):]: np.asarray(v) for k, v in state.items()
+                   if k.startswith(prefix) and k != f"{prefix}meta"}
         return cls(meta["base"], int(meta["layers"]), weights)
 
 
@@ -125,7 +126,8 @@ class TopLayers(torch.nn.Module):
             for start in range(0, len(order), batch_size):
                 rows = order[start:start + batch_size]
                 tokens, mask = _padded([torch.tensor(ids[r]) for r in rows], self.tokenizer.pad_token_id or 0)
-                states = self._layers(self.bert.embeddings(input_ids=tokens), mask.bool(), self.bert.encoder.layer[:self.cut])
+                embedded = self.bert.embeddings(input_ids=tokens)
+                states = self._layers(embedded, mask.bool(), self.bert.encoder.layer[:self.cut])
                 for j, r in enumerate(rows):
                     out[r] = states[j, : len(ids[r])].clone()
         return out

@@ -97,7 +97,8 @@ class Hybrid(Recommender):
         if data.valid is not None:
             users = validation_users(data.sequences, data.valid, cfg.choice_users, cfg.text.train.seed)
         if not len(users):
-            self.weights, self.training, self.history = dict(zip(CHANNELS, cfg.weights)), dict(text.training), text.history
+            self.weights, self.training = dict(zip(CHANNELS, cfg.weights)), dict(text.training)
+            self.history = list(text.history)
             return
         self.weights, tried = self._choose(data, users)
         best = max(t["valid_ndcg@10"] for t in tried)  # the blend's, which early stopping's textseq figure is not

@@ -67,8 +67,8 @@ def test_the_refit_learns_from_the_validation_items(tiny_split: Split, tiny_data
     assert model.training["refit_epochs"] == model.training["best_epoch"]
     both = data.with_validation()
     assert len(both.sequences.items) == len(data.sequences.items) + len(data.valid.items)
-    expected = np.abs(model.neighbours.similarity - type(model.neighbours)(model.config.neighbours).fit(both).similarity)
-    assert expected.sum() == 0, "the neighbours were not rebuilt from train + validation"
+    rebuilt = type(model.neighbours)(model.config.neighbours).fit(both).similarity
+    assert np.abs(model.neighbours.similarity - rebuilt).sum() == 0, "neighbours not rebuilt from train + valid"
 
 
 def test_bad_settings_are_refused() -> None:
