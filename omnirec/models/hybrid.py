@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from omnirec.data.histories import Histories, UserBatch
@@ -54,7 +55,9 @@ class HybridConfig:
     """text: the textseq model (its training settings are the hybrid's). words: the TF-IDF channel.
     neighbours: the item-kNN channel. grid: the weights tried for each channel on validation (extended
     upwards while the best is its largest). choice_users: validation users the weights are chosen on
-    (a seeded sample; 0 = all). weights: used as they are when there are no validation targets."""
+    (a seeded sample; 0 = all). weights: used as they are when there are no validation targets.
+    inherit: an item without training interactions takes the neighbours of its `inherit` nearest trained
+    items by text (their co-occurrence, weighted by text cosine); 0 = its text score stands in for them."""
 
     text: TextSeqConfig = field(default_factory=TextSeqConfig)
     words: TfidfConfig = field(default_factory=TfidfConfig)
@@ -62,13 +65,14 @@ class HybridConfig:
     grid: tuple[float, ...] = (0.0, 0.125, 0.25, 0.5, 1.0)
     choice_users: int = 4096
     weights: tuple[float, float] = (0.25, 0.25)
+    inherit: int = 0
 
     def __post_init__(self) -> None:
         if not self.grid or min(self.grid) < 0 or min(self.weights) < 0 or len(self.weights) != len(CHANNELS):
             raise ValueError(f"grid and weights ({', '.join(CHANNELS)}) must be non-negative; got {self.grid}, "
                              f"{self.weights}")
-        if self.choice_users < 0:
-            raise ValueError(f"choice_users must be >= 0 (0 = all), got {self.choice_users}")
+        if self.choice_users < 0 or self.inherit < 0:
+            raise ValueError(f"choice_users and inherit must be >= 0, got {self.choice_users}, {self.inherit}")
 
 
 class Hybrid(Recommender):
@@ -83,6 +87,7 @@ class Hybrid(Recommender):
     can_warm_start = True
     item_vectors: np.ndarray | None = None  # set before `fit` to skip the sentence encoder (textseq's)
     pretrained: TextSeq | None = None  # the textseq training starts from (`start_from`)
+    _heir_map: sp.csr_matrix | None = None  # `_heirs()`, once computed
 
     def _fit(self, data: TrainData) -> None:
         cfg = self.config
@@ -92,7 +97,7 @@ class Hybrid(Recommender):
         text.fit(data)
         self.words = TfidfContent(cfg.words).fit(data)
         self.neighbours = ItemKNN(cfg.neighbours).fit(data)
-        self.text, self.untrained = text, _untrained(data.sequences, data.n_items)
+        self.text, self.untrained, self._heir_map = text, _untrained(data.sequences, data.n_items), None
         users = np.array([], dtype=np.int64)
         if data.valid is not None:
             users = validation_users(data.sequences, data.valid, cfg.choice_users, cfg.text.train.seed)
@@ -131,7 +136,7 @@ class Hybrid(Recommender):
         text.item_vectors, text.tuned = search.item_vectors, search.tuned
         text.fit(both)
         self.text, self.neighbours = text, ItemKNN(self.config.neighbours).fit(both)
-        self.untrained = _untrained(both.sequences, data.n_items)
+        self.untrained, self._heir_map = _untrained(both.sequences, data.n_items), None
         self.history += [{**row, "refit": True} for row in text.history]
         self.training["refit_epochs"] = len(text.history)
 
@@ -139,8 +144,19 @@ class Hybrid(Recommender):
         """(B, I + 1) each: the text, words and neighbours channels, standardized per user."""
         text = standardize(self.text.score(batch).float())
         words = standardize(self.words.score(batch).float())
-        neighbours = torch.where(self.untrained, text, standardize(self.neighbours.score(batch).float()))
-        return text, words, neighbours
+        raw = self.neighbours.score(batch).float()
+        if self.config.inherit:
+            heirs = self._heirs()
+            raw = torch.from_numpy(np.asarray(heirs.T @ raw.numpy().T, dtype=np.float32).T.copy())
+            return text, words, standardize(raw)
+        return text, words, torch.where(self.untrained, text, standardize(raw))
+
+    def _heirs(self) -> sp.csr_matrix:
+        """(I + 1, I + 1) neighbours' columns: each trained item keeps its own, each untrained one takes its
+        nearest trained items' by text (computed once per fit)."""
+        if self._heir_map is None:
+            self._heir_map = inheritance(self.text.item_vectors, self.untrained.numpy(), self.config.inherit)
+        return self._heir_map
 
     def _choose(self, data: TrainData, users: np.ndarray) -> tuple[dict[str, float], list[dict[str, float]]]:
         """The channel weights with the best validation NDCG@10 on `users`; a weight at the top of the grid
@@ -202,6 +218,36 @@ class Hybrid(Recommender):
             model._set_state(part(prefix))
         self.weights = dict(zip(CHANNELS, np.asarray(state["weights"]).tolist()))
         self.untrained = torch.from_numpy(np.asarray(state["untrained"], dtype=bool))
+        self._heir_map = None
+
+
+def inheritance(vectors: np.ndarray, untrained: np.ndarray, m: int, chunk: int = 1024) -> sp.csr_matrix:
+    """(I + 1, I + 1) column map M, scores @ M: the identity on trained items; an untrained item's column is
+    its `m` nearest trained items by text cosine, weighted by their positive cosines (summing to 1; none
+    where no trained item's cosine is positive). Row and column 0 (padding) are empty.
+
+    >>> v = np.array([[0, 0], [1, 0], [0, 1], [1, 0.1]], dtype=np.float32)  # item 3 is like item 1
+    >>> inheritance(v, np.array([True, False, False, True]), m=1).toarray().tolist()
+    [[0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    """
+    n = len(vectors)
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    trained = np.flatnonzero(~untrained[1:]) + 1
+    heirs = np.flatnonzero(untrained[1:]) + 1
+    rows, cols, values = [trained], [trained], [np.ones(len(trained), dtype=np.float32)]
+    m = min(m, len(trained))
+    for start in range(0, len(heirs), chunk):
+        part = heirs[start:start + chunk]
+        sims = unit[part] @ unit[trained].T  # (c, T)
+        nearest = np.argpartition(-sims, m - 1, axis=1)[:, :m]  # (c, m)
+        weights = np.clip(np.take_along_axis(sims, nearest, axis=1), 0.0, None)
+        weights = weights / np.maximum(weights.sum(1, keepdims=True), 1e-12)
+        rows.append(trained[nearest].ravel())
+        cols.append(np.repeat(part, m))
+        values.append(weights.ravel().astype(np.float32))
+    matrix = sp.csr_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    matrix.eliminate_zeros()
+    return matrix
 
 
 def _untrained(sequences: Histories, n_items: int) -> torch.Tensor:

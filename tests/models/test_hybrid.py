@@ -11,7 +11,7 @@ from omnirec.data.split import Split, cold_items
 from omnirec.data.train_data import TrainData
 from omnirec.features.text import TextEncoderConfig, encode_texts
 from omnirec.models.hybrid import Hybrid, HybridConfig
-from omnirec.models.textseq import TextSeqConfig
+from omnirec.models.textseq import TextSeqConfig, standardize
 from omnirec.train.loop import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -93,3 +93,24 @@ def test_it_starts_from_a_pretrained_textseq_and_reads_requests(tiny_split: Spli
     batch = tiny_split.histories("test").batch(np.array([1, 2]))
     plain, _ = model.recommend(batch, k=5, query="anything", query_weight=0.0)
     assert (plain == model.recommend(batch, k=5)[0]).all()
+
+
+def test_new_items_can_inherit_the_neighbours_of_their_nearest_known_items(tiny_dataset: Dataset) -> None:
+    split = cold_items(tiny_dataset.interactions, tiny_dataset.n_users, tiny_dataset.n_items, item_frac=0.2, seed=0)
+    data = split.train_data(tiny_dataset.item_text)
+    model = Hybrid(HybridConfig(text=text_config(refit=False), inherit=3))
+    vectors = np.random.default_rng(0).normal(size=(tiny_dataset.n_items + 1, 8)).astype(np.float32)
+    vectors[0] = 0
+    model.item_vectors = vectors
+    model.fit(data)
+    batch = split.histories("test").batch(np.arange(1, 9))
+    raw = model.neighbours.score(batch).numpy()
+    _, _, neighbours = model._channels(batch)
+    new = split.cold[0]
+    heirs = model._heirs()[:, new]
+    assert heirs.nnz == 3 and np.isclose(heirs.sum(), 1.0)
+    inherited = torch.from_numpy((raw @ model._heirs().toarray()).astype(np.float32))
+    torch.testing.assert_close(neighbours, standardize(inherited))
+    assert inherited[:, new].abs().sum() > 0, "the new item inherited no co-occurrence"
+    trained = ~model.untrained
+    torch.testing.assert_close(inherited[:, trained], torch.from_numpy(raw)[:, trained])
