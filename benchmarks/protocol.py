@@ -57,6 +57,9 @@ def seeded(model: str, params: dict, seed: int) -> dict | None:
     table = json.loads(json.dumps(params))
     if "train" in fields:
         table["train"] = {**table.get("train", {}), "seed": seed}
+    elif "text" in fields:  # a model around a textseq (hybrid): the seed is its text model's
+        inner = table.setdefault("text", {})
+        inner["train"] = {**inner.get("train", {}), "seed": seed}
     elif "seed" in fields:
         table["seed"] = seed
     else:

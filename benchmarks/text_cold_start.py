@@ -3,10 +3,12 @@
 Four parts, each optional (`--parts`):
 
 - encode: time to embed the whole catalogue's text, first with an empty cache, then from the cache.
-- loo: leave-one-out, full ranking, all users: `textseq` in both modes against `sasrec`, `tfidf`, `itemknn`
-  and `pop`, default configs.
+- loo: leave-one-out, full ranking, all users: `textseq` in both modes and `hybrid` (textseq + TF-IDF
+  words + item-kNN neighbours) against `sasrec`, `ease`, `tfidf`, `itemknn` and `pop`; default configs,
+  but EASE's `l2`, chosen here on validation (the grid extended past any edge its best lands on).
 - cold: the cold-items protocol (`cold_items` split): cold items never occur in training; each user's last
-  item is the test target, ranked against the whole catalogue, reported for cold and warm targets apart.
+  item is the test target, ranked against the whole catalogue, reported for cold and warm targets apart;
+  `hybrid` over each textseq mode.
   Data whose times are positions in each sequence (no clock) draws 20% of the items at random as cold.
 - transfer: `textseq` (text mode) pretrained on `--pretrain`, then evaluated zero-shot on the dataset, and
   fine-tuned from the pretrained weights, against training from scratch (validation curves as a PNG).
@@ -16,9 +18,9 @@ validation (`fit_for_test`: the neural models stop early on the validation targe
 each seeded model runs once per seed of `--seeds`, the others once; table cells are mean ± sample std over
 the seeds, the JSON keeps each seed's value. Each table has one pre-declared test (`protocol.paired`):
 
-- loo: the better `textseq` mode by validation NDCG@10 against the best by validation of the ID-only and
-  linear models (pop, itemknn, tfidf, sasrec);
-- cold: the better `textseq` mode by validation against tfidf, on the cold targets (the cold split's
+- loo: the best sentence-encoder model (textseq modes, hybrids) by validation NDCG@10 against the best by
+  validation of the ID-only and linear models (pop, itemknn, ease, tfidf, sasrec);
+- cold: the best sentence-encoder model by validation against tfidf, on the cold targets (the cold split's
   validation targets are all warm: no cold item is in train or valid);
 - transfer: fine-tuned against from scratch, on the test targets.
 
@@ -44,28 +46,41 @@ from pathlib import Path
 import numpy as np
 import torch
 from baselines import code_version, machine, rewrite_results
-from protocol import SEEDS, TEST, describe_test, fmt_mean_std, mean_std, paired, seeded, summary_over_seeds
+from protocol import (
+    SEEDS,
+    TEST,
+    Axis,
+    describe_test,
+    fmt_mean_std,
+    mean_std,
+    paired,
+    search,
+    seeded,
+    summary_over_seeds,
+)
 
 from omnirec.auto import build
 from omnirec.data.dataset import Dataset
 from omnirec.data.datasets import DATASETS, load_dataset
-from omnirec.data.histories import Histories, UserBatch
+from omnirec.data.histories import Histories
 from omnirec.data.split import Split, cold_items, split_dataset
-from omnirec.data.train_data import TrainData
 from omnirec.evaluate.ranking import EvalResult, full_ranking_eval
 from omnirec.experiment import fit_for_test
 from omnirec.features import text
 from omnirec.features.text import TextEncoderConfig, encode_texts
 from omnirec.models.base import Recommender
-from omnirec.models.textseq import TextSeq, standardize
+from omnirec.models.hybrid import Hybrid
+from omnirec.models.textseq import TextSeq
 from omnirec.utils import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "text_cold_start"
 KS = (10, 20)
 METRICS = tuple(f"{m}@{k}" for m in ("ndcg", "hr", "mrr", "coverage") for k in KS)
-TEXT_MODELS = ("textseq-id+text", "textseq-text")  # the sentence-encoder models each pre-declared test is about
-HYBRID = "hybrid (sasrec + textseq-text)"
+# the sentence-encoder models each pre-declared test is about; "hybrid-text": the hybrid over textseq's text mode
+TEXT_MODELS = ("textseq-id+text", "textseq-text", "hybrid", "hybrid-text")
+# models whose hyperparameters are chosen here, on validation: (the starting grid, its axes)
+TUNED = {"ease": ([{"l2": x} for x in (12.5, 50.0, 200.0)], {"l2": Axis()})}
 
 # Published on a close version of the data (the note below is printed with them): (model, metrics, source).
 PUBLISHED = {
@@ -83,49 +98,6 @@ PUBLISHED_NOTE = {
 }
 
 
-class Hybrid(Recommender):
-    """An ID model and a text model, each standardized per user, averaged; on items without training
-    interactions the text model's score stands in for the ID model's. It is built from parts already
-    fitted for the test (`fit_for_test`) with `Hybrid.of`; it is not fitted, nor saved, as one model."""
-
-    name = "hybrid"
-
-    def __init__(self, ids: Recommender, text: Recommender):
-        super().__init__()
-        self.ids, self.text = ids, text
-
-    @classmethod
-    def of(cls, ids: Recommender, text: Recommender, data: TrainData) -> Hybrid:
-        """The hybrid of two parts already fitted for the test on `data` (`Split.train_data`)."""
-        model = cls(ids, text)
-        model.n_users, model.n_items = data.n_users, data.n_items
-        model._note_trained(data)
-        return model
-
-    @property
-    def training(self) -> dict:
-        """Its parts' training records."""
-        return {"ids": training_of(self.ids), "text": training_of(self.text)}
-
-    def _note_trained(self, data: TrainData) -> None:
-        seen = data.sequences.items if data.valid is None else data.sequences.extend(data.valid).items
-        self.untrained = torch.from_numpy(np.bincount(seen, minlength=data.n_items + 1) == 0)
-
-    def _fit(self, data: TrainData) -> None:
-        raise TypeError("Hybrid is built from fitted parts: use Hybrid.of")
-
-    def _score(self, batch: UserBatch) -> torch.Tensor:
-        text = standardize(self.text.score(batch))
-        ids = torch.where(self.untrained, text, standardize(self.ids.score(batch)))
-        return 0.5 * (ids + text)
-
-    def _get_state(self) -> dict:
-        raise TypeError("Hybrid is saved as its two parts")
-
-    def _set_state(self, state: dict) -> None:
-        raise TypeError("Hybrid is saved as its two parts")
-
-
 # --------------------------------------------------------------------------------------------------------
 # fits over seeds
 # --------------------------------------------------------------------------------------------------------
@@ -138,28 +110,49 @@ class Fits:
     seeds: list[int] = field(default_factory=list)
     fit_s: list[float] = field(default_factory=list)
     valid: list[float | None] = field(default_factory=list)  # validation NDCG@10, trained on train only
+    search: dict | None = None  # where its parameters were chosen on validation: the search's record
 
 
-def make_model(name: str, vectors: np.ndarray | None, max_minutes: float, seed: int) -> tuple[Recommender, bool]:
-    """A default-config model by name with `seed` where it has one ("textseq-text" / "textseq-id+text" pick
-    textseq's mode), and whether it has one."""
+def make_model(name: str, vectors: np.ndarray | None, max_minutes: float, seed: int,
+               params: dict | None = None) -> tuple[Recommender, bool]:
+    """A model by name with `seed` where it has one ("textseq-text" / "textseq-id+text" pick textseq's mode,
+    "hybrid-text" the mode of the hybrid's textseq), with `params` (default: its defaults), and whether it
+    has a seed."""
     base, _, mode = name.partition("-")
-    params = {"mode": mode} if mode else {}
+    if params is None:
+        params = {} if not mode else {"text": {"mode": mode}} if base == "hybrid" else {"mode": mode}
     table = seeded(base, params, seed)
     model = build(base, params if table is None else table, max_minutes)
-    if isinstance(model, TextSeq):
+    if isinstance(model, (TextSeq, Hybrid)):
         model.item_vectors = vectors
     return model, table is not None
 
 
+def tuned_params(name: str, split: Split, dataset: Dataset) -> tuple[dict | None, dict | None]:
+    """For a model of `TUNED`: its parameters chosen on validation (fitted on train, the grid extended past
+    any edge the best lands on) and the search's record; (None, None) for the others."""
+    if name not in TUNED:
+        return None, None
+    grid, axes = TUNED[name]
+
+    def evaluate(params: dict) -> float:
+        model, _ = make_model(name, None, 0.0, 0, params)
+        model.fit(split.train_data(dataset.item_text))
+        return round(full_ranking_eval(model, split.histories("valid"), split.targets("valid"), ks=(10,))["ndcg@10"], 5)
+
+    best, trials, outcome = search(evaluate, grid, axes)
+    print(f"  {name}: chosen {best} on validation; grid {outcome}", flush=True)
+    return best, {"params": best, "trials": trials, "grid": outcome}
+
+
 def validation_ndcg(name: str, model: Recommender, split: Split, dataset: Dataset, vectors: np.ndarray | None,
-                    max_minutes: float) -> float | None:
+                    max_minutes: float, params: dict | None = None) -> float | None:
     """Validation NDCG@10 of `model`'s configuration trained on train only: a neural model's early-stopping
     figure (its refit comes after it), else a second fit on train, ranked for the validation targets."""
     if model.learns_from_validation:
         value = model.training.get("best_valid_ndcg@10")
         return None if value is None else round(float(value), 5)
-    trial, _ = make_model(name, vectors, max_minutes, 0)
+    trial, _ = make_model(name, vectors, max_minutes, 0, params)
     trial.fit(split.train_data(dataset.item_text))
     return round(full_ranking_eval(trial, split.histories("valid"), split.targets("valid"), ks=(10,))["ndcg@10"], 5)
 
@@ -168,16 +161,17 @@ def fit_seeds(name: str, split: Split, dataset: Dataset, vectors: np.ndarray | N
               seeds: tuple[int, ...], start: list[TextSeq] | None = None) -> Fits:
     """`name` fitted for the test (`fit_for_test`) once per seed, or once where it has no seed; with
     `start`, each seed's textseq starts from the pretrained model of the same position."""
-    fits = Fits()
+    params, record = tuned_params(name, split, dataset)
+    fits = Fits(search=record)
     for i, seed in enumerate(seeds):
-        model, has_seed = make_model(name, vectors, max_minutes, seed)
+        model, has_seed = make_model(name, vectors, max_minutes, seed, params)
         if start is not None:
             model.start_from(start[i])
         begin = time.perf_counter()
         fit_for_test(model, split, dataset.item_text)
         fits.models.append(model)
         fits.fit_s.append(round(time.perf_counter() - begin, 1))
-        fits.valid.append(validation_ndcg(name, model, split, dataset, vectors, max_minutes))
+        fits.valid.append(validation_ndcg(name, model, split, dataset, vectors, max_minutes, params))
         if not has_seed:
             break  # deterministic: one fit is every seed's fit
         fits.seeds.append(seed)
@@ -201,7 +195,7 @@ def row(fits: Fits, results: dict[str, list[EvalResult]]) -> dict:
     return {**{group: summary_over_seeds(rs, METRICS) for group, rs in results.items()},
             "valid_ndcg@10": mean_std(valid) if valid else None, "seeds": fits.seeds,
             "deterministic": not fits.seeds, "fit_s": fits.fit_s,
-            "training": [training_of(m) for m in fits.models]}
+            "training": [training_of(m) for m in fits.models], **({"search": fits.search} if fits.search else {})}
 
 
 def declared_test(rows: dict, results: dict[str, list[EvalResult]], text_side: tuple[str, ...],
@@ -279,10 +273,6 @@ def part_cold(dataset: Dataset, vectors: np.ndarray, models: list[str], max_minu
     fits, results = {}, {}
     for name in models:
         fits[name] = fit_seeds(name, split, dataset, vectors, max_minutes, seeds)
-    if {"sasrec", "textseq-text"} <= fits.keys():  # each seed's two parts, fitted for the test already
-        ids, txt, data = fits["sasrec"], fits["textseq-text"], split.train_data(dataset.item_text)
-        fits[HYBRID] = Fits([Hybrid.of(i, t, data) for i, t in zip(ids.models, txt.models)], txt.seeds,
-                            [round(a + b, 1) for a, b in zip(ids.fit_s, txt.fit_s)], [None] * len(txt.models))
     for name, f in fits.items():
         results[name] = evaluate(f, split, groups)
         out["results"][name] = row(f, results[name])
@@ -432,7 +422,7 @@ def loo_markdown(doc: dict) -> list[str]:
         lines.append(f"| *{model}* ({source}) | | {m['ndcg@10']:.4f} | {m['hr@10']:.4f} | | | |")
     lines += ["", PUBLISHED_NOTE[doc["dataset"]], ""] if doc["dataset"] in PUBLISHED_NOTE else [""]
     test = doc.get("loo_comparison")
-    what = test and (f"{test['a']} (the better textseq mode by validation) against {test['b']} (the best ID-only or "
+    what = test and (f"{test['a']} (the best sentence-encoder model by validation) against {test['b']} (the best ID-only or "
                      "linear model by validation), test targets")
     return [*lines, *test_line(what, test), *older(list(doc["loo"].values()))]
 
@@ -441,7 +431,8 @@ def cold_markdown(doc: dict) -> list[str]:
     c = doc["cold"]
     lines = ["### Cold items", "", "; ".join(c["notes"]) + f". Test targets: {c['targets']['cold']:,} cold, "
              f"{c['targets']['warm']:,} warm. The validation targets are all warm (no cold item is in train or "
-             f"valid); the hybrid's fit is its two parts' fits.", "",
+             "valid)" + ("; the benchmark's hybrid's fit is its two parts' fits" if any("(" in n for n in c["results"])
+                         else "") + ".", "",
              "| model | valid ndcg@10 | cold ndcg@10 | cold hr@10 | warm ndcg@10 | warm hr@10 | fit s |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in c["results"].items():
@@ -449,7 +440,7 @@ def cold_markdown(doc: dict) -> list[str]:
                      f"{cell(r['cold']['hr@10'])} | {cell(r['warm']['ndcg@10'])} | {cell(r['warm']['hr@10'])} | "
                      f"{fit_cell(r['fit_s'])} |")
     test = c.get("comparison")
-    what = test and f"{test['a']} (the better textseq mode by validation) against {test['b']}, cold targets"
+    what = test and f"{test['a']} (the best sentence-encoder model by validation) against {test['b']}, cold targets"
     return [*lines, "", *test_line(what, test), *older([c])]
 
 
@@ -523,8 +514,8 @@ def main() -> int:
     parser.add_argument("--dataset", default="scientific")
     parser.add_argument("--pretrain", default="ml-100k", help="dataset textseq is pretrained on for the transfer part")
     parser.add_argument("--parts", default="encode,loo,cold,transfer")
-    parser.add_argument("--loo-models", default="pop,itemknn,tfidf,sasrec,textseq-id+text,textseq-text")
-    parser.add_argument("--cold-models", default="tfidf,sasrec,textseq-id+text,textseq-text")
+    parser.add_argument("--loo-models", default="pop,itemknn,ease,tfidf,sasrec,textseq-id+text,textseq-text,hybrid")
+    parser.add_argument("--cold-models", default="tfidf,sasrec,textseq-id+text,textseq-text,hybrid,hybrid-text")
     parser.add_argument("--max-minutes", type=float, default=0.0, help="training budget per model (0 = none)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)),
                         help="seeds of the seeded models, comma-separated (a model without a seed is fitted once)")

@@ -91,16 +91,27 @@ def build(name: str, params: dict[str, Any], max_minutes: float = 0.0, trial: bo
     """Model `name` from a `[models.<name>]` table, with progress off and a time cap on training; a search
     `trial` skips the refit on train + validation (the trial is scored on validation)."""
     cls = MODELS[name]
-    table = json.loads(json.dumps(params))
-    if "train" in {f.name for f in dataclasses.fields(cls.Config)}:
-        table["train"] = {**table.get("train", {}), **QUIET_TRAIN}
-        if max_minutes:
-            table["train"]["max_minutes"] = round(max_minutes, 2)
-        if trial:
-            table["train"]["refit"] = False
-    if "encoder" in {f.name for f in dataclasses.fields(cls.Config)}:
-        table["encoder"] = {**table.get("encoder", {}), "progress": False}
+    table = _quiet(cls.Config, json.loads(json.dumps(params)), max_minutes, trial)
     return cls(from_dict(cls.Config, table, where=f"[models.{name}]"))
+
+
+def _quiet(config: type, table: dict[str, Any], max_minutes: float, trial: bool) -> dict[str, Any]:
+    """`table` with progress bars off, the time cap and the trial's no-refit set in its `train` and
+    `encoder` tables, and in those of any model config nested in it (a hybrid's text model)."""
+    for f in dataclasses.fields(config):
+        if f.name == "train":
+            table["train"] = {**table.get("train", {}), **QUIET_TRAIN}
+            if max_minutes:
+                table["train"]["max_minutes"] = round(max_minutes, 2)
+            if trial:
+                table["train"]["refit"] = False
+        elif f.name == "encoder":
+            table["encoder"] = {**table.get("encoder", {}), "progress": False}
+        elif dataclasses.is_dataclass(f.default_factory() if callable(f.default_factory) else None):
+            inner = type(f.default_factory())
+            if any(g.name in ("train", "encoder") for g in dataclasses.fields(inner)):
+                table[f.name] = _quiet(inner, table.get(f.name, {}), max_minutes, trial)
+    return table
 
 
 def _validation_reporter(trial: Any) -> Callable[[int, float], None]:

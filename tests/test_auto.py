@@ -169,6 +169,6 @@ def test_each_default_trial_is_a_point_of_its_search_space_and_builds_the_defaul
 
 
 def test_capabilities_are_declared_on_the_classes():
-    assert {n for n, cls in MODELS.items() if cls.needs_text} == {"tfidf", "textseq"}
+    assert {n for n, cls in MODELS.items() if cls.needs_text} == {"tfidf", "textseq", "hybrid"}
     assert all(cls.trains_in_epochs == cls.learns_from_validation for cls in MODELS.values())
     assert {n for n, cls in MODELS.items() if cls.quick} >= {"pop", "itemknn", "markov"}

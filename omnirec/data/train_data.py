@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from omnirec.data.attributes import Attributes
 from omnirec.data.histories import Histories
-from omnirec.data.schema import ITEM, USER
+from omnirec.data.schema import ITEM, TIME, USER
 
 
 def interaction_matrix(frame: pl.DataFrame, n_users: int, n_items: int, binary: bool = False) -> sp.csr_matrix:
@@ -56,6 +56,25 @@ class TrainData:
     def matrix(self) -> sp.csr_matrix:
         """(n_users + 1, n_items + 1) interaction counts."""
         return interaction_matrix(self.interactions, self.n_users, self.n_items)
+
+    def with_validation(self) -> TrainData:
+        """These interactions and the validation targets as one training set, with none left to validate
+        on: what a model that chose something on validation refits on.
+
+        >>> f = pl.DataFrame({"user_id": [1, 2], "item_id": [2, 1], "timestamp": [0, 0]})
+        >>> both = TrainData(f, 2, 2, valid=Histories(np.array([0, 0, 1, 1]), np.array([1]), np.array([5])))
+        >>> both.with_validation().sequences.items.tolist(), both.with_validation().valid is None
+        ([2, 1, 1], True)
+        """
+        if self.valid is None:
+            return self
+        users = np.repeat(np.arange(self.valid.n_users + 1), self.valid.lengths())
+        last = int(self.interactions[TIME].max()) + 1 if self.interactions.height else 0
+        times = self.valid.times if self.valid.times is not None else np.full(len(users), last)
+        extra = pl.DataFrame({USER: users, ITEM: self.valid.items, TIME: times})
+        known = self.interactions.select(USER, ITEM, TIME)
+        both = pl.concat([known, extra.cast(known.schema)]).sort([USER, TIME], maintain_order=True)
+        return TrainData(both, self.n_users, self.n_items, self.item_text, user_attributes=self.user_attributes)
 
     @cached_property
     def sequences(self) -> Histories:

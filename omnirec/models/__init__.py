@@ -9,6 +9,7 @@ from omnirec.models.content import TfidfContent
 from omnirec.models.ease import EASE
 from omnirec.models.gru4rec import GRU4Rec
 from omnirec.models.hstu import HSTU
+from omnirec.models.hybrid import Hybrid
 from omnirec.models.itemknn import ItemKNN
 from omnirec.models.lightgcn import LightGCN
 from omnirec.models.markov import Markov
@@ -30,6 +31,7 @@ MODELS: dict[str, type[Recommender]] = {
     "hstu": HSTU,
     "gru4rec": GRU4Rec,
     "textseq": TextSeq,
+    "hybrid": Hybrid,
     "ease": EASE,
     "twotower": TwoTower,
     "neumf": NeuMF,
@@ -54,5 +56,5 @@ def build_models(names: list[str], settings: dict[str, Any], dataset: Dataset) -
     return models
 
 
-__all__ = ["build_models", "MODELS", "Recommender", "Popularity", "ItemKNN", "ALS", "BPR", "Markov", "TfidfContent", "SASRec", "HSTU", "GRU4Rec", "TextSeq", "EASE",
+__all__ = ["build_models", "MODELS", "Recommender", "Popularity", "ItemKNN", "ALS", "BPR", "Markov", "TfidfContent", "SASRec", "HSTU", "GRU4Rec", "TextSeq", "Hybrid", "EASE",
            "TwoTower", "NeuMF", "LightGCN"]

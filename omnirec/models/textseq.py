@@ -38,6 +38,7 @@ from torch import nn
 from omnirec.data.histories import Histories, UserBatch
 from omnirec.data.train_data import TrainData
 from omnirec.features.text import TextEncoderConfig, encode_texts
+from omnirec.features.text_tuning import TunedLayers, TuningConfig, consecutive_pairs, encode_tuned, tune_encoder
 from omnirec.models.layers import CausalEncoder
 from omnirec.models.sequential import SequentialRecommender, check_sequence_config
 from omnirec.train import losses
@@ -65,17 +66,21 @@ class TextSeqConfig:
     text_dropout: float = 0.2
     adaptor_layers: int = 1
     temperature: float = 0.02
+    id_dropout: float = 0.0
     loss: str = "ce"
     n_negatives: int = 256
     encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    tune_encoder: bool = False
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
         check_sequence_config(self, (self.ffn_mult, self.adaptor_layers), heads=self.n_heads)
         if self.mode not in MODES:
             raise ValueError(f"mode={self.mode!r}; expected one of {', '.join(MODES)}")
-        if not 0 <= self.text_dropout < 1:
-            raise ValueError(f"text_dropout must be in [0, 1), got {self.text_dropout}")
+        for name in ("text_dropout", "id_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = dot products), got {self.temperature}")
 
@@ -97,12 +102,16 @@ class TextSeqNet(CausalEncoder):
             nn.init.zeros_(self.ids.weight)  # an item starts as its text; its ID learns what text misses
         self.add_encoder(cfg)
         nn.init.normal_(self.positions.weight, std=0.02)
-        self.temperature = cfg.temperature
+        self.temperature, self.id_dropout = cfg.temperature, cfg.id_dropout
 
     def embed(self, items: torch.Tensor) -> torch.Tensor:
         x = self.adaptor(self.text[items])
         if self.ids is not None:
-            x = x + self.ids(items)
+            ids = self.ids(items)
+            if self.training and self.id_dropout:  # the item as a new item would be: its text alone
+                kept = torch.rand(items.shape, device=items.device) >= self.id_dropout
+                ids = ids * kept.unsqueeze(-1)
+            x = x + ids
         return x.masked_fill((items == 0).unsqueeze(-1), 0.0)
 
     def forward(self, items: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
@@ -152,12 +161,19 @@ class TextSeq(SequentialRecommender):
     Config = TextSeqConfig
     item_vectors: np.ndarray | None = None
     init_state: dict[str, torch.Tensor] | None = None  # weights training starts from (`start_from`)
+    tuned: TunedLayers | None = None  # the encoder's top layers tuned on the training pairs (`tune_encoder`)
 
     def _fit(self, data: TrainData) -> None:
-        if self.item_vectors is None:
+        if self.item_vectors is None or self.config.tune_encoder:
             if data.item_text is None:
                 raise ValueError("textseq needs item text: the dataset has none (give an items file with a text column)")
-            self.item_vectors = encode_texts(list(data.item_text), self.config.encoder)
+            texts = list(data.item_text)
+            if self.config.tune_encoder:
+                pairs = consecutive_pairs(data.sequences)
+                self.tuned = tune_encoder(texts, pairs, self.config.encoder, self.config.tuning)
+                self.item_vectors = encode_tuned(texts, self.tuned, self.config.encoder)
+            else:
+                self.item_vectors = encode_texts(texts, self.config.encoder)
         if self.item_vectors.shape[0] != data.n_items + 1:
             raise ValueError(f"item_vectors has {self.item_vectors.shape[0]} rows; expected n_items + 1 = {data.n_items + 1}")
         super()._fit(data)
@@ -173,7 +189,12 @@ class TextSeq(SequentialRecommender):
             net.load_state_dict(self.init_state, strict=False)
         return net
 
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {**super()._get_state(), **(self.tuned.to_state() if self.tuned is not None else {})}
+
     def _set_state(self, state: dict[str, Any]) -> None:
+        self.tuned = TunedLayers.from_state(state)
+        state = {k: v for k, v in state.items() if not k.startswith("tuned.")}
         self.item_vectors = np.asarray(state["text"])
         super()._set_state(state)
 
@@ -209,14 +230,19 @@ class TextSeq(SequentialRecommender):
         self._check_fitted()
         return self.module.text.detach().cpu().numpy()
 
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(N, E) `texts` embedded as this model's items were: by its encoder, with the tuned top layers
+        where it tuned them (new items, requests). Nothing is cached: requests are not kept."""
+        encoder = replace(self.config.encoder, cache_dir="-", progress=False)
+        return encode_texts(texts, encoder) if self.tuned is None else encode_tuned(texts, self.tuned, encoder)
+
     # -- natural-language requests ---------------------------------------------------------------
     def query_scores(self, query: str) -> torch.Tensor:
         """(I + 1,) cosine similarity of the query's text embedding to every item's; padding -inf."""
         self._check_fitted()
         if not query.strip():
             raise ValueError("query is empty")
-        encoder = replace(self.config.encoder, cache_dir="-", progress=False)
-        q = torch.from_numpy(encode_texts([query], encoder)[0])
+        q = torch.from_numpy(self.encode([query])[0])
         items = torch.from_numpy(np.asarray(self.item_vectors, dtype=np.float32))
         sims = items @ q / (items.norm(dim=1) * q.norm()).clamp(min=1e-12)
         sims[0] = -torch.inf

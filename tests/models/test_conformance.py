@@ -26,6 +26,7 @@ FAST = {
     "hstu": {"d_model": 16, "d_attention": 8, "max_len": 20, "train": TINY_TRAIN},
     "gru4rec": {"d_model": 16, "max_len": 20, "train": TINY_TRAIN},
     "textseq": {"d_model": 16, "max_len": 20, "encoder": {"cache_dir": "-", "progress": False}, "train": TINY_TRAIN},
+    "hybrid": {"text": {"d_model": 16, "max_len": 20, "encoder": {"cache_dir": "-", "progress": False}, "train": TINY_TRAIN}},
     "twotower": {"d_model": 16, "hidden": 32, "encoder": {"cache_dir": "-", "progress": False}, "train": TINY_TRAIN},
     "neumf": {"d_gmf": 8, "d_mlp": 8, "layers": [16, 8], "train": TINY_TRAIN},
     "lightgcn": {"d_model": 16, "train": TINY_TRAIN},
@@ -212,6 +213,7 @@ QUALITY = [
     ("bpr", "co-occurrence", {"iterations": 50}), ("twotower", "co-occurrence", {"train": PAIR_TRAIN}),
     ("neumf", "co-occurrence", {"train": PAIR_TRAIN}), ("lightgcn", "co-occurrence", {"train": PAIR_TRAIN}),
     ("tfidf", "text", {}), ("textseq", "text", {"mode": "text", "train": SEQ_TRAIN}),
+    ("hybrid", "text", {"text": {**FAST["hybrid"]["text"], "mode": "text", "train": SEQ_TRAIN}}),
 ]
 
 

@@ -13,7 +13,8 @@ from omnirec.data.schema import ITEM
 from omnirec.data.split import cold_items
 from omnirec.features.text import TextEncoderConfig, encode_texts
 from omnirec.models.layers import CausalEncoder
-from omnirec.models.textseq import TextSeq, TextSeqConfig, softmax_over, standardize
+from omnirec.features.text_tuning import TuningConfig
+from omnirec.models.textseq import TextSeq, TextSeqConfig, TextSeqNet, softmax_over, standardize
 from omnirec.train import losses
 from omnirec.train.loop import TrainConfig
 
@@ -172,3 +173,31 @@ def test_temperature_scores_are_cosines_over_the_temperature(tiny_split, tiny_da
         TextSeqConfig(temperature=-1.0)
     with pytest.raises(ValueError, match="temperature differ"):
         TextSeq(TextSeqConfig(mode="text", **TINY)).start_from(model)
+
+
+def test_id_dropout_shows_items_by_their_text_alone_in_training_only() -> None:
+    text = torch.from_numpy(vectors(50))
+    net = TextSeqNet(text, TextSeqConfig(mode="id+text", id_dropout=0.5, text_dropout=0.0, **TINY))
+    torch.nn.init.normal_(net.ids.weight)
+    items = torch.arange(1, 51)
+    net.eval()
+    text_only = net.adaptor(net.text[items])
+    assert not torch.isclose(net.embed(items), text_only).all(dim=1).any(), "no ID may be dropped in evaluation"
+    net.train()
+    torch.manual_seed(0)
+    dropped = torch.isclose(net.embed(items), text_only).all(dim=1)
+    assert 10 <= int(dropped.sum()) <= 40
+
+
+def test_a_tuned_encoder_embeds_the_items_and_later_texts_and_is_saved(tiny_split, tiny_dataset, tmp_path):
+    config = TextSeqConfig(mode="text", tune_encoder=True, tuning=TuningConfig(epochs=0.05, lr=1e-3),
+                           encoder=TextEncoderConfig(cache_dir="-", progress=False), **TINY)
+    model = TextSeq(config).fit(tiny_split.train_data(tiny_dataset.item_text))
+    base = encode_texts(list(tiny_dataset.item_text), config.encoder)
+    assert model.tuned is not None and not np.allclose(model.item_vectors, base, atol=1e-3)
+    np.testing.assert_allclose(model.encode(list(tiny_dataset.item_text[1:4])), model.item_vectors[1:4], atol=1e-5)
+    model.save(tmp_path / "m")
+    loaded = TextSeq.load(tmp_path / "m")
+    assert loaded.tuned is not None and loaded.tuned.fingerprint == model.tuned.fingerprint
+    batch = tiny_split.histories("test").batch(np.arange(1, 6))
+    assert torch.equal(loaded.score(batch), model.score(batch))

@@ -1,0 +1,256 @@
+"""Text hybrid: the text-aware sequence model, exact words and co-occurrence, blended per user.
+
+Three channels score every item for a user:
+
+- text: `textseq`, a Transformer over the history whose items are their sentence-encoder text (and IDs);
+- words: the TF-IDF profile of the history (`tfidf`). Exact terms (a brand, a product line, a size) tell a
+  variant of a known item apart better than a sentence embedding, which blurs them;
+- neighbours: item-kNN over the training interactions (`itemknn`): what is bought with what, the signal
+  the sequence model learns slowest on sparse data.
+
+Each channel's scores are standardized per user (mean 0, standard deviation 1 over the catalogue) and
+summed, text with weight 1 and the others with weights chosen on the validation targets while fitting, as
+the network's epochs are; then the network is retrained on train + validation for that many epochs and the
+neighbours rebuilt from both. An item with no training interaction (a new item) has no neighbours: its
+text channel stands in for that channel, so new items compete on what they have.
+
+>>> from omnirec.data.synthetic import SyntheticConfig, generate
+>>> from omnirec.data.dataset import Dataset
+>>> from omnirec.data.split import split_dataset
+>>> from omnirec.train.loop import TrainConfig
+>>> ds = Dataset.from_frames(*generate(SyntheticConfig(n_users=60, n_items=30)))
+>>> split = split_dataset(ds)
+>>> text = TextSeqConfig(d_model=16, train=TrainConfig(epochs=2, progress=False))
+>>> model = Hybrid(HybridConfig(text=text))
+>>> model.item_vectors = np.random.default_rng(0).normal(size=(ds.n_items + 1, 8)).astype(np.float32)
+>>> ids, _ = model.fit(split.train_data(ds.item_text)).recommend(split.histories("test").batch([1, 2]), k=5)
+>>> ids.shape, sorted(model.weights)
+((2, 5), ['neighbours', 'words'])
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from omnirec.data.histories import Histories, UserBatch
+from omnirec.data.train_data import TrainData
+from omnirec.models.base import Recommender
+from omnirec.models.content import TfidfConfig, TfidfContent
+from omnirec.models.itemknn import ItemKNN, ItemKNNConfig
+from omnirec.models.neural import validation_users
+from omnirec.models.textseq import TextSeq, TextSeqConfig, standardize
+from omnirec.train.validation import first_target_ndcg
+
+CHANNELS = ("words", "neighbours")  # weighed against the text channel (weight 1)
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    """text: the textseq model (its training settings are the hybrid's). words: the TF-IDF channel.
+    neighbours: the item-kNN channel. grid: the weights tried for each channel on validation (extended
+    upwards while the best is its largest). choice_users: validation users the weights are chosen on
+    (a seeded sample; 0 = all). weights: used as they are when there are no validation targets.
+    inherit: an item without training interactions takes the neighbours of its `inherit` nearest trained
+    items by text (their co-occurrence, weighted by text cosine); 0 = its text score stands in for them."""
+
+    text: TextSeqConfig = field(default_factory=TextSeqConfig)
+    words: TfidfConfig = field(default_factory=TfidfConfig)
+    neighbours: ItemKNNConfig = field(default_factory=ItemKNNConfig)
+    grid: tuple[float, ...] = (0.0, 0.125, 0.25, 0.5, 1.0)
+    choice_users: int = 4096
+    weights: tuple[float, float] = (0.25, 0.25)
+    inherit: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.grid or min(self.grid) < 0 or min(self.weights) < 0 or len(self.weights) != len(CHANNELS):
+            raise ValueError(f"grid and weights ({', '.join(CHANNELS)}) must be non-negative; got {self.grid}, "
+                             f"{self.weights}")
+        if self.choice_users < 0 or self.inherit < 0:
+            raise ValueError(f"choice_users and inherit must be >= 0, got {self.choice_users}, {self.inherit}")
+
+
+class Hybrid(Recommender):
+    """textseq + TF-IDF + item-kNN, standardized per user and blended; see the module docstring."""
+
+    name = "hybrid"
+    Config = HybridConfig
+    learns_from_validation = True
+    trains_in_epochs = True
+    needs_text = True
+    reads_text_queries = True
+    can_warm_start = True
+    item_vectors: np.ndarray | None = None  # set before `fit` to skip the sentence encoder (textseq's)
+    pretrained: TextSeq | None = None  # the textseq training starts from (`start_from`)
+    _heir_map: sp.csr_matrix | None = None  # `_heirs()`, once computed
+
+    def _fit(self, data: TrainData) -> None:
+        cfg = self.config
+        text = self._textseq(replace(cfg.text.train, refit=False))
+        text.item_vectors = self.item_vectors
+        text.on_validation = self.on_validation
+        text.fit(data)
+        self.words = TfidfContent(cfg.words).fit(data)
+        self.neighbours = ItemKNN(cfg.neighbours).fit(data)
+        self.text, self.untrained, self._heir_map = text, _untrained(data.sequences, data.n_items), None
+        users = np.array([], dtype=np.int64)
+        if data.valid is not None:
+            users = validation_users(data.sequences, data.valid, cfg.choice_users, cfg.text.train.seed)
+        if not len(users):
+            self.weights, self.training = dict(zip(CHANNELS, cfg.weights)), dict(text.training)
+            self.history = list(text.history)
+            return
+        self.weights, tried = self._choose(data, users)
+        best = max(t["valid_ndcg@10"] for t in tried)  # the blend's, which early stopping's textseq figure is not
+        self.training = {**text.training, "text_valid_ndcg@10": text.training.get("best_valid_ndcg@10"),
+                         "best_valid_ndcg@10": best, "weights": dict(self.weights), "weights_tried": tried}
+        self.history = list(text.history)
+        if cfg.text.train.refit and text.training.get("best_epoch"):
+            self._refit(data, text)
+
+    def _textseq(self, train: Any) -> TextSeq:
+        text = TextSeq(replace(self.config.text, train=train))
+        return text if self.pretrained is None else text.start_from(self.pretrained)
+
+    def start_from(self, pretrained: Recommender) -> Hybrid:
+        """Start the text model from `pretrained`'s (a textseq, or a hybrid's textseq, fitted on another
+        catalogue); the words and neighbours belong to this catalogue and are fitted afresh. Returns self."""
+        source = pretrained.text if isinstance(pretrained, Hybrid) else pretrained
+        if not isinstance(source, TextSeq):
+            raise ValueError(f"hybrid starts from a textseq or a hybrid, not from {pretrained.name!r}")
+        source._check_fitted()
+        self.pretrained = source
+        return self
+
+    def _refit(self, data: TrainData, search: TextSeq) -> None:
+        """textseq trained afresh on train + validation for its best epoch count, the neighbours rebuilt."""
+        both = data.with_validation()
+        epochs = int(search.training["best_epoch"])
+        text = self._textseq(replace(self.config.text.train, refit=False, epochs=epochs))
+        text.config = replace(text.config, tune_encoder=False)  # the tuned encoder is the search's
+        text.item_vectors, text.tuned = search.item_vectors, search.tuned
+        text.fit(both)
+        self.text, self.neighbours = text, ItemKNN(self.config.neighbours).fit(both)
+        self.untrained, self._heir_map = _untrained(both.sequences, data.n_items), None
+        self.history += [{**row, "refit": True} for row in text.history]
+        self.training["refit_epochs"] = len(text.history)
+
+    def _channels(self, batch: UserBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, I + 1) each: the text, words and neighbours channels, standardized per user."""
+        text = standardize(self.text.score(batch).float())
+        words = standardize(self.words.score(batch).float())
+        raw = self.neighbours.score(batch).float()
+        if self.config.inherit:
+            heirs = self._heirs()
+            raw = torch.from_numpy(np.asarray(heirs.T @ raw.numpy().T, dtype=np.float32).T.copy())
+            return text, words, standardize(raw)
+        return text, words, torch.where(self.untrained, text, standardize(raw))
+
+    def _heirs(self) -> sp.csr_matrix:
+        """(I + 1, I + 1) neighbours' columns: each trained item keeps its own, each untrained one takes its
+        nearest trained items' by text (computed once per fit)."""
+        if self._heir_map is None:
+            self._heir_map = inheritance(self.text.item_vectors, self.untrained.numpy(), self.config.inherit)
+        return self._heir_map
+
+    def _choose(self, data: TrainData, users: np.ndarray) -> tuple[dict[str, float], list[dict[str, float]]]:
+        """The channel weights with the best validation NDCG@10 on `users`; a weight at the top of the grid
+        is doubled until it is not."""
+        cached: dict[int, tuple[torch.Tensor, ...]] = {}
+
+        def channels(batch: UserBatch) -> tuple[torch.Tensor, ...]:
+            key = int(batch.users[0])
+            if key not in cached:
+                cached[key] = self._channels(batch)
+            return cached[key]
+
+        grid, tried, best = sorted(set(self.config.grid)), [], None
+        while True:
+            for w in itertools.product(grid, repeat=len(CHANNELS)):
+                if any(t["weights"] == list(w) for t in tried):
+                    continue
+                score = lambda b, w=w: (lambda c: c[0] + w[0] * c[1] + w[1] * c[2])(channels(b))  # noqa: E731
+                value = first_target_ndcg(score, data.sequences, data.valid, users, data.n_items)
+                tried.append({"weights": list(w), "valid_ndcg@10": round(value, 5)})
+                if best is None or value > best[1]:
+                    best = (w, value)
+            if max(best[0]) < grid[-1] or grid[-1] >= 8:
+                break
+            grid.append(grid[-1] * 2)
+        return dict(zip(CHANNELS, best[0])), tried
+
+    def _score(self, batch: UserBatch) -> torch.Tensor:
+        text, words, neighbours = self._channels(batch)
+        return text + self.weights["words"] * words + self.weights["neighbours"] * neighbours
+
+    def _score_with_query(self, batch: UserBatch, query: str, weight: float) -> torch.Tensor:
+        """The blend and the query's text similarity, each standardized per user: (1 - weight) * blend +
+        weight * query. Users with no history get the query alone (semantic search)."""
+        asked = standardize(self.text.query_scores(query).expand(len(batch.users), -1).clone())
+        known = torch.from_numpy(batch.lengths() > 0)[:, None]
+        scores = torch.where(known, (1 - weight) * standardize(self.score(batch)) + weight * asked, asked)
+        scores[:, 0] = -torch.inf
+        return scores
+
+    def text_vectors(self) -> np.ndarray | None:
+        return self.text.text_vectors()
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        parts = {"text": self.text._get_state(), "words": self.words._get_state(),
+                 "neighbours": self.neighbours._get_state()}
+        state = {f"{part}/{k}": v for part, values in parts.items() for k, v in values.items()}
+        return {**state, "weights": np.array([self.weights[c] for c in CHANNELS], dtype=np.float64),
+                "untrained": self.untrained.numpy()}
+
+    def _set_state(self, state: dict[str, np.ndarray]) -> None:
+        def part(prefix: str) -> dict[str, np.ndarray]:
+            return {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + "/")}
+
+        cfg = self.config
+        self.text, self.words, self.neighbours = TextSeq(cfg.text), TfidfContent(cfg.words), ItemKNN(cfg.neighbours)
+        for model, prefix in ((self.text, "text"), (self.words, "words"), (self.neighbours, "neighbours")):
+            model.n_users, model.n_items = self.n_users, self.n_items
+            model._set_state(part(prefix))
+        self.weights = dict(zip(CHANNELS, np.asarray(state["weights"]).tolist()))
+        self.untrained = torch.from_numpy(np.asarray(state["untrained"], dtype=bool))
+        self._heir_map = None
+
+
+def inheritance(vectors: np.ndarray, untrained: np.ndarray, m: int, chunk: int = 1024) -> sp.csr_matrix:
+    """(I + 1, I + 1) column map M, scores @ M: the identity on trained items; an untrained item's column is
+    its `m` nearest trained items by text cosine, weighted by their positive cosines (summing to 1; none
+    where no trained item's cosine is positive). Row and column 0 (padding) are empty.
+
+    >>> v = np.array([[0, 0], [1, 0], [0, 1], [1, 0.1]], dtype=np.float32)  # item 3 is like item 1
+    >>> inheritance(v, np.array([True, False, False, True]), m=1).toarray().tolist()
+    [[0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    """
+    n = len(vectors)
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    trained = np.flatnonzero(~untrained[1:]) + 1
+    heirs = np.flatnonzero(untrained[1:]) + 1
+    rows, cols, values = [trained], [trained], [np.ones(len(trained), dtype=np.float32)]
+    m = min(m, len(trained))
+    for start in range(0, len(heirs), chunk):
+        part = heirs[start:start + chunk]
+        sims = unit[part] @ unit[trained].T  # (c, T)
+        nearest = np.argpartition(-sims, m - 1, axis=1)[:, :m]  # (c, m)
+        weights = np.clip(np.take_along_axis(sims, nearest, axis=1), 0.0, None)
+        weights = weights / np.maximum(weights.sum(1, keepdims=True), 1e-12)
+        rows.append(trained[nearest].ravel())
+        cols.append(np.repeat(part, m))
+        values.append(weights.ravel().astype(np.float32))
+    matrix = sp.csr_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    matrix.eliminate_zeros()
+    return matrix
+
+
+def _untrained(sequences: Histories, n_items: int) -> torch.Tensor:
+    """(I + 1,) True for the items no training sequence holds."""
+    return torch.from_numpy(np.bincount(sequences.items, minlength=n_items + 1) == 0)
+

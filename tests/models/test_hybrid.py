@@ -1,0 +1,116 @@
+"""hybrid: channel weights chosen on validation (the grid grows past its edge), new items' stand-in, refit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from omnirec.data.dataset import Dataset
+from omnirec.data.split import Split, cold_items
+from omnirec.data.train_data import TrainData
+from omnirec.features.text import TextEncoderConfig, encode_texts
+from omnirec.models.hybrid import Hybrid, HybridConfig
+from omnirec.models.textseq import TextSeqConfig, standardize
+from omnirec.train.loop import TrainConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def text_config(**train: object) -> TextSeqConfig:
+    return TextSeqConfig(d_model=16, max_len=20, train=TrainConfig(**{"epochs": 2, "batch_size": 64, "progress": False,
+                                                                      **train}))
+
+
+def fitted(data: TrainData, n_items: int, **changes: object) -> Hybrid:
+    model = Hybrid(HybridConfig(text=text_config(**changes)))
+    vectors = np.random.default_rng(0).normal(size=(n_items + 1, 8)).astype(np.float32)
+    vectors[0] = 0
+    model.item_vectors = vectors
+    return model.fit(data)
+
+
+def test_weights_are_the_best_on_validation_and_the_grid_grows_past_its_edge(tiny_split: Split, tiny_dataset: Dataset,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tiny_split.train_data(tiny_dataset.item_text)
+    targets = data.valid
+
+    def channels(self, batch):  # noqa: ANN001, ANN202 - text is noise, words a weak and neighbours a perfect signal
+        rows = torch.arange(len(batch.users))
+        wanted = torch.from_numpy(targets.items[targets.indptr[batch.users]])
+        noise = torch.from_numpy(np.random.default_rng(1).normal(size=(len(batch.users), self.n_items + 1)))
+        perfect = torch.zeros_like(noise)
+        perfect[rows, wanted] = 1.0
+        return noise.float(), (noise * 0.5).float(), perfect.float()
+
+    monkeypatch.setattr(Hybrid, "_channels", channels)
+    model = fitted(data, tiny_dataset.n_items, refit=False)
+    assert model.weights["neighbours"] == 8.0, "the best weight sat on the grid's edge: the grid must grow to 8"
+    tried = model.training["weights_tried"]
+    assert max(t["weights"][1] for t in tried) == 8.0
+    assert model.training["best_valid_ndcg@10"] == max(t["valid_ndcg@10"] for t in tried) > 0.9
+
+
+def test_items_without_training_interactions_get_their_text_in_the_neighbours_channel(tiny_dataset: Dataset) -> None:
+    split = cold_items(tiny_dataset.interactions, tiny_dataset.n_users, tiny_dataset.n_items, item_frac=0.2, seed=0)
+    model = fitted(split.train_data(tiny_dataset.item_text), tiny_dataset.n_items, refit=False)
+    assert model.untrained[split.cold].all() and model.untrained.sum() >= len(split.cold)
+    text, _, neighbours = model._channels(split.histories("test").batch(np.arange(1, 9)))
+    torch.testing.assert_close(neighbours[:, split.cold], text[:, split.cold])
+    warm = ~model.untrained
+    assert not torch.equal(neighbours[:, warm], text[:, warm])
+
+
+def test_the_refit_learns_from_the_validation_items(tiny_split: Split, tiny_dataset: Dataset) -> None:
+    data = tiny_split.train_data(tiny_dataset.item_text)
+    model = fitted(data, tiny_dataset.n_items)
+    assert model.training["refit_epochs"] == model.training["best_epoch"]
+    both = data.with_validation()
+    assert len(both.sequences.items) == len(data.sequences.items) + len(data.valid.items)
+    rebuilt = type(model.neighbours)(model.config.neighbours).fit(both).similarity
+    assert np.abs(model.neighbours.similarity - rebuilt).sum() == 0, "neighbours not rebuilt from train + valid"
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        HybridConfig(grid=(-1.0, 1.0))
+    with pytest.raises(ValueError, match="choice_users"):
+        HybridConfig(choice_users=-1)
+
+
+def test_it_starts_from_a_pretrained_textseq_and_reads_requests(tiny_split: Split, tiny_dataset: Dataset) -> None:
+    data = tiny_split.train_data(tiny_dataset.item_text)
+    real = encode_texts(list(tiny_dataset.item_text), TextEncoderConfig(cache_dir="-", progress=False))
+    first = Hybrid(HybridConfig(text=text_config(refit=False)))
+    first.item_vectors = real
+    first.fit(data)
+    model = Hybrid(HybridConfig(text=text_config(refit=False))).start_from(first)
+    model.item_vectors = real
+    model.fit(data)
+    assert model.pretrained is first.text
+    with pytest.raises(ValueError, match="textseq or a hybrid"):
+        Hybrid().start_from(model.neighbours)
+    batch = tiny_split.histories("test").batch(np.array([1, 2]))
+    plain, _ = model.recommend(batch, k=5, query="anything", query_weight=0.0)
+    assert (plain == model.recommend(batch, k=5)[0]).all()
+
+
+def test_new_items_can_inherit_the_neighbours_of_their_nearest_known_items(tiny_dataset: Dataset) -> None:
+    split = cold_items(tiny_dataset.interactions, tiny_dataset.n_users, tiny_dataset.n_items, item_frac=0.2, seed=0)
+    data = split.train_data(tiny_dataset.item_text)
+    model = Hybrid(HybridConfig(text=text_config(refit=False), inherit=3))
+    vectors = np.random.default_rng(0).normal(size=(tiny_dataset.n_items + 1, 8)).astype(np.float32)
+    vectors[0] = 0
+    model.item_vectors = vectors
+    model.fit(data)
+    batch = split.histories("test").batch(np.arange(1, 9))
+    raw = model.neighbours.score(batch).numpy()
+    _, _, neighbours = model._channels(batch)
+    new = split.cold[0]
+    heirs = model._heirs()[:, new]
+    assert heirs.nnz == 3 and np.isclose(heirs.sum(), 1.0)
+    inherited = torch.from_numpy((raw @ model._heirs().toarray()).astype(np.float32))
+    torch.testing.assert_close(neighbours, standardize(inherited))
+    assert inherited[:, new].abs().sum() > 0, "the new item inherited no co-occurrence"
+    trained = ~model.untrained
+    torch.testing.assert_close(inherited[:, trained], torch.from_numpy(raw)[:, trained])
