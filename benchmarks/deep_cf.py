@@ -251,8 +251,12 @@ def markdown(doc: dict) -> str:
 def merge(doc: dict, other: dict) -> None:
     """Take the parts `other` (another invocation's result) has into `doc`, each keeping its own provenance."""
     provenance = {"command": other["command"], "code": other["code"]}
-    for ds in other["datasets"]:
-        doc["datasets"] = [d for d in doc["datasets"] if d["dataset"] != ds["dataset"]] + [{**ds, **provenance}]
+    for ds in other["datasets"]:  # in the place of the dataset it replaces, so reports keep their order
+        names = [d["dataset"] for d in doc["datasets"]]
+        if ds["dataset"] in names:
+            doc["datasets"][names.index(ds["dataset"])] = {**ds, **provenance}
+        else:
+            doc["datasets"].append({**ds, **provenance})
     if other.get("cold_users"):
         doc["cold_users"] = {**other["cold_users"], **provenance}
 

@@ -195,7 +195,7 @@ def verdict(comparison: dict) -> str:
 def deep_cf(load: Load) -> list[str]:
     """Test NDCG@10 of the tuned simple and deep models, cold users, the slowest fit."""
     doc = load("deep_cf.json")
-    names = list(doc["datasets"][0]["models"])
+    names = list(dict.fromkeys(n for ds in doc["datasets"] for n in ds["models"]))  # a model run on any dataset
     rows = [[f"`{ds['dataset']}`",
              *best_cells({n: m["test"]["ndcg@10"] for n, m in ds["models"].items()}, names, 4),
              verdict(ds["comparison"])] for ds in doc["datasets"]]
