@@ -1,5 +1,6 @@
 """Similarity between items: the cosine of their user columns (item-kNN, the co-occurrence source), a
-per-row top-k, and low-dimensional item vectors for diversity (intra-list similarity, MMR).
+per-row top-k, low-dimensional item vectors for diversity (intra-list similarity, MMR), and what an item
+without interactions inherits from its nearest items by text.
 
 >>> import scipy.sparse as sp
 >>> m = sp.csr_matrix(np.array([[0, 0, 0], [0, 1, 1], [0, 1, 0]], dtype=np.float32))  # (U + 1, I + 1)
@@ -50,3 +51,32 @@ def item_vectors_from_matrix(matrix: sp.csr_matrix, dim: int = 64, seed: int = 0
     dim = max(1, min(dim, min(items.shape) - 1))
     vectors = TruncatedSVD(n_components=dim, random_state=seed).fit_transform(items)
     return normalize(vectors).astype(np.float32)
+
+
+def text_inheritance(vectors: np.ndarray, untrained: np.ndarray, m: int, chunk: int = 1024) -> sp.csr_matrix:
+    """(I + 1, I + 1) column map M, scores @ M: the identity on trained items; an untrained item's column is
+    its `m` nearest trained items by text cosine, weighted by their positive cosines (summing to 1; none
+    where no trained item's cosine is positive). Row and column 0 (padding) are empty.
+
+    >>> v = np.array([[0, 0], [1, 0], [0, 1], [1, 0.1]], dtype=np.float32)  # item 3 is like item 1
+    >>> text_inheritance(v, np.array([True, False, False, True]), m=1).toarray().tolist()
+    [[0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    """
+    n = len(vectors)
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    trained = np.flatnonzero(~untrained[1:]) + 1
+    heirs = np.flatnonzero(untrained[1:]) + 1
+    rows, cols, values = [trained], [trained], [np.ones(len(trained), dtype=np.float32)]
+    m = min(m, len(trained))
+    for start in range(0, len(heirs), chunk):
+        part = heirs[start:start + chunk]
+        sims = unit[part] @ unit[trained].T  # (c, T)
+        nearest = np.argpartition(-sims, m - 1, axis=1)[:, :m]  # (c, m)
+        weights = np.clip(np.take_along_axis(sims, nearest, axis=1), 0.0, None)
+        weights = weights / np.maximum(weights.sum(1, keepdims=True), 1e-12)
+        rows.append(trained[nearest].ravel())
+        cols.append(np.repeat(part, m))
+        values.append(weights.ravel().astype(np.float32))
+    matrix = sp.csr_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    matrix.eliminate_zeros()
+    return matrix

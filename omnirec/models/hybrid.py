@@ -40,6 +40,7 @@ import torch
 
 from omnirec.data.histories import Histories, UserBatch
 from omnirec.data.train_data import TrainData
+from omnirec.features.similarity import text_inheritance
 from omnirec.models.base import Recommender
 from omnirec.models.content import TfidfConfig, TfidfContent
 from omnirec.models.itemknn import ItemKNN, ItemKNNConfig
@@ -155,7 +156,7 @@ class Hybrid(Recommender):
         """(I + 1, I + 1) neighbours' columns: each trained item keeps its own, each untrained one takes its
         nearest trained items' by text (computed once per fit)."""
         if self._heir_map is None:
-            self._heir_map = inheritance(self.text.item_vectors, self.untrained.numpy(), self.config.inherit)
+            self._heir_map = text_inheritance(self.text.item_vectors, self.untrained.numpy(), self.config.inherit)
         return self._heir_map
 
     def _choose(self, data: TrainData, users: np.ndarray) -> tuple[dict[str, float], list[dict[str, float]]]:
@@ -219,35 +220,6 @@ class Hybrid(Recommender):
         self.weights = dict(zip(CHANNELS, np.asarray(state["weights"]).tolist()))
         self.untrained = torch.from_numpy(np.asarray(state["untrained"], dtype=bool))
         self._heir_map = None
-
-
-def inheritance(vectors: np.ndarray, untrained: np.ndarray, m: int, chunk: int = 1024) -> sp.csr_matrix:
-    """(I + 1, I + 1) column map M, scores @ M: the identity on trained items; an untrained item's column is
-    its `m` nearest trained items by text cosine, weighted by their positive cosines (summing to 1; none
-    where no trained item's cosine is positive). Row and column 0 (padding) are empty.
-
-    >>> v = np.array([[0, 0], [1, 0], [0, 1], [1, 0.1]], dtype=np.float32)  # item 3 is like item 1
-    >>> inheritance(v, np.array([True, False, False, True]), m=1).toarray().tolist()
-    [[0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
-    """
-    n = len(vectors)
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    trained = np.flatnonzero(~untrained[1:]) + 1
-    heirs = np.flatnonzero(untrained[1:]) + 1
-    rows, cols, values = [trained], [trained], [np.ones(len(trained), dtype=np.float32)]
-    m = min(m, len(trained))
-    for start in range(0, len(heirs), chunk):
-        part = heirs[start:start + chunk]
-        sims = unit[part] @ unit[trained].T  # (c, T)
-        nearest = np.argpartition(-sims, m - 1, axis=1)[:, :m]  # (c, m)
-        weights = np.clip(np.take_along_axis(sims, nearest, axis=1), 0.0, None)
-        weights = weights / np.maximum(weights.sum(1, keepdims=True), 1e-12)
-        rows.append(trained[nearest].ravel())
-        cols.append(np.repeat(part, m))
-        values.append(weights.ravel().astype(np.float32))
-    matrix = sp.csr_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    matrix.eliminate_zeros()
-    return matrix
 
 
 def _untrained(sequences: Histories, n_items: int) -> torch.Tensor:

@@ -37,6 +37,7 @@ from torch import nn
 
 from omnirec.data.histories import Histories, UserBatch
 from omnirec.data.train_data import TrainData
+from omnirec.features.similarity import text_inheritance
 from omnirec.features.text import TextEncoderConfig, encode_texts
 from omnirec.features.text_tuning import TunedLayers, TuningConfig, consecutive_pairs, encode_tuned, tune_encoder
 from omnirec.models.layers import CausalEncoder
@@ -53,8 +54,12 @@ class TextSeqConfig:
     before the adaptor. adaptor_layers: 1 = a linear map of the text vector, more = an MLP.
     temperature: > 0 = scores are cosine similarities divided by it (as in UniSRec); 0 = dot products
     (as in SASRec). Cosines let the frozen text geometry through. The default 0.02 was chosen on
-    validation NDCG@10 across datasets (`benchmarks/defaults.py`, DEFAULTS.md). The other fields are
-    SASRec's; encoder: the sentence encoder and its cache."""
+    validation NDCG@10 across datasets (`benchmarks/defaults.py`, DEFAULTS.md). id_dropout: the chance
+    that an item's ID is left out in a training step (it is then its text alone, as a new item is).
+    inherit_ids: after training, an item never seen in training takes the mean ID embedding of its
+    `inherit_ids` nearest seen items by text (0 = it keeps none). The other fields are SASRec's; encoder:
+    the sentence encoder and its cache; tune_encoder and tuning: the encoder's top layers trained on the
+    training sequences first (`omnirec.features.text_tuning`)."""
 
     mode: str = "id+text"
     d_model: int = 128
@@ -67,6 +72,7 @@ class TextSeqConfig:
     adaptor_layers: int = 1
     temperature: float = 0.02
     id_dropout: float = 0.0
+    inherit_ids: int = 0
     loss: str = "ce"
     n_negatives: int = 256
     encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
@@ -83,6 +89,8 @@ class TextSeqConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = dot products), got {self.temperature}")
+        if self.inherit_ids < 0:
+            raise ValueError(f"inherit_ids must be >= 0 (0 = off), got {self.inherit_ids}")
 
 
 class TextSeqNet(CausalEncoder):
@@ -177,6 +185,18 @@ class TextSeq(SequentialRecommender):
         if self.item_vectors.shape[0] != data.n_items + 1:
             raise ValueError(f"item_vectors has {self.item_vectors.shape[0]} rows; expected n_items + 1 = {data.n_items + 1}")
         super()._fit(data)
+
+    def _finish_fit(self, data: TrainData, sequences: Histories) -> None:
+        """With `inherit_ids`, each item the final network never saw gets the ID embedding of its nearest
+        seen items by text (their weighted mean) instead of none: a new variant of a known product starts
+        where that product is."""
+        if self.config.inherit_ids and self.module.ids is not None:
+            unseen = np.bincount(sequences.items, minlength=data.n_items + 1) == 0
+            heirs = text_inheritance(self.item_vectors, unseen, self.config.inherit_ids)
+            ids = self.module.ids.weight
+            with torch.no_grad():
+                inherited = torch.from_numpy(heirs.T.toarray()).to(ids) @ ids  # (I + 1, D)
+                ids[torch.from_numpy(unseen)] = inherited[torch.from_numpy(unseen)]
 
     def _loss(self, sequences: Histories) -> LossFn:
         if self.config.loss != "ce":

@@ -201,3 +201,19 @@ def test_a_tuned_encoder_embeds_the_items_and_later_texts_and_is_saved(tiny_spli
     assert loaded.tuned is not None and loaded.tuned.fingerprint == model.tuned.fingerprint
     batch = tiny_split.histories("test").batch(np.arange(1, 6))
     assert torch.equal(loaded.score(batch), model.score(batch))
+
+
+def test_unseen_items_can_inherit_the_ids_of_their_nearest_seen_items(cold_split, tiny_dataset):
+    model = TextSeq(TextSeqConfig(mode="id+text", inherit_ids=2, **TINY))
+    model.item_vectors = vectors(tiny_dataset.n_items)
+    model.fit(cold_split.train_data())
+    ids = model.module.ids.weight.detach()
+    new = cold_split.cold[0]
+    assert ids[new].abs().sum() > 0, "the unseen item inherited nothing"
+    unit = torch.nn.functional.normalize(torch.from_numpy(model.item_vectors), dim=1)
+    learnt = cold_split.train_data().with_validation().sequences.items  # what the refitted network saw
+    seen = torch.from_numpy(np.bincount(learnt, minlength=len(unit)) > 0)
+    sims = torch.where(seen, unit @ unit[new], -torch.inf)
+    top = sims.topk(2)
+    weights = top.values.clamp(min=0) / top.values.clamp(min=0).sum()
+    torch.testing.assert_close(ids[new], weights @ ids[top.indices])
