@@ -73,6 +73,7 @@ class Recommender(ABC):
     has_item_embeddings: ClassVar[bool] = False  # `item_embeddings()`: (I + 1, D) vectors an ANN source can index
     reads_text_queries: ClassVar[bool] = False  # `recommend(..., query=...)` blends in a natural-language request
     can_warm_start: ClassVar[bool] = False  # `start_from(pretrained)`: training starts from another fit's weights
+    adds_items: ClassVar[bool] = False  # `add_items(texts)`: new items scored from their text, without retraining
     default_trial: ClassVar[dict[str, Any]] = {}  # the search's first trial (its Config's defaults), by search name
 
     @classmethod
@@ -173,6 +174,12 @@ class Recommender(ABC):
     def text_vectors(self) -> np.ndarray | None:
         """(I + 1, E) the item text vectors the model scores with (None for models that do not read text)."""
         return None
+
+    def add_items(self, texts: list[str]) -> None:
+        """Grow the catalogue by `len(texts)` items, given by their text, that the model scores from then on
+        (their dense ids follow the last one); no retraining (models that `adds_items`)."""
+        raise ValueError(f"model {self.name!r} cannot take new items without retraining (textseq, hybrid, tfidf "
+                         "and itemknn can)")
 
     def start_from(self, pretrained: Recommender) -> Self:
         """Start the next `fit` from `pretrained`'s weights (fitted on another catalogue); returns self."""

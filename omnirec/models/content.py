@@ -42,7 +42,10 @@ class TfidfContent(Recommender):
     name = "tfidf"
     quick = True
     needs_text = True
+    adds_items = True
     Config = TfidfConfig
+    vocabulary: np.ndarray | None = None  # (V,) the terms, and their (V,) idf: what new texts are weighed by
+    idf: np.ndarray | None = None
 
     def _fit(self, data: TrainData) -> None:
         if data.item_text is None:
@@ -54,6 +57,24 @@ class TfidfContent(Recommender):
         texts = list(data.item_text)
         texts[0] = ""  # padding
         self.item_vectors = vectorizer.fit_transform(texts).astype(np.float32).tocsr()  # (I, V), rows L2-normalised
+        self.vocabulary, self.idf = np.asarray(vectorizer.get_feature_names_out(), dtype=str), vectorizer.idf_
+
+    def _vectorizer(self) -> TfidfVectorizer:
+        """The fitted vectoriser again, from its vocabulary and idf."""
+        c = self.config
+        if self.vocabulary is None:
+            raise ValueError("this tfidf model was saved without its vocabulary: refit it to add items")
+        vectorizer = TfidfVectorizer(vocabulary={t: i for i, t in enumerate(self.vocabulary.tolist())},
+                                     ngram_range=(1, c.ngram_max), sublinear_tf=c.sublinear_tf)
+        vectorizer.idf_ = self.idf
+        return vectorizer
+
+    def add_items(self, texts: list[str]) -> None:
+        """New items' TF-IDF vectors, by the training vocabulary and idf (words it never saw are not counted)."""
+        self._check_fitted()
+        new = self._vectorizer().transform(texts).astype(np.float32).tocsr()
+        self.item_vectors = sp.vstack([self.item_vectors, new]).tocsr()
+        self.n_items += len(texts)
 
     def _profile_weights(self, batch: UserBatch) -> sp.csr_matrix:
         lengths = batch.lengths()
@@ -71,7 +92,10 @@ class TfidfContent(Recommender):
         return torch.from_numpy(np.asarray(by_item, dtype=np.float32)).T.contiguous()  # (B, I)
 
     def _get_state(self) -> dict[str, np.ndarray]:
-        return sparse_state("item_vectors", self.item_vectors)
+        words = {} if self.vocabulary is None else {"vocabulary": self.vocabulary, "idf": self.idf}
+        return {**sparse_state("item_vectors", self.item_vectors), **words}
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         self.item_vectors = sparse_from_state("item_vectors", state)
+        self.vocabulary = np.asarray(state["vocabulary"], dtype=str) if "vocabulary" in state else None
+        self.idf = np.asarray(state["idf"]) if "idf" in state else None

@@ -86,6 +86,7 @@ class Hybrid(Recommender):
     needs_text = True
     reads_text_queries = True
     can_warm_start = True
+    adds_items = True
     item_vectors: np.ndarray | None = None  # set before `fit` to skip the sentence encoder (textseq's)
     pretrained: TextSeq | None = None  # the textseq training starts from (`start_from`)
     _heir_map: sp.csr_matrix | None = None  # `_heirs()`, once computed
@@ -188,6 +189,15 @@ class Hybrid(Recommender):
     def _score(self, batch: UserBatch) -> torch.Tensor:
         text, words, neighbours = self._channels(batch)
         return text + self.weights["words"] * words + self.weights["neighbours"] * neighbours
+
+    def add_items(self, texts: list[str]) -> None:
+        """New items in every channel: textseq embeds them, TF-IDF weighs their words, and, having no
+        interactions, they inherit neighbours (or their text stands in for them)."""
+        self._check_fitted()
+        for part in (self.text, self.words, self.neighbours):
+            part.add_items(texts)
+        self.untrained = torch.cat([self.untrained, torch.ones(len(texts), dtype=torch.bool)])
+        self._heir_map, self.n_items = None, self.n_items + len(texts)
 
     def _score_with_query(self, batch: UserBatch, query: str, weight: float) -> torch.Tensor:
         """The blend and the query's text similarity, each standardized per user: (1 - weight) * blend +

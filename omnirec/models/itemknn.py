@@ -36,6 +36,7 @@ class ItemKNN(Recommender):
     name = "itemknn"
     Config = ItemKNNConfig
     quick = True
+    adds_items = True
     default_trial = {"k": ItemKNNConfig.k, "shrink": ItemKNNConfig.shrink}
 
     @classmethod
@@ -45,6 +46,15 @@ class ItemKNN(Recommender):
     def _fit(self, data: TrainData) -> None:
         binary = interaction_matrix(data.interactions, data.n_users, data.n_items, binary=True)
         self.similarity = keep_top_k(cosine_similarity(binary, self.config.shrink), self.config.k)  # (I, I)
+
+    def add_items(self, texts: list[str]) -> None:
+        """New items have no co-occurrence yet: empty rows and columns (they score 0 until a retraining)."""
+        self._check_fitted()
+        n = self.similarity.shape[0] + len(texts)
+        self.similarity = sp.csr_matrix((self.similarity.data, self.similarity.indices,
+                                         np.r_[self.similarity.indptr, np.full(len(texts), self.similarity.nnz)]),
+                                        shape=(n, n))
+        self.n_items += len(texts)
 
     def _score(self, batch: UserBatch) -> sp.spmatrix:
         return batch.to_csr(self.n_items) @ self.similarity  # (B, I)

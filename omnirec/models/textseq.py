@@ -166,6 +166,7 @@ class TextSeq(SequentialRecommender):
     needs_text = True
     reads_text_queries = True
     can_warm_start = True
+    adds_items = True
     Config = TextSeqConfig
     item_vectors: np.ndarray | None = None
     init_state: dict[str, torch.Tensor] | None = None  # weights training starts from (`start_from`)
@@ -191,12 +192,34 @@ class TextSeq(SequentialRecommender):
         seen items by text (their weighted mean) instead of none: a new variant of a known product starts
         where that product is."""
         if self.config.inherit_ids and self.module.ids is not None:
-            unseen = np.bincount(sequences.items, minlength=data.n_items + 1) == 0
-            heirs = text_inheritance(self.item_vectors, unseen, self.config.inherit_ids)
-            ids = self.module.ids.weight
+            self._inherit_ids(np.bincount(sequences.items, minlength=data.n_items + 1) == 0)
+
+    def add_items(self, texts: list[str]) -> None:
+        """New items embedded by this model's encoder (tuned where it was) and scored from their text; in
+        id+text mode with an empty ID embedding, or with `inherit_ids` their nearest known items' mean."""
+        self._check_fitted()
+        new = self.encode(list(texts))
+        net, before = self.module, self.n_items + 1
+        self.item_vectors = np.concatenate([np.asarray(self.item_vectors, dtype=np.float32), new])
+        net.text = torch.cat([net.text, torch.from_numpy(new).to(net.text)])  # (I + 1 + N, E)
+        if net.ids is not None:
+            grown = nn.Embedding(before + len(texts), net.ids.embedding_dim, padding_idx=0).to(net.ids.weight)
             with torch.no_grad():
-                inherited = torch.from_numpy(heirs.T.toarray()).to(ids) @ ids  # (I + 1, D)
-                ids[torch.from_numpy(unseen)] = inherited[torch.from_numpy(unseen)]
+                grown.weight.zero_()
+                grown.weight[:before] = net.ids.weight
+            net.ids = grown
+        self.n_items += len(texts)
+        if self.config.inherit_ids and net.ids is not None:  # from the known items, as after training
+            unseen = np.zeros(self.n_items + 1, dtype=bool)
+            unseen[0], unseen[before:] = True, True
+            self._inherit_ids(unseen)
+
+    def _inherit_ids(self, unseen: np.ndarray) -> None:
+        heirs = text_inheritance(self.item_vectors, unseen, self.config.inherit_ids)
+        ids = self.module.ids.weight
+        with torch.no_grad():
+            inherited = torch.from_numpy(heirs.T.toarray()).to(ids) @ ids  # (I + 1, D)
+            ids[torch.from_numpy(unseen)] = inherited[torch.from_numpy(unseen)]
 
     def _loss(self, sequences: Histories) -> LossFn:
         if self.config.loss != "ce":

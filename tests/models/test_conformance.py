@@ -304,3 +304,28 @@ def test_a_model_saved_before_its_config_gained_an_option_loads_with_the_default
     (tmp_path / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="recorded hash"):
         SASRec.load(tmp_path)
+
+
+@pytest.mark.parametrize("name", [n for n, cls in MODELS.items() if cls.adds_items])
+def test_added_items_are_scored_and_saved(name, tiny_split, tiny_dataset, batch, tmp_path):
+    """A model that takes new items scores them at once, keeps the old items' scores, and saves and loads
+    with them; where the score comes from the text alone (tfidf, textseq in text mode), a new item with an
+    old item's text scores exactly like it."""
+    model = make(name, **({"mode": "text"} if name == "textseq" else {}))
+    model.fit(tiny_split.train_data(tiny_dataset.item_text))
+    before = model.score(batch)
+    model.add_items([tiny_dataset.item_text[5], "an item like no other"])
+    after = model.score(batch)
+    n = tiny_dataset.n_items
+    assert after.shape == (4, n + 3) and torch.isfinite(after).all()
+    if name in ("tfidf", "textseq"):
+        torch.testing.assert_close(after[:, n + 1], after[:, 5], atol=1e-5, rtol=1e-5)
+    if name != "hybrid":  # the hybrid standardizes over the grown catalogue, so every score moves a little
+        torch.testing.assert_close(after[:, : n + 1], before)
+    model.save(tmp_path / name)
+    assert torch.equal(type(model).load(tmp_path / name).score(batch), after)
+
+
+def test_a_model_without_text_refuses_new_items(fitted):
+    with pytest.raises(ValueError, match="cannot take new items"):
+        fitted["sasrec"].add_items(["a new item"])
