@@ -1,0 +1,105 @@
+"""Validation evidence for the text models' options: what `hybrid`, `textseq` and their switches score
+when no test target is read, on two protocols.
+
+- loo: the leave-one-out split; each variant is fitted on the training items (early stopping, no refit)
+  and reported by its best validation NDCG@10 (the hybrid's is its blend's, weights chosen on the same
+  validation targets).
+- nested-cold: new items as validation can have them. The cold-items split of the benchmarks keeps every
+  cold item out of train and validation, so its validation targets are all warm and cannot tell how a
+  model ranks new items. Here the test part of that split is dropped, and the cold-items protocol is
+  applied again to what is left (train + validation), with another seed: 20% of those items become
+  pseudo-new, and each user's last remaining item is the target, reported for pseudo-new and known
+  targets apart. The real test targets are never read.
+
+Writes `benchmarks/results/text_validation.json` (one entry per variant, with the command and code).
+
+    python benchmarks/text_validation.py --data-dir ../shared/data
+    python benchmarks/text_validation.py --variants 'cold|hybrid|{"inherit": 10}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from baselines import code_version, machine  # noqa: E402
+
+from omnirec.auto import build  # noqa: E402
+from omnirec.data.dataset import Dataset  # noqa: E402
+from omnirec.data.datasets import load_dataset  # noqa: E402
+from omnirec.data.schema import TIME, USER  # noqa: E402
+from omnirec.data.split import Split, cold_items, split_dataset  # noqa: E402
+from omnirec.evaluate.ranking import full_ranking_eval  # noqa: E402
+from omnirec.features.text import TextEncoderConfig, encode_texts  # noqa: E402
+from omnirec.utils import atomic_write_text  # noqa: E402
+
+RESULT = HERE / "results" / "text_validation.json"
+# protocol | model | its settings: what was measured to choose the text models' options (issue of the
+# language model's place): the blend itself, each textseq mode under it, new items' stand-in or inheritance
+VARIANTS = (
+    'loo|textseq|{}', 'loo|hybrid|{}',
+    'cold|textseq|{}', 'cold|textseq|{"mode": "text"}', 'cold|tfidf|{}',
+    'cold|hybrid|{}', 'cold|hybrid|{"text": {"mode": "text"}}',
+    'cold|hybrid|{"inherit": 10}', 'cold|hybrid|{"text": {"mode": "text"}, "inherit": 10}',
+    'cold|textseq|{"id_dropout": 0.3}', 'cold|textseq|{"inherit_ids": 10}',
+)
+
+
+def nested_cold(dataset: Dataset) -> Split:
+    """The cold-items protocol applied to the train + validation part of the benchmarks' cold-items split
+    (20% of the items at random, seed 0), with seed 1: its test targets are validation targets."""
+    outer = cold_items(dataset.interactions, dataset.n_users, dataset.n_items, item_frac=0.2, seed=0)
+    known = pl.concat([outer.train, outer.valid]).sort([USER, TIME], maintain_order=True)
+    return cold_items(known, dataset.n_users, dataset.n_items, item_frac=0.2, seed=1)
+
+
+def measure(variant: str, dataset: Dataset, vectors: np.ndarray) -> dict:
+    protocol, name, settings = variant.split("|", 2)
+    params = json.loads(settings)
+    split = split_dataset(dataset, "loo") if protocol == "loo" else nested_cold(dataset)
+    model = build(name, params, trial=True)
+    if hasattr(model, "item_vectors"):
+        model.item_vectors = vectors
+    start = time.perf_counter()
+    model.fit(split.train_data(dataset.item_text))
+    out = {"protocol": protocol, "model": name, "params": params, "fit_s": round(time.perf_counter() - start, 1),
+           "valid_ndcg@10": model.training.get("best_valid_ndcg@10"),
+           **{k: model.training[k] for k in ("weights", "text_valid_ndcg@10", "best_epoch") if k in model.training}}
+    if protocol == "cold":
+        targets = split.targets("test")
+        known = np.setdiff1d(np.arange(1, dataset.n_items + 1), split.cold)
+        for group, part in (("new", targets.only(split.cold)), ("known", targets.only(known)), ("all", targets)):
+            out[f"{group}_ndcg@10"] = round(full_ranking_eval(model, split.histories("test"), part, ks=(10,))["ndcg@10"], 5)
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"))
+    parser.add_argument("--dataset", default="scientific")
+    parser.add_argument("--variants", default=";".join(VARIANTS), help="protocol|model|json settings, ';'-separated")
+    args = parser.parse_args()
+    dataset = load_dataset(args.dataset, Path(args.data_dir))
+    vectors = encode_texts(list(dataset.item_text), TextEncoderConfig(progress=False))
+    doc = json.loads(RESULT.read_text()) if RESULT.exists() else {"runs": []}
+    provenance = {"dataset": args.dataset, "command": " ".join(["python", *sys.argv]),
+                  "code": code_version("benchmarks/text_validation.py"), "machine": machine()}
+    for variant in args.variants.split(";"):
+        row = {**measure(variant, dataset, vectors), **provenance}
+        doc["runs"] = [r for r in doc["runs"] if (r["dataset"], r["protocol"], r["model"], r["params"]) !=
+                       (row["dataset"], row["protocol"], row["model"], row["params"])] + [row]
+        atomic_write_text(RESULT, json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
