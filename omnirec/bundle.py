@@ -17,6 +17,8 @@ so a crash never leaves half a bundle.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -82,6 +84,25 @@ class Bundle:
         report = CleanReport(len(h.items), rows_out=len(h.items))  # cleaned when the run read it
         return Dataset(self.meta.get("dataset", "bundle"), frame, self.users, self.items, self.item_text, report,
                        self.user_attributes, self.item_titles)
+
+    def with_items(self, items: list[tuple[str, str, str | None]]) -> Bundle:
+        """A copy whose catalogue also holds `items` (id, text, title), scored by a copy of the model
+        (`Recommender.add_items`); the bundle itself is left as it is, so requests under way keep it."""
+        if not self.model.adds_items:
+            raise ValueError(f"model {self.model.name!r} cannot take new items without retraining; retrain with "
+                             "the items in the catalogue (textseq, hybrid, tfidf and itemknn can)")
+        fresh = [(item, text, title) for item, text, title in items if item not in self.items]
+        if not fresh:
+            return self
+        model = copy.deepcopy(self.model)
+        model.add_items([text for _, text, _ in fresh])
+        labels = IdMap([*self.items.labels, *(item for item, _, _ in fresh)])
+        text = [*(self.item_text or [""] * (len(self.items) + 1)), *(t for _, t, _ in fresh)]
+        titles = self.item_titles
+        if titles is not None or any(title for _, _, title in fresh):
+            titles = [*(titles or [""] * (len(self.items) + 1)), *(title or "" for _, _, title in fresh)]
+        meta = {**self.meta, "n_items": len(labels), "added_items": self.meta.get("added_items", 0) + len(fresh)}
+        return dataclasses.replace(self, model=model, items=labels, meta=meta, item_text=text, item_titles=titles)
 
     def title(self, item: int) -> str | None:
         """The title of dense item `item` (None where the catalogue gives none)."""

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
-from omnirec.serve.service import NotFound, Service
+from omnirec.serve.service import ItemExists, NotFound, Service
 from omnirec.serve.store import Event, IdempotencyConflict, StoreUnavailable, UserDeleted, open_store
 
 log = logging.getLogger("omnirec.serve")
@@ -124,6 +124,17 @@ class ReloadRequest(BaseModel):
 class ReloadResponse(BaseModel):
     bundle: str
     model: str
+    items: int
+
+
+class ItemRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: Annotated[str, Field(min_length=1, max_length=20_000, pattern=r"\S")]  # words, not only blanks
+    title: Annotated[str, Field(max_length=1_000)] | None = None
+
+
+class AddedResponse(BaseModel):
+    item: str
     items: int
 
 
@@ -272,6 +283,15 @@ def _write_routes(app: FastAPI, config: ServeConfig, metrics: dict) -> None:
         """204 when the X-API-Key is right: lets a client check its key before a long job (retrain --reload)."""
         return Response(status_code=204)
 
+    @app.put("/items/{item_id}", response_model=AddedResponse, dependencies=keyed,
+             responses={**WRITE_ERRORS, **_errors(409)})
+    def add_item(item_id: Id, body: ItemRequest, svc: Svc) -> dict:
+        """A new item, by its text: recommendable at once (models that score text), kept for every server
+        process and the next retraining."""
+        result = svc.add_item(item_id, body.text, body.title)
+        metrics["items"].set(result["items"])
+        return result
+
     @app.delete("/users/{user_id}", response_model=DeleteResponse, dependencies=keyed, responses=WRITE_ERRORS)
     def delete_user(user_id: Id, svc: Svc) -> dict:
         return svc.delete_user(user_id)
@@ -352,6 +372,10 @@ def _add_error_handlers(app: FastAPI, config: ServeConfig) -> None:
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:  # noqa: ARG001
         return JSONResponse({"detail": str(exc.args[0])}, status_code=404)
+
+    @app.exception_handler(ItemExists)
+    async def exists(request: Request, exc: ItemExists) -> JSONResponse:  # noqa: ARG001
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(UserDeleted)
     async def deleted(request: Request, exc: UserDeleted) -> JSONResponse:  # noqa: ARG001

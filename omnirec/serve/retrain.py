@@ -52,6 +52,12 @@ def with_feedback(dataset: Dataset, store: EventStore, clean: CleanConfig = Clea
         items = pl.DataFrame({ITEM: dataset.items.labels, TEXT: dataset.item_text[1:]})
         if dataset.item_titles is not None:
             items = items.with_columns(pl.Series(TITLE, dataset.item_titles[1:], dtype=pl.String))
+        new = [(i, t, title) for i, t, title in store.added_items() if i not in dataset.items]  # added while serving
+        if new:
+            extra = pl.DataFrame({ITEM: [i for i, _, _ in new], TEXT: [t for _, t, _ in new]})
+            if TITLE in items.columns:
+                extra = extra.with_columns(pl.Series(TITLE, [title or "" for _, _, title in new], dtype=pl.String))
+            items = pl.concat([items, extra])
     fresh = Dataset.from_frames(pl.concat([kept, added]), items, name=dataset.name, config=clean)
     if dataset.user_attributes is not None:  # users keep their attributes under their new dense ids
         fresh = dataclasses.replace(fresh, user_attributes=dataset.user_attributes.reindexed(dataset.users, fresh.users))

@@ -57,6 +57,11 @@ class NotFound(LookupError):
     """An id the service does not know (a 404)."""
 
 
+class ItemExists(ValueError):
+    """An item added while serving that the catalogue already holds, or that the served model cannot take
+    (a 409: the request is fine, the state of the service refuses it)."""
+
+
 @dataclass
 class Loaded:
     """One bundle and everything built from it; replaced as a whole on reload."""
@@ -68,11 +73,20 @@ class Loaded:
     loaded_at: float
 
 
-def load(path: str | Path, scenarios: dict[str, ScenarioConfig]) -> Loaded:
-    """Read a bundle and build every scenario's pipeline over it."""
+def load(path: str | Path, scenarios: dict[str, ScenarioConfig],
+         added: list[tuple[str, str, str | None]] = ()) -> Loaded:
+    """Read a bundle, with the items `added` while serving (id, text, title) in its catalogue, and build
+    every scenario's pipeline over it."""
     bundle = Bundle.load(path)
+    if added and bundle.model.adds_items:
+        bundle = bundle.with_items(list(added))
+    return assemble(bundle, scenarios, str(path))
+
+
+def assemble(bundle: Bundle, scenarios: dict[str, ScenarioConfig], path: str) -> Loaded:
+    """Every scenario's pipeline over `bundle` (read from `path`)."""
     data = bundle_pipeline_data(bundle, list(scenarios.values()))
-    return Loaded(bundle, {name: build_pipeline(s, data) for name, s in scenarios.items()}, data, str(path), time.time())
+    return Loaded(bundle, {name: build_pipeline(s, data) for name, s in scenarios.items()}, data, path, time.time())
 
 
 class Service:
@@ -87,7 +101,10 @@ class Service:
             self.scenarios = load_scenarios(str(scenarios)) if scenarios else dict(DEFAULT_SCENARIOS)
         self.store, self.max_k, self.max_history = store, max_k, max_history
         shared = store.get_setting("bundle")  # what the other processes on this store serve, if it still exists
-        self.current = load(shared if shared and (Path(shared) / "bundle.json").exists() else bundle, self.scenarios)
+        added = store.added_items()
+        self.current = load(shared if shared and (Path(shared) / "bundle.json").exists() else bundle, self.scenarios,
+                            added)
+        self.added_seen = len(added)  # items added while serving that this process has taken in
         self._reload_lock = threading.Lock()
         self.follow_every, self._checked, self._follower = follow_every, time.monotonic(), None
 
@@ -98,8 +115,9 @@ class Service:
         if now - self._checked < self.follow_every or (self._follower is not None and self._follower.is_alive()):
             return None
         self._checked = now
-        wanted = self.store.get_setting("bundle")
-        if wanted is None or wanted == self.current.path:
+        wanted = self.store.get_setting("bundle") or self.current.path
+        added = int(self.store.get_setting("added_items") or 0)
+        if wanted == self.current.path and added <= self.added_seen:
             return None
         self._follower = threading.Thread(target=self._swap_to, args=(wanted,), daemon=True)
         self._follower.start()
@@ -107,8 +125,8 @@ class Service:
 
     def _swap_to(self, path: str) -> None:
         with self._reload_lock:
-            if path != self.current.path:
-                self.current = load(path, self.scenarios)
+            added = self.store.added_items()
+            self.current, self.added_seen = load(path, self.scenarios, added), len(added)
 
     # -- reads ----------------------------------------------------------------------------------------
     def history(self, loaded: Loaded, user: str | None, items: list[str] | None) -> np.ndarray:
@@ -190,6 +208,26 @@ class Service:
         stored = self.store.add(events)
         return {"stored": sum(stored), "duplicates": len(stored) - sum(stored)}
 
+    def add_item(self, item: str, text: str, title: str | None = None) -> dict[str, Any]:
+        """Put a new item in the running catalogue: kept in the store (every server process and the next
+        retraining take it from there) and scored at once from its text by models that can
+        (`Recommender.adds_items`). An item already in the catalogue is refused (`ItemExists`)."""
+        if not text.strip():
+            raise ValueError("an item needs text: it is scored from its text until it has interactions")
+        loaded = self.current
+        if item in loaded.bundle.items:
+            raise ItemExists(f"item {item!r} is already in the catalogue")
+        if not loaded.bundle.model.adds_items:
+            raise ItemExists(f"model {loaded.bundle.model.name!r} cannot take new items without retraining "
+                             "(textseq, hybrid, tfidf and itemknn can): retrain with the item in the catalogue")
+        self.store.add_item(item, text, title)
+        with self._reload_lock:
+            grown = self.current.bundle.with_items([(item, text, title)])
+            self.current = assemble(grown, self.scenarios, self.current.path)
+        self.added_seen = len(self.store.added_items())
+        self.store.set_setting("added_items", str(self.added_seen))  # the other processes follow
+        return {"item": item, "items": len(self.current.bundle.items)}
+
     def delete_user(self, user: str) -> dict[str, Any]:
         """Forget a user: stored events removed, bundle history ignored from now on (by every process sharing
         the store), kept scores dropped, and the user left out of the next retraining."""
@@ -200,8 +238,10 @@ class Service:
     def reload(self, path: str | Path | None = None) -> dict[str, Any]:
         """Load a bundle (default: the current path again) and swap it in atomically."""
         with self._reload_lock:
-            fresh = load(str(Path(path).resolve()) if path else self.current.path, self.scenarios)
+            added = self.store.added_items()
+            fresh = load(str(Path(path).resolve()) if path else self.current.path, self.scenarios, added)
             self.current = fresh  # a single reference assignment: requests see the old or the new, whole
+            self.added_seen = len(added)
         self.store.set_setting("bundle", fresh.path)  # the other server processes follow
         return {"bundle": fresh.path, "model": fresh.bundle.model.name, "items": len(fresh.bundle.items)}
 

@@ -106,6 +106,12 @@ class EventStore(Protocol):
     def all_events(self) -> Iterator[Event]:
         """Every stored event, in storage order."""
 
+    def add_item(self, item: str, text: str, title: str | None = None) -> bool:
+        """Keep an item added while serving; False where it was kept before."""
+
+    def added_items(self) -> list[tuple[str, str, str | None]]:
+        """Every item added while serving, (item, text, title), oldest first."""
+
     def get_setting(self, key: str) -> str | None:
         """A shared setting (the bundle every server process should serve)."""
 
@@ -120,6 +126,8 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, seq)",
     "CREATE TABLE IF NOT EXISTS tombstones (user_hash TEXT PRIMARY KEY, ts BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS items (seq {seq} PRIMARY KEY {auto}, item_id TEXT UNIQUE NOT NULL, text TEXT NOT NULL, "
+    "title TEXT, ts BIGINT NOT NULL)",
 )
 SALT = "tombstone_salt"  # the settings key of the store's random salt, made when the store is first opened
 UPSERT_SETTING = "INSERT INTO settings (key, value) VALUES ({p}, {p}) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
@@ -242,6 +250,16 @@ class _Tables:
 
     def all_events(self) -> Iterator[Event]:
         return (_row(r) for r in self._fetch(f"{SELECT} ORDER BY seq"))
+
+    def add_item(self, item: str, text: str, title: str | None = None) -> bool:
+        """Keep a new catalogue item (its text and title); False where it was kept before (then unchanged)."""
+        sql = ("INSERT INTO items (item_id, text, title, ts) VALUES ({p}, {p}, {p}, {p}) "
+               "ON CONFLICT (item_id) DO NOTHING")
+        return bool(self._write(lambda: self._x(sql, (item, text, title, int(time.time()))).rowcount))
+
+    def added_items(self) -> list[tuple[str, str, str | None]]:
+        """Every item added while serving, (item, text, title), in the order they came."""
+        return [(r[0], r[1], r[2]) for r in self._fetch("SELECT item_id, text, title FROM items ORDER BY seq")]
 
 
 def _sqlite_failure(error: sqlite3.Error) -> str | None:
