@@ -87,10 +87,8 @@ class Bundle:
 
     def with_items(self, items: list[tuple[str, str, str | None]]) -> Bundle:
         """A copy whose catalogue also holds `items` (id, text, title), scored by a copy of the model
-        (`Recommender.add_items`); the bundle itself is left as it is, so requests under way keep it."""
-        if not self.model.adds_items:
-            raise ValueError(f"model {self.model.name!r} cannot take new items without retraining; retrain with "
-                             "the items in the catalogue (textseq, hybrid, tfidf and itemknn can)")
+        (`Recommender.add_items`, which refuses for a model that cannot take them); the bundle itself is left
+        as it is, so requests under way keep it."""
         fresh = [(item, text, title) for item, text, title in items if item not in self.items]
         if not fresh:
             return self
