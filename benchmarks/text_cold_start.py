@@ -1,6 +1,6 @@
 """Item text through a pretrained sentence encoder: text-aware sequential models, cold items, transfer.
 
-Four parts, each optional (`--parts`):
+Five parts, each optional (`--parts`):
 
 - encode: time to embed the whole catalogue's text, first with an empty cache, then from the cache.
 - loo: leave-one-out, full ranking, all users: `textseq` in both modes and `hybrid` (textseq + TF-IDF
@@ -12,6 +12,8 @@ Four parts, each optional (`--parts`):
   Data whose times are positions in each sequence (no clock) draws 20% of the items at random as cold.
 - transfer: `textseq` (text mode) pretrained on `--pretrain`, then evaluated zero-shot on the dataset, and
   fine-tuned from the pretrained weights, against training from scratch (validation curves as a PNG).
+- domains (`scientific`): the same between two domains of the one catalogue, cut by item category
+  (`category_domains`): pretrained on "industrial", used on "lab & care".
 
 The protocol of every benchmark (`benchmarks/protocol.py`): every model is fitted for the test on train +
 validation (`fit_for_test`: the neural models stop early on the validation targets, then refit on both);
@@ -22,7 +24,7 @@ the seeds, the JSON keeps each seed's value. Each table has one pre-declared tes
   validation of the ID-only and linear models (pop, itemknn, ease, tfidf, sasrec);
 - cold: the best sentence-encoder model by validation against tfidf, on the cold targets (the cold split's
   validation targets are all warm: no cold item is in train or valid);
-- transfer: fine-tuned against from scratch, on the test targets.
+- transfer, domains: fine-tuned against from scratch, on the test targets.
 
 Writes `<--out>/<dataset>.json` and the PNG beside it (default `benchmarks/results/text_cold_start/`), and
 `benchmarks/TEXT.md` (RESULTS.md's summary too); with another `--out`, its own TEXT.md there and nothing else.
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -60,6 +63,7 @@ from protocol import (
 )
 
 from omnirec.auto import build
+from omnirec.data.clean import CleanConfig
 from omnirec.data.dataset import Dataset
 from omnirec.data.datasets import DATASETS, load_dataset
 from omnirec.data.histories import Histories
@@ -295,13 +299,58 @@ def epochs_to(curve: list[float], best: float | None) -> int | None:
     return None if best is None else next((i + 1 for i, v in enumerate(curve) if v >= best), None)
 
 
-def part_transfer(dataset: Dataset, vectors: np.ndarray, pretrain: str, data_dir: Path, max_minutes: float,
-                  seeds: tuple[int, ...], scratch: Fits | None = None) -> dict:
-    """Per seed: textseq (text) pretrained on `pretrain`, zero-shot and fine-tuned here, against from
+def category_of(text: str) -> str | None:
+    """The category path of a `scientific` item text: what follows "Industrial & Scientific " up to the next
+    sentence end ("Lab & Scientific Products Lab Supplies & Consumables ..."); None where the text has none."""
+    match = re.search(r"(?:^|\. )Industrial & Scientific (.+?)\. ", text)
+    return match.group(1) if match else None
+
+
+# Two domains of `scientific` by top category (the start of the category path): laboratory, measurement,
+# health and cleaning supplies ("lab & care") against everything else (electrical, additive manufacturing,
+# tapes and adhesives, hydraulics, fasteners, tools, raw materials...: "industrial").
+LAB_AND_CARE = ("Lab & Scientific", "Test, Measure", "Janitorial", "Professional Medical", "Professional Dental",
+                "Occupational Health", "Food Service", "Science Education")
+
+
+def category_domains(dataset: Dataset, vectors: np.ndarray) -> dict:
+    """`dataset` cut in two by item category (items without a category path are in neither): each domain
+    holds its items and each user's sub-sequence of them (order kept), users with at least 3 of its items
+    (a leave-one-out split needs 3), item ids mapped anew; with each domain's rows of `vectors`."""
+    categories = [None] + [category_of(t) for t in dataset.item_text[1:]]
+    lab = np.array([c is not None and c.startswith(LAB_AND_CARE) for c in categories])
+    industrial = np.array([c is not None and not c.startswith(LAB_AND_CARE) for c in categories])
+    out = {}
+    for name, keep in (("industrial", industrial), ("lab & care", lab)):
+        part = dataset.select_items(keep, f"{dataset.name} {name}", CleanConfig(min_user_interactions=3))
+        rows = dataset.items.encode(part.items.labels)
+        out[name] = (part, np.concatenate([vectors[:1], vectors[rows]]))
+    return out
+
+
+DOMAIN_RULES = {"scientific": category_domains}  # dataset -> how it is cut in two domains
+
+
+def part_domains(dataset: Dataset, vectors: np.ndarray, max_minutes: float, seeds: tuple[int, ...]) -> dict:
+    """Transfer between two category domains of the same catalogue: pretrained on "industrial", used on
+    "lab & care"."""
+    domains = DOMAIN_RULES[dataset.name](dataset, vectors)
+    (source, source_vectors), (target, target_vectors) = domains["industrial"], domains["lab & care"]
+    out = part_transfer(target, target_vectors, source, source_vectors, max_minutes, seeds)
+    rule = ("items by the start of their category path (the text after 'Industrial & Scientific '): "
+            f"{', '.join(LAB_AND_CARE)} make 'lab & care', every other category 'industrial', items without a "
+            "category path neither; each user's sub-sequence of a domain's items, users with at least 3")
+    sizes = {name: {"users": d.n_users, "items": d.n_items, "interactions": d.interactions.height}
+             for name, (d, _) in domains.items()}
+    return {**out, "pretrain": "industrial", "target": "lab & care", "rule": rule, "sizes": sizes}
+
+
+def part_transfer(dataset: Dataset, vectors: np.ndarray, source: Dataset, source_vectors: np.ndarray,
+                  max_minutes: float, seeds: tuple[int, ...], scratch: Fits | None = None) -> dict:
+    """Per seed: textseq (text) pretrained on `source`, zero-shot and fine-tuned on `dataset`, against from
     scratch (`scratch`: the leave-one-out part's textseq-text fits of the same seeds, where it ran)."""
-    source = load_dataset(pretrain, data_dir)
+    pretrain = source.name
     source_split = split_dataset(source, "loo")
-    source_vectors = encode_texts(source.item_text, TextEncoderConfig(progress=False))
     pretrained = fit_seeds("textseq-text", source_split, source, source_vectors, max_minutes, seeds)
     split = split_dataset(dataset, "loo")
     if scratch is None or scratch.seeds != list(seeds):
@@ -346,13 +395,14 @@ def curves_of(run: dict) -> list[list[float]]:
     return curve if curve and isinstance(curve[0], list) else [curve]
 
 
-def plot_transfer(doc: dict, path: Path) -> None:
+def plot_transfer(doc: dict, path: Path, key: str = "transfer") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t = doc["transfer"]
+    t = doc[key]
+    target = t.get("target", doc["dataset"])
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
     for label, style, color in (("scratch", "o-", "C0"), ("fine-tuned", "s-", "C1")):
         curves = curves_of(t[label])
@@ -364,7 +414,7 @@ def plot_transfer(doc: dict, path: Path) -> None:
                label=f"zero-shot from {t['pretrain']} (test)")
     ax.axhline(mean(t["pop"]["ndcg@10"]), color="grey", ls=":", lw=1, label="popularity (test)")
     ax.set(xlabel="epoch", ylabel="validation NDCG@10",
-           title=f"{doc['dataset']}: pretrained on {t['pretrain']} vs scratch")
+           title=f"{target}: pretrained on {t['pretrain']} vs scratch")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -444,12 +494,19 @@ def cold_markdown(doc: dict) -> list[str]:
     return [*lines, "", *test_line(what, test), *older([c])]
 
 
-def transfer_markdown(doc: dict, images: str) -> list[str]:
-    t = doc["transfer"]
+def transfer_markdown(doc: dict, images: str, key: str = "transfer") -> list[str]:
+    """The transfer table: from another dataset (`key` "transfer") or between two domains of this one
+    ("domains", with the rule that cut them)."""
+    t = doc[key]
+    target = t.get("target", doc["dataset"])
+    title = "### Transfer between two domains of this catalogue" if key == "domains" else "### Transfer"
+    rule = [f"Domains: {t['rule']}. " + "; ".join(f"{name}: {v['users']:,} users, {v['items']:,} items, "
+                                                   f"{v['interactions']:,} interactions" for name, v in t["sizes"].items())
+            + ".", ""] if "rule" in t else []
     seeds = (f" over seeds {', '.join(map(str, t['seeds']))}; each seed's fine-tuned model starts from the same "
              "seed's pretrained one") if "seeds" in t else ""
-    lines = ["### Transfer", "", f"`textseq` (text mode) pretrained on `{t['pretrain']}` (its own test NDCG@10 "
-             f"{cell(t['pretrain_metrics']['ndcg@10'])}), then used on `{doc['dataset']}`{seeds}.", "",
+    lines = [title, "", *rule, f"`textseq` (text mode) pretrained on `{t['pretrain']}` (its own test NDCG@10 "
+             f"{cell(t['pretrain_metrics']['ndcg@10'])}), then used on `{target}`{seeds}.", "",
              "| run | test ndcg@10 | test hr@10 | epochs to the from-scratch best validation (each seed) | fit s |",
              "|---|---:|---:|---:|---:|",
              f"| popularity | {cell(t['pop']['ndcg@10'])} | {cell(t['pop']['hr@10'])} | | |",
@@ -460,7 +517,7 @@ def transfer_markdown(doc: dict, images: str) -> list[str]:
         lines.append(f"| {label} | {cell(r['metrics']['ndcg@10'])} | {cell(r['metrics']['hr@10'])} | {epochs} | "
                      f"{fit_cell(r['fit_s'])} |")
     lines += ["", *test_line("fine-tuned against from scratch, test targets", t.get("comparison")), *older([t])]
-    return [*lines, f"![validation curves]({images}{doc['dataset']}_transfer.png)", ""]
+    return [*lines, f"![validation curves]({images}{doc['dataset']}_{key}.png)", ""]
 
 
 def provenance_text(doc: dict) -> str:
@@ -489,8 +546,9 @@ def dataset_markdown(doc: dict, images: str) -> list[str]:
         lines += loo_markdown(doc)
     if "cold" in doc:
         lines += cold_markdown(doc)
-    if "transfer" in doc:
-        lines += transfer_markdown(doc, images)
+    for key in ("transfer", "domains"):
+        if key in doc:
+            lines += transfer_markdown(doc, images, key)
     return lines
 
 
@@ -499,8 +557,9 @@ def write_reports(out: Path) -> None:
     RESULTS.md, elsewhere (a smoke run) TEXT.md in `out` and nothing else."""
     docs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     for doc in docs:
-        if "transfer" in doc:
-            plot_transfer(doc, out / f"{doc['dataset']}_transfer.png")
+        for key in ("transfer", "domains"):
+            if key in doc:
+                plot_transfer(doc, out / f"{doc['dataset']}_{key}.png", key)
     if out.resolve() == OUT.resolve():
         atomic_write_text(HERE / "TEXT.md", markdown(docs))
         rewrite_results()
@@ -513,7 +572,7 @@ def main() -> int:
     parser.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"))
     parser.add_argument("--dataset", default="scientific")
     parser.add_argument("--pretrain", default="ml-100k", help="dataset textseq is pretrained on for the transfer part")
-    parser.add_argument("--parts", default="encode,loo,cold,transfer")
+    parser.add_argument("--parts", default="encode,loo,cold,transfer,domains")
     parser.add_argument("--loo-models", default="pop,itemknn,ease,tfidf,sasrec,textseq-id+text,textseq-text,hybrid")
     parser.add_argument("--cold-models", default="tfidf,sasrec,textseq-id+text,textseq-text,hybrid,hybrid-text")
     parser.add_argument("--max-minutes", type=float, default=0.0, help="training budget per model (0 = none)")
@@ -571,8 +630,14 @@ def run(args: argparse.Namespace, dataset: Dataset, data_dir: Path, out: Path) -
     if "cold" in parts:
         save("cold", cold=part_cold(dataset, vectors, args.cold_models.split(","), args.max_minutes, seeds))
     if "transfer" in parts:
-        save("transfer", transfer=part_transfer(dataset, vectors, args.pretrain, data_dir, args.max_minutes, seeds,
+        source = load_dataset(args.pretrain, data_dir)
+        source_vectors = encode_texts(source.item_text, TextEncoderConfig(progress=False))
+        save("transfer", transfer=part_transfer(dataset, vectors, source, source_vectors, args.max_minutes, seeds,
                                                 fits.get("textseq-text")))
+    if "domains" in parts:
+        if args.dataset not in DOMAIN_RULES:
+            raise SystemExit(f"--parts domains: no category rule for {args.dataset!r} (known: {', '.join(DOMAIN_RULES)})")
+        save("domains", domains=part_domains(dataset, vectors, args.max_minutes, seeds))
     write_reports(out)
 
 

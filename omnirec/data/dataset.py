@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from omnirec.data.attributes import Attributes
@@ -63,6 +64,34 @@ class Dataset:
         attributes = None if users is None else Attributes.from_frame(users, USER, user_map)
         return cls(name, dense, user_map, item_map, _align(items, item_map, TEXT), report, attributes,
                    _align(items, item_map, TITLE))
+
+    def select_items(self, keep: np.ndarray, name: str, config: CleanConfig = CleanConfig()) -> Dataset:
+        """The part of the data about the items where `keep` (a bool mask by dense item id; index 0 ignored):
+        each user's history restricted to those items (in its order), cleaned again by `config` (so
+        `min_user_interactions=3` keeps the users a leave-one-out split can use), ids mapped anew; item
+        text and titles follow their items. User attributes are not carried over.
+
+        >>> from omnirec.data.synthetic import SyntheticConfig, generate
+        >>> ds = Dataset.from_frames(*generate(SyntheticConfig(n_users=50, n_items=30)), name="demo")
+        >>> part = ds.select_items(np.arange(31) <= 10, "first ten")
+        >>> part.n_items <= 10, set(part.items.labels) <= set(ds.items.labels[:10])
+        (True, True)
+        """
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != (self.n_items + 1,):
+            raise ValueError(f"keep has shape {keep.shape}; expected ({self.n_items + 1},): one flag per dense item "
+                             "id, index 0 (padding) included")
+        rows = self.interactions.filter(pl.Series(keep)[self.interactions[ITEM]])
+        if rows.height == 0:
+            raise ValueError(f"no interaction is with a kept item ({int(keep[1:].sum())} of {self.n_items} kept)")
+        labels = {USER: np.array(self.users.labels, dtype=object), ITEM: np.array(self.items.labels, dtype=object)}
+        raw = rows.with_columns(*(pl.Series(col, labels[col][rows[col].to_numpy() - 1].tolist()) for col in (USER, ITEM)))
+        catalogue = {ITEM: self.items.labels}
+        for column, values in ((TEXT, self.item_text), (TITLE, self.item_titles)):
+            if values is not None:
+                catalogue[column] = values[1:]
+        items = pl.DataFrame(catalogue) if len(catalogue) > 1 else None
+        return Dataset.from_frames(raw, items, name=name, config=config)
 
 
 def _align(items: pl.DataFrame | None, item_map: IdMap, column: str) -> list[str] | None:

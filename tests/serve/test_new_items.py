@@ -94,3 +94,30 @@ def test_a_retraining_keeps_the_items_added_while_serving(service, tmp_path) -> 
     dataset, _, _ = retrain_data(Bundle.load(tmp_path / "b").dataset(), str(tmp_path / "events.db"))
     assert "new-socks" in dataset.items
     assert dataset.item_text[int(dataset.items.encode(["new-socks"])[0])] == "wool winter socks model 8"
+
+
+def test_the_new_items_source_proposes_an_added_item_by_its_text(tmp_path) -> None:
+    from omnirec.pipeline.scenario import ScenarioConfig, source
+
+    ds = catalogue()
+    Bundle.create(TfidfContent().fit(split_dataset(ds).train_data(ds.item_text)), ds).save(tmp_path / "b")
+    fresh = ScenarioConfig(sources=(source("new_items", n=5),), k=3, fallback=())
+    service = Service(tmp_path / "b", store=open_store(":memory:"), scenarios={"fresh": fresh})
+    assert service.recommend(user="u3", scenario="fresh", k=3)["items"] == []  # no item is new yet
+    service.add_item("new-socks", "wool winter socks model 8")
+    service.add_item("new-brush", "acrylic paint brushes model 8")
+    listed = service.recommend(user="u3", scenario="fresh", k=3)["items"]  # u3 paints
+    assert [r["item"] for r in listed] == ["new-brush", "new-socks"]
+    assert listed[0]["sources"] == ["new_items"] and listed[0]["reason"].startswith("new item; its description is close to “i3")
+
+
+def test_an_added_item_without_interactions_outlives_a_retraining(service, tmp_path) -> None:
+    from omnirec.serve.retrain import retrain_data
+
+    service.add_item("new-grinder", "espresso coffee grinder model 8")
+    dataset, split, _ = retrain_data(Bundle.load(tmp_path / "b").dataset(), str(tmp_path / "events.db"))
+    assert "new-grinder" not in dataset.items  # nobody has bought it: the retrained model does not know it
+    model = TfidfContent().fit(split.train_data(dataset.item_text))
+    Bundle.create(model, dataset).save(tmp_path / "b2")
+    service.reload(tmp_path / "b2")  # the store still holds the item: it comes back, scored from its text
+    assert "new-grinder" in [r["item"] for r in service.recommend(user="u1", k=3)["items"]]  # u1 grinds coffee
