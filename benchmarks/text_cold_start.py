@@ -13,7 +13,7 @@ Five parts, each optional (`--parts`):
 - transfer: `textseq` (text mode) pretrained on `--pretrain`, then evaluated zero-shot on the dataset, and
   fine-tuned from the pretrained weights, against training from scratch (validation curves as a PNG).
 - domains (`scientific`): the same between two domains of the one catalogue, cut by item category
-  (`category_domains`): pretrained on "industrial", used on "lab & care".
+  (`category_domains`), each way: pretrained on "industrial", used on "lab & care", and back.
 
 The protocol of every benchmark (`benchmarks/protocol.py`): every model is fitted for the test on train +
 validation (`fit_for_test`: the neural models stop early on the validation targets, then refit on both);
@@ -37,6 +37,7 @@ Writes `<--out>/<dataset>.json` and the PNG beside it (default `benchmarks/resul
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import statistics
@@ -331,18 +332,21 @@ def category_domains(dataset: Dataset, vectors: np.ndarray) -> dict:
 DOMAIN_RULES = {"scientific": category_domains}  # dataset -> how it is cut in two domains
 
 
-def part_domains(dataset: Dataset, vectors: np.ndarray, max_minutes: float, seeds: tuple[int, ...]) -> dict:
-    """Transfer between two category domains of the same catalogue: pretrained on "industrial", used on
-    "lab & care"."""
+def part_domains(dataset: Dataset, vectors: np.ndarray, max_minutes: float, seeds: tuple[int, ...]) -> list[dict]:
+    """Transfer between two category domains of the same catalogue, each way: pretrained on one domain,
+    zero-shot and fine-tuned on the other."""
     domains = DOMAIN_RULES[dataset.name](dataset, vectors)
-    (source, source_vectors), (target, target_vectors) = domains["industrial"], domains["lab & care"]
-    out = part_transfer(target, target_vectors, source, source_vectors, max_minutes, seeds)
     rule = ("items by the start of their category path (the text after 'Industrial & Scientific '): "
             f"{', '.join(LAB_AND_CARE)} make 'lab & care', every other category 'industrial', items without a "
             "category path neither; each user's sub-sequence of a domain's items, users with at least 3")
     sizes = {name: {"users": d.n_users, "items": d.n_items, "interactions": d.interactions.height}
              for name, (d, _) in domains.items()}
-    return {**out, "pretrain": "industrial", "target": "lab & care", "rule": rule, "sizes": sizes}
+    out = []
+    for source_name, target_name in itertools.permutations(domains, 2):
+        (source, source_vectors), (target, target_vectors) = domains[source_name], domains[target_name]
+        run = part_transfer(target, target_vectors, source, source_vectors, max_minutes, seeds)
+        out.append({**run, "pretrain": source_name, "target": target_name, "rule": rule, "sizes": sizes})
+    return out
 
 
 def part_transfer(dataset: Dataset, vectors: np.ndarray, source: Dataset, source_vectors: np.ndarray,
@@ -395,13 +399,22 @@ def curves_of(run: dict) -> list[list[float]]:
     return curve if curve and isinstance(curve[0], list) else [curve]
 
 
-def plot_transfer(doc: dict, path: Path, key: str = "transfer") -> None:
+def transfer_runs(doc: dict) -> list[tuple[str, dict]]:
+    """(PNG name without suffix, run) of each transfer in `doc`: from another dataset, then between two
+    domains of this one, each way."""
+    runs = [(f"{doc['dataset']}_transfer", doc["transfer"])] if "transfer" in doc else []
+    for t in doc.get("domains", []):
+        slug = "_to_".join(re.sub(r"[^a-z]+", "-", t[k].lower()).strip("-") for k in ("pretrain", "target"))
+        runs.append((f"{doc['dataset']}_domains_{slug}", t))
+    return runs
+
+
+def plot_transfer(doc: dict, path: Path, t: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t = doc[key]
     target = t.get("target", doc["dataset"])
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
     for label, style, color in (("scratch", "o-", "C0"), ("fine-tuned", "s-", "C1")):
@@ -494,15 +507,14 @@ def cold_markdown(doc: dict) -> list[str]:
     return [*lines, "", *test_line(what, test), *older([c])]
 
 
-def transfer_markdown(doc: dict, images: str, key: str = "transfer") -> list[str]:
-    """The transfer table: from another dataset (`key` "transfer") or between two domains of this one
-    ("domains", with the rule that cut them)."""
-    t = doc[key]
+def transfer_markdown(doc: dict, images: str, stem: str, t: dict) -> list[str]:
+    """The table of one transfer run `t`: from another dataset, or between two domains of this one (with
+    the rule that cut them); `stem`: its PNG's name."""
     target = t.get("target", doc["dataset"])
-    title = "### Transfer between two domains of this catalogue" if key == "domains" else "### Transfer"
-    rule = [f"Domains: {t['rule']}. " + "; ".join(f"{name}: {v['users']:,} users, {v['items']:,} items, "
-                                                   f"{v['interactions']:,} interactions" for name, v in t["sizes"].items())
-            + ".", ""] if "rule" in t else []
+    title = f"### Transfer from {t['pretrain']} to {target}" if "rule" in t else "### Transfer"
+    rule = [f"Domains of `{doc['dataset']}`: {t['rule']}. " + "; ".join(
+        f"{name}: {v['users']:,} users, {v['items']:,} items, {v['interactions']:,} interactions"
+        for name, v in t["sizes"].items()) + ".", ""] if "rule" in t else []
     seeds = (f" over seeds {', '.join(map(str, t['seeds']))}; each seed's fine-tuned model starts from the same "
              "seed's pretrained one") if "seeds" in t else ""
     lines = [title, "", *rule, f"`textseq` (text mode) pretrained on `{t['pretrain']}` (its own test NDCG@10 "
@@ -517,7 +529,7 @@ def transfer_markdown(doc: dict, images: str, key: str = "transfer") -> list[str
         lines.append(f"| {label} | {cell(r['metrics']['ndcg@10'])} | {cell(r['metrics']['hr@10'])} | {epochs} | "
                      f"{fit_cell(r['fit_s'])} |")
     lines += ["", *test_line("fine-tuned against from scratch, test targets", t.get("comparison")), *older([t])]
-    return [*lines, f"![validation curves]({images}{doc['dataset']}_{key}.png)", ""]
+    return [*lines, f"![validation curves]({images}{stem}.png)", ""]
 
 
 def provenance_text(doc: dict) -> str:
@@ -546,9 +558,8 @@ def dataset_markdown(doc: dict, images: str) -> list[str]:
         lines += loo_markdown(doc)
     if "cold" in doc:
         lines += cold_markdown(doc)
-    for key in ("transfer", "domains"):
-        if key in doc:
-            lines += transfer_markdown(doc, images, key)
+    for stem, t in transfer_runs(doc):
+        lines += transfer_markdown(doc, images, stem, t)
     return lines
 
 
@@ -557,9 +568,8 @@ def write_reports(out: Path) -> None:
     RESULTS.md, elsewhere (a smoke run) TEXT.md in `out` and nothing else."""
     docs = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     for doc in docs:
-        for key in ("transfer", "domains"):
-            if key in doc:
-                plot_transfer(doc, out / f"{doc['dataset']}_{key}.png", key)
+        for stem, t in transfer_runs(doc):
+            plot_transfer(doc, out / f"{stem}.png", t)
     if out.resolve() == OUT.resolve():
         atomic_write_text(HERE / "TEXT.md", markdown(docs))
         rewrite_results()

@@ -35,7 +35,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from omnirec.data.histories import Histories
-from omnirec.features.text import TextEncoderConfig, cache_root, load_encoder, model_fingerprint, text_keys
+from omnirec.features.text import (
+    EmbeddingCache,
+    TextEncoderConfig,
+    cache_root,
+    load_encoder,
+    model_fingerprint,
+    text_keys,
+)
 from omnirec.utils import atomic_savez
 
 
@@ -229,18 +236,27 @@ def _cache_path(encoder: TextEncoderConfig, base: str, texts: list[str], pairs: 
 
 def encode_tuned(texts: list[str], tuned: TunedLayers, encoder: TextEncoderConfig = TextEncoderConfig()) -> np.ndarray:
     """(N, H) float32 unit embeddings of `texts` by the base encoder with its top layers replaced by the
-    tuned ones; empty texts get a zero vector."""
+    tuned ones; empty texts get a zero vector. Cached like the base encoder's (`encoder.cache_dir`), under
+    the tuned layers' fingerprint: only texts not encoded by these layers before are encoded."""
     base = model_fingerprint(encoder.model, encoder.max_tokens, encoder.normalize)
     if base != tuned.base:
         raise ValueError(f"the tuned layers belong to another encoder (fingerprint {tuned.base}); "
                          f"{encoder.model!r} has {base}")
-    net = TopLayers(encoder, tuned.layers)
-    net.load_tuned(tuned)
-    net.eval()
-    out = np.zeros((len(texts), net.bert.config.hidden_size), dtype=np.float32)
-    filled = [i for i, t in enumerate(texts) if t]
-    with torch.no_grad():
-        for start in tqdm(range(0, len(filled), 256), desc="encode (tuned)", disable=not encoder.progress):
-            rows = filled[start:start + 256]
-            out[rows] = net(net.below([texts[i] for i in rows])).numpy()
-    return out
+    root = cache_root(encoder)
+    store = EmbeddingCache(root, f"tuned-{tuned.fingerprint}") if root else None
+    unique = sorted({t for t in texts if t})
+    found, missing = store.lookup(unique) if store else ({}, list(range(len(unique))))
+    if missing:
+        net = TopLayers(encoder, tuned.layers)
+        net.load_tuned(tuned)
+        net.eval()
+        with torch.no_grad():
+            for start in tqdm(range(0, len(missing), 256), desc="encode (tuned)", disable=not encoder.progress):
+                rows = missing[start:start + 256]
+                found.update(zip(rows, net(net.below([unique[i] for i in rows])).numpy(), strict=True))
+        if store:
+            store.add([unique[i] for i in missing], np.stack([found[i] for i in missing]))
+    width = len(next(iter(found.values()))) if found else load_encoder(encoder).get_sentence_embedding_dimension()
+    by_text = {unique[i]: v for i, v in found.items()}
+    zero = np.zeros(width, dtype=np.float32)
+    return np.stack([by_text.get(t, zero) if t else zero for t in texts]).astype(np.float32)

@@ -66,6 +66,23 @@ def test_tuned_layers_are_cached_and_round_trip_through_a_state(tuned: TunedLaye
     assert TunedLayers.from_state({}) is None
 
 
+
+def test_tuned_encodings_are_cached_and_only_new_texts_are_encoded(tuned: TunedLayers, cached: TextEncoderConfig,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from omnirec.features import text_tuning
+
+    first = encode_tuned(TEXTS, tuned, cached)
+    asked: list[list[str]] = []
+    below = text_tuning.TopLayers.below
+    monkeypatch.setattr(text_tuning.TopLayers, "below", lambda self, texts, **kw: asked.append(texts) or below(self, texts, **kw))
+    np.testing.assert_array_equal(encode_tuned(TEXTS, tuned, cached), first)  # all from the cache
+    assert asked == []
+    grown = encode_tuned([*TEXTS, "brass garden hose reel"], tuned, cached)  # an item added later
+    assert asked == [["brass garden hose reel"]]
+    np.testing.assert_array_equal(grown[: len(TEXTS)], first)
+    fresh = encode_tuned(["brass garden hose reel"], tuned, TextEncoderConfig(cache_dir="-", progress=False))
+    np.testing.assert_allclose(grown[-1], fresh[0], atol=1e-5)
+
 def test_pairs_follow_each_user_and_skip_repeats() -> None:
     sequences = Histories(np.array([0, 0, 3, 5]), np.array([1, 2, 2, 4, 3]))
     assert consecutive_pairs(sequences).tolist() == [[1, 2], [4, 3]]
