@@ -6,10 +6,10 @@ when no test target is read, on two protocols.
   validation targets).
 - nested-cold: new items as validation can have them. The cold-items split of the benchmarks keeps every
   cold item out of train and validation, so its validation targets are all warm and cannot tell how a
-  model ranks new items. Here the test part of that split is dropped, and the cold-items protocol is
-  applied again to what is left (train + validation), with another seed: 20% of those items become
-  pseudo-new, and each user's last remaining item is the target, reported for pseudo-new and known
-  targets apart. The real test targets are never read.
+  model ranks new items. Here the test part of that split is dropped, and the same protocol is played
+  again on what is left (`nested_cold`): on data with a clock, the interactions before the real cut-off,
+  the latest items of that period pseudo-new; each user's last remaining item is the target, reported for
+  pseudo-new and known targets apart. The real test targets are never read.
 
 Writes `benchmarks/results/text_validation.json` (one entry per variant, with the command and code).
 
@@ -31,6 +31,7 @@ import polars as pl
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from baselines import code_version, machine  # noqa: E402
+from text_cold_start import COLD_QUANTILE, cold_split, has_clock  # noqa: E402
 
 from omnirec.auto import build  # noqa: E402
 from omnirec.data.dataset import Dataset  # noqa: E402
@@ -54,11 +55,20 @@ VARIANTS = (
 
 
 def nested_cold(dataset: Dataset) -> Split:
-    """The cold-items protocol applied to the train + validation part of the benchmarks' cold-items split
-    (20% of the items at random, seed 0), with seed 1: its test targets are validation targets."""
-    outer = cold_items(dataset.interactions, dataset.n_users, dataset.n_items, item_frac=0.2, seed=0)
-    known = pl.concat([outer.train, outer.valid]).sort([USER, TIME], maintain_order=True)
-    return cold_items(known, dataset.n_users, dataset.n_items, item_frac=0.2, seed=1)
+    """The benchmark's cold-items split (`text_cold_start.cold_split`) played again inside its own known
+    part, so that its test targets are validation targets. With a clock: the interactions before the real
+    cut-off (where no real cold item exists yet), and the items first seen after the median of their times
+    pseudo-new (new in the same way as the real ones, the latest; the median rather than the real 0.8
+    quantile so that enough of them are targets to measure). Without one: 20% of the known items at random
+    (seed 1)."""
+    outer = cold_split(dataset)
+    known = pl.concat([outer.train, outer.valid])
+    if not has_clock(dataset):
+        return cold_items(known.sort([USER, TIME], maintain_order=True), dataset.n_users, dataset.n_items,
+                          item_frac=0.2, seed=1)
+    cut = np.quantile(dataset.interactions[TIME].to_numpy(), COLD_QUANTILE, method="lower")
+    before = known.filter(pl.col(TIME) < cut).sort([USER, TIME], maintain_order=True)
+    return cold_items(before, dataset.n_users, dataset.n_items, cutoff_quantile=0.5)
 
 
 def measure(variant: str, dataset: Dataset, vectors: np.ndarray) -> dict:

@@ -204,3 +204,18 @@ def test_clean_refuses_text_timestamps_and_accepts_integer_ids():
         clean(bad)
     ints = pl.DataFrame({U: [1, 1], I: [5, 6], T: [1, 2]})
     assert clean(ints)[0][U].dtype == pl.String
+
+
+def test_select_items_keeps_each_users_order_and_the_text_of_the_kept_items() -> None:
+    inter = pl.DataFrame({"user_id": ["a"] * 5 + ["b"] * 3, "item_id": ["x", "p", "y", "q", "z", "p", "x", "q"],
+                          "timestamp": [1, 2, 3, 4, 5, 1, 2, 3]})
+    items = pl.DataFrame({"item_id": ["x", "y", "z", "p", "q"], "text": ["ex", "why", "zed", "pea", "queue"]})
+    ds = Dataset.from_frames(inter, items, name="shop")
+    keep = np.zeros(ds.n_items + 1, dtype=bool)
+    keep[ds.items.encode(["x", "y", "z"])] = True
+    part = ds.select_items(keep, "letters", CleanConfig(min_user_interactions=2))
+    assert part.name == "letters" and part.users.labels == ["a"]  # b kept one item only
+    assert part.items.decode(part.interactions["item_id"].to_list()) == ["x", "y", "z"]
+    assert [part.item_text[i] for i in part.items.encode(["x", "y", "z"])] == ["ex", "why", "zed"]
+    with pytest.raises(ValueError, match="one flag per dense item id"):
+        ds.select_items(keep[1:], "short")
