@@ -31,6 +31,7 @@ text channel stands in for that channel, so new items compete on what they have.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -46,6 +47,7 @@ from omnirec.models.content import TfidfConfig, TfidfContent
 from omnirec.models.itemknn import ItemKNN, ItemKNNConfig
 from omnirec.models.neural import validation_users
 from omnirec.models.textseq import TextSeq, TextSeqConfig, standardize
+from omnirec.train.loop import TrainResult, fit_deadlines, plan_refit, refit_growth, search_minutes
 from omnirec.train.validation import first_target_ndcg
 
 CHANNELS = ("words", "neighbours")  # weighed against the text channel (weight 1)
@@ -92,8 +94,13 @@ class Hybrid(Recommender):
     _heir_map: sp.csr_matrix | None = None  # `_heirs()`, once computed
 
     def _fit(self, data: TrainData) -> None:
-        cfg = self.config
-        text = self._textseq(replace(cfg.text.train, refit=False))
+        cfg, train = self.config, self.config.text.train
+        has_valid = data.valid is not None and data.valid.items.size > 0
+        growth = refit_growth(data.sequences, data.valid) if train.refit and has_valid else 0.0
+        # one budget for early stopping and the refit, shared as the other neural models share it
+        search_share = search_minutes(train.max_minutes, growth) if train.max_minutes and growth else train.max_minutes
+        self._budget = fit_deadlines(train.max_minutes, growth)[1]
+        text = self._textseq(replace(train, refit=False, max_minutes=search_share))
         text.item_vectors = self.item_vectors
         text.on_validation = self.on_validation
         text.fit(data)
@@ -130,10 +137,19 @@ class Hybrid(Recommender):
         return self
 
     def _refit(self, data: TrainData, search: TextSeq) -> None:
-        """textseq trained afresh on train + validation for its best epoch count, the neighbours rebuilt."""
+        """textseq trained afresh on train + validation for its best epoch count (as many as fit what early
+        stopping left of the budget: `plan_refit`; none, and the early-stopped one is kept, when too few
+        fit), the neighbours rebuilt."""
+        growth = refit_growth(data.sequences, data.valid)
+        result = TrainResult([row for row in search.history if "train_s" in row], int(search.training["best_epoch"]))
+        plan = plan_refit(result, growth, self._budget)
+        self.training["refit_plan"] = {"wanted": plan.wanted, "epochs": plan.epochs}
+        if not plan.epochs:
+            return
         both = data.with_validation()
-        epochs = int(search.training["best_epoch"])
-        text = self._textseq(replace(self.config.text.train, refit=False, epochs=epochs))
+        left = self._budget.left()
+        minutes = left / 60 if math.isfinite(left) else 0.0
+        text = self._textseq(replace(self.config.text.train, refit=False, epochs=plan.epochs, max_minutes=minutes))
         text.config = replace(text.config, tune_encoder=False)  # the tuned encoder is the search's
         text.item_vectors, text.tuned = search.item_vectors, search.tuned
         text.fit(both)

@@ -114,3 +114,19 @@ def test_new_items_can_inherit_the_neighbours_of_their_nearest_known_items(tiny_
     assert inherited[:, new].abs().sum() > 0, "the new item inherited no co-occurrence"
     trained = ~model.untrained
     torch.testing.assert_close(inherited[:, trained], torch.from_numpy(raw)[:, trained])
+
+
+def test_the_refit_shares_the_budget_with_early_stopping(tiny_split: Split, tiny_dataset: Dataset,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from omnirec.models import hybrid as module
+    from omnirec.train.loop import Deadline
+
+    data = tiny_split.train_data(tiny_dataset.item_text)
+    full = fitted(data, tiny_dataset.n_items, epochs=3)
+    assert full.training["refit_plan"]["epochs"] == full.training["best_epoch"]  # no budget: the whole refit
+    assert full.training["refit_epochs"] == full.training["best_epoch"]
+    spent = []  # a budget already spent when the refit is planned: it is skipped, the early-stopped net kept
+    monkeypatch.setattr(module, "fit_deadlines", lambda minutes, growth: spent.append(minutes) or (Deadline(), Deadline(0.0)))
+    skipped = fitted(data, tiny_dataset.n_items, epochs=3, max_minutes=5.0)
+    assert spent == [5.0] and skipped.training["refit_plan"]["epochs"] == 0
+    assert "refit_epochs" not in skipped.training and not any(row.get("refit") for row in skipped.history)
