@@ -589,7 +589,8 @@ def dataset_markdown(doc: dict, images: str) -> list[str]:
             lines += [f"Encoder tuning (`textseq`'s `tune_encoder`, {t['config']['layers']} top layer, "
                       f"{t['config']['epochs']:g} epoch over {t['pairs']:,} (item, next item) pairs of the training "
                       f"sequences): {t['tune_s']:.0f} s. Encoding the catalogue with the tuned encoder: "
-                      f"{statistics.median(t['tuned_encode_s']):.1f} s against {statistics.median(t['base_encode_s']):.1f} s "
+                      f"{statistics.median(t['tuned_encode_s']):.1f} s against "
+                      f"{statistics.median(t['base_encode_s']):.1f} s "
                       f"with the base encoder (medians of 3, alternated, no cache): {t['tuned_to_base']:.2f}x.", ""]
     if "loo" in doc:
         lines += loo_markdown(doc)
@@ -683,7 +684,8 @@ def run(args: argparse.Namespace, dataset: Dataset, data_dir: Path, out: Path) -
                                                 fits.get("textseq-text")))
     if "domains" in parts:
         if args.dataset not in DOMAIN_RULES:
-            raise SystemExit(f"--parts domains: no category rule for {args.dataset!r} (known: {', '.join(DOMAIN_RULES)})")
+            raise SystemExit(f"--parts domains: no category rule for {args.dataset!r} "
+                             f"(known: {', '.join(DOMAIN_RULES)})")
         save("domains", domains=part_domains(dataset, vectors, args.max_minutes, seeds))
     write_reports(out)
 

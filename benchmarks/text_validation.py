@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -36,10 +37,13 @@ from text_cold_start import COLD_QUANTILE, cold_split, has_clock  # noqa: E402
 from omnirec.auto import build  # noqa: E402
 from omnirec.data.dataset import Dataset  # noqa: E402
 from omnirec.data.datasets import load_dataset  # noqa: E402
+from omnirec.data.histories import Histories  # noqa: E402
 from omnirec.data.schema import TIME, USER  # noqa: E402
 from omnirec.data.split import Split, cold_items, split_dataset  # noqa: E402
 from omnirec.evaluate.ranking import full_ranking_eval  # noqa: E402
 from omnirec.features.text import TextEncoderConfig, encode_texts  # noqa: E402
+from omnirec.models.base import Recommender  # noqa: E402
+from omnirec.topk import mask_seen  # noqa: E402
 from omnirec.utils import atomic_write_text  # noqa: E402
 
 RESULT = HERE / "results" / "text_validation.json"
@@ -71,6 +75,28 @@ def nested_cold(dataset: Dataset) -> Split:
     return cold_items(before, dataset.n_users, dataset.n_items, cutoff_quantile=0.5)
 
 
+def among_new_ndcg(model: Recommender, histories: Histories, targets: Histories, known: np.ndarray) -> float:
+    """NDCG@10 of the new-item targets when only new items are ranked (every known item removed): how well
+    the model orders new items among themselves, apart from how it places them against known ones. Ties
+    count at their expected position."""
+    users = np.flatnonzero(targets.lengths() > 0)
+    gains = []
+    for lo in range(0, len(users), 1024):
+        batch = histories.batch(users[lo:lo + 1024])
+        with torch.inference_mode():
+            scores = mask_seen(model.score(batch).float(), batch)
+        scores[:, torch.from_numpy(known)] = -torch.inf
+        scores[:, 0] = -torch.inf
+        wanted = torch.from_numpy(targets.items[targets.indptr[batch.users]])
+        hit = scores.gather(1, wanted[:, None])
+        above, tied = (scores > hit).sum(1).numpy(), (scores == hit).sum(1).numpy()
+        gain = np.zeros(len(wanted))
+        for position in range(10):
+            gain += ((above <= position) & (position < above + tied)) / np.log2(position + 2) / tied
+        gains.append(gain)
+    return float(np.concatenate(gains).mean())
+
+
 def measure(variant: str, dataset: Dataset, vectors: np.ndarray) -> dict:
     protocol, name, settings = variant.split("|", 2)
     params = json.loads(settings)
@@ -84,10 +110,13 @@ def measure(variant: str, dataset: Dataset, vectors: np.ndarray) -> dict:
            "valid_ndcg@10": model.training.get("best_valid_ndcg@10"),
            **{k: model.training[k] for k in ("weights", "text_valid_ndcg@10", "best_epoch") if k in model.training}}
     if protocol == "cold":
+        out["nested_split"] = list(split.notes)
         targets = split.targets("test")
         known = np.setdiff1d(np.arange(1, dataset.n_items + 1), split.cold)
         for group, part in (("new", targets.only(split.cold)), ("known", targets.only(known)), ("all", targets)):
             out[f"{group}_ndcg@10"] = round(full_ranking_eval(model, split.histories("test"), part, ks=(10,))["ndcg@10"], 5)
+        out["new_among_new_ndcg@10"] = round(among_new_ndcg(model, split.histories("test"), targets.only(split.cold),
+                                                            known), 5)
     print(json.dumps(out), flush=True)
     return out
 

@@ -85,7 +85,8 @@ class Dataset:
         if rows.height == 0:
             raise ValueError(f"no interaction is with a kept item ({int(keep[1:].sum())} of {self.n_items} kept)")
         labels = {USER: np.array(self.users.labels, dtype=object), ITEM: np.array(self.items.labels, dtype=object)}
-        raw = rows.with_columns(*(pl.Series(col, labels[col][rows[col].to_numpy() - 1].tolist()) for col in (USER, ITEM)))
+        raw = rows.with_columns(*(pl.Series(col, labels[col][rows[col].to_numpy() - 1].tolist())
+                                  for col in (USER, ITEM)))
         catalogue = {ITEM: self.items.labels}
         for column, values in ((TEXT, self.item_text), (TITLE, self.item_titles)):
             if values is not None:

@@ -74,7 +74,8 @@ def test_tuned_encodings_are_cached_and_only_new_texts_are_encoded(tuned: TunedL
     first = encode_tuned(TEXTS, tuned, cached)
     asked: list[list[str]] = []
     below = text_tuning.TopLayers.below
-    monkeypatch.setattr(text_tuning.TopLayers, "below", lambda self, texts, **kw: asked.append(texts) or below(self, texts, **kw))
+    monkeypatch.setattr(text_tuning.TopLayers, "below",
+                        lambda self, texts, **kw: asked.append(texts) or below(self, texts, **kw))
     np.testing.assert_array_equal(encode_tuned(TEXTS, tuned, cached), first)  # all from the cache
     assert asked == []
     grown = encode_tuned([*TEXTS, "brass garden hose reel"], tuned, cached)  # an item added later

@@ -126,7 +126,8 @@ def test_the_refit_shares_the_budget_with_early_stopping(tiny_split: Split, tiny
     assert full.training["refit_plan"]["epochs"] == full.training["best_epoch"]  # no budget: the whole refit
     assert full.training["refit_epochs"] == full.training["best_epoch"]
     spent = []  # a budget already spent when the refit is planned: it is skipped, the early-stopped net kept
-    monkeypatch.setattr(module, "fit_deadlines", lambda minutes, growth: spent.append(minutes) or (Deadline(), Deadline(0.0)))
+    monkeypatch.setattr(module, "fit_deadlines",
+                        lambda minutes, growth: spent.append(minutes) or (Deadline(), Deadline(0.0)))
     skipped = fitted(data, tiny_dataset.n_items, epochs=3, max_minutes=5.0)
     assert spent == [5.0] and skipped.training["refit_plan"]["epochs"] == 0
     assert "refit_epochs" not in skipped.training and not any(row.get("refit") for row in skipped.history)

@@ -108,7 +108,8 @@ def test_the_new_items_source_proposes_an_added_item_by_its_text(tmp_path) -> No
     service.add_item("new-brush", "acrylic paint brushes model 8")
     listed = service.recommend(user="u3", scenario="fresh", k=3)["items"]  # u3 paints
     assert [r["item"] for r in listed] == ["new-brush", "new-socks"]
-    assert listed[0]["sources"] == ["new_items"] and listed[0]["reason"].startswith("new item; its description is close to “i3")
+    assert listed[0]["sources"] == ["new_items"]
+    assert listed[0]["reason"].startswith("new item; its description is close to “i3")
 
 
 def test_an_added_item_without_interactions_outlives_a_retraining(service, tmp_path) -> None:
