@@ -85,8 +85,8 @@ def among_new_ndcg(model: Recommender, histories: Histories, targets: Histories,
         batch = histories.batch(users[lo:lo + 1024])
         with torch.inference_mode():
             scores = mask_seen(model.score(batch).float(), batch)
-        scores[:, torch.from_numpy(known)] = -torch.inf
-        scores[:, 0] = -torch.inf
+            scores[:, torch.from_numpy(known)] = -torch.inf
+            scores[:, 0] = -torch.inf
         wanted = torch.from_numpy(targets.items[targets.indptr[batch.users]])
         hit = scores.gather(1, wanted[:, None])
         above, tied = (scores > hit).sum(1).numpy(), (scores == hit).sum(1).numpy()
