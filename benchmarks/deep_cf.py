@@ -293,8 +293,8 @@ def main() -> int:
            "machine": machine(), "seeds": list(seeds), "test": TEST, "datasets": []}
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     report = HERE / "DEEP_CF.md" if Path(args.out).resolve() == (HERE / "results" / "deep_cf.json").resolve() else Path(args.out).with_suffix(".md")
+    cache = RunCache(Path(args.cache) if args.cache else None, CODE)  # the code as the run starts
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
-        cache = RunCache(Path(args.cache) if args.cache else None, CODE)
         doc["datasets"].append(run_dataset(name, data_dir, grids, models, seeds, cache))
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, json.dumps(doc, indent=2))

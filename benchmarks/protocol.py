@@ -27,7 +27,7 @@ import json
 import math
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -263,23 +263,28 @@ def library_tree(paths: tuple[str, ...] = ("omnirec",)) -> str | None:
 class RunCache:
     """Finished runs as JSON files under `folder` (None: keep nothing), each reused only while `code` (the
     library, and the scripts whose logic makes a run) is what made it (`library_tree`); a change to any
-    makes every run fresh again."""
+    makes every run fresh again. The tree is read once, when the cache is made (as the run starts, with
+    the code it imports): a commit while the run goes on must not label its results as the new code's."""
 
     folder: Path | None
     code: tuple[str, ...] = ("omnirec",)
+    tree: str | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tree", library_tree(self.code) if self.folder else None)
 
     def _path(self, key: tuple[str, ...]) -> Path:
         return self.folder.joinpath(*key[:-1], key[-1] + ".json")
 
     def get(self, *key: str) -> Any | None:
-        tree = library_tree(self.code) if self.folder else None
+        tree = self.tree
         if tree is None or not self._path(key).exists():
             return None
         saved = json.loads(self._path(key).read_text())
         return saved["run"] if saved["library_tree"] == tree else None
 
     def put(self, value: Any, *key: str) -> None:
-        tree = library_tree(self.code) if self.folder else None
+        tree = self.tree
         if tree is not None:
             self._path(key).parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self._path(key), json.dumps({"library_tree": tree, "run": value}))

@@ -206,13 +206,13 @@ def main() -> int:
     if not args.report_only and not data_dir.is_dir():
         print(f"benchmark data not found at {data_dir}; pass --data-dir", file=sys.stderr)
         return 2
+    cache = RunCache(Path(args.cache) if args.cache else None)  # the code as the run starts
     for name in filter(None, args.datasets.split(",")):
         if name not in DATASETS:
             print(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}", file=sys.stderr)
             return 2
         seeds = tuple(int(x) for x in args.seeds.split(","))
-        document = run_dataset(name, data_dir, args.models.split(","), args.max_minutes, seeds,
-                               RunCache(Path(args.cache) if args.cache else None))
+        document = run_dataset(name, data_dir, args.models.split(","), args.max_minutes, seeds, cache)
         atomic_write_text(OUT / f"{name}.json", json.dumps(document, indent=2))
     documents = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
     atomic_write_text(HERE / "SEQUENTIAL.md", markdown(documents))

@@ -80,11 +80,17 @@ def test_a_kept_run_is_reused_only_while_the_code_that_made_it_is_unchanged(tmp_
     assert (tmp_path / "beauty" / "sasrec-seed0.json").exists()
     assert cache.get("beauty", "sasrec-seed0") == {"ndcg@10": 0.05}
     assert cache.get("beauty", "sasrec-seed1") is None
-    code["tree"] = "b2"  # the library changed: the kept run no longer counts
-    assert cache.get("beauty", "sasrec-seed0") is None
+    code["tree"] = "b2"  # a commit while the run goes on: what it finishes is still the code it started with
+    cache.put({"ndcg@10": 0.06}, "beauty", "sasrec-seed1")
+    assert protocol.RunCache(tmp_path).get("beauty", "sasrec-seed1") is None  # a later run, on the new code
+    assert cache.get("beauty", "sasrec-seed1") == {"ndcg@10": 0.06}
+    code["tree"] = "a1"
+    assert protocol.RunCache(tmp_path).get("beauty", "sasrec-seed1") == {"ndcg@10": 0.06}
     code["tree"] = None  # uncommitted changes: nothing is kept or reused
-    cache.put({"ndcg@10": 0.07}, "beauty", "sasrec-seed2")
+    dirty = protocol.RunCache(tmp_path)
+    dirty.put({"ndcg@10": 0.07}, "beauty", "sasrec-seed2")
     assert not (tmp_path / "beauty" / "sasrec-seed2.json").exists()
+    assert dirty.get("beauty", "sasrec-seed0") is None
     assert protocol.RunCache(None).get("beauty", "sasrec-seed0") is None
 
 
