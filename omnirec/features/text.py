@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,17 +184,25 @@ def encode_texts(texts: list[str], config: TextEncoderConfig = TextEncoderConfig
     if not texts:
         raise ValueError("encode_texts needs at least one text")
     root = cache_root(config)
-    unique = sorted({t for t in texts if t})
     store = EmbeddingCache(root, model_fingerprint(config.model, config.max_tokens, config.normalize)) if root else None
+    return through_cache(texts, store, lambda missing: _encode(missing, config))
+
+
+def through_cache(texts: list[str], store: EmbeddingCache | None, encode: Callable[[list[str]], np.ndarray],
+                  width: int | None = None) -> np.ndarray:
+    """(N, D) float32 vectors of `texts`: from `store` where it has them, the others (each distinct text
+    once) by `encode` (list of M texts -> (M, D)) and then added to it; empty texts get a zero vector and
+    are never encoded. Where every text is empty, `width` gives D (None: that is an error)."""
+    unique = sorted({t for t in texts if t})
     found, missing = store.lookup(unique) if store else ({}, list(range(len(unique))))
     if missing:
-        new = _encode([unique[i] for i in missing], config)
+        new = encode([unique[i] for i in missing])
         found.update(zip(missing, new, strict=True))
         if store:
             store.add([unique[i] for i in missing], new)
-    if not found:  # every text was empty
+    if not found and width is None:  # every text was empty
         raise ValueError("all texts are empty: there is nothing to encode")
-    dim = len(next(iter(found.values())))
+    dim = len(next(iter(found.values()))) if found else width
     by_text = {unique[i]: v for i, v in found.items()}
     zero = np.zeros(dim, dtype=np.float32)
     return np.stack([by_text.get(t, zero) if t else zero for t in texts]).astype(np.float32)

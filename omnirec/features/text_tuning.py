@@ -42,6 +42,7 @@ from omnirec.features.text import (
     load_encoder,
     model_fingerprint,
     text_keys,
+    through_cache,
 )
 from omnirec.utils import atomic_savez
 
@@ -244,19 +245,15 @@ def encode_tuned(texts: list[str], tuned: TunedLayers, encoder: TextEncoderConfi
                          f"{encoder.model!r} has {base}")
     root = cache_root(encoder)
     store = EmbeddingCache(root, f"tuned-{tuned.fingerprint}") if root else None
-    unique = sorted({t for t in texts if t})
-    found, missing = store.lookup(unique) if store else ({}, list(range(len(unique))))
-    if missing:
+
+    def encode(missing: list[str]) -> np.ndarray:
         net = TopLayers(encoder, tuned.layers)
         net.load_tuned(tuned)
         net.eval()
         with torch.no_grad():
-            for start in tqdm(range(0, len(missing), 256), desc="encode (tuned)", disable=not encoder.progress):
-                rows = missing[start:start + 256]
-                found.update(zip(rows, net(net.below([unique[i] for i in rows])).numpy(), strict=True))
-        if store:
-            store.add([unique[i] for i in missing], np.stack([found[i] for i in missing]))
-    width = len(next(iter(found.values()))) if found else load_encoder(encoder).get_sentence_embedding_dimension()
-    by_text = {unique[i]: v for i, v in found.items()}
-    zero = np.zeros(width, dtype=np.float32)
-    return np.stack([by_text.get(t, zero) if t else zero for t in texts]).astype(np.float32)
+            parts = [net(net.below(missing[start:start + 256])).numpy() for start in
+                     tqdm(range(0, len(missing), 256), desc="encode (tuned)", disable=not encoder.progress)]
+        return np.concatenate(parts)
+
+    width = None if any(texts) else load_encoder(encoder).get_sentence_embedding_dimension()
+    return through_cache(texts, store, encode, width)
