@@ -15,6 +15,8 @@ import scipy.sparse as sp
 from sklearn.decomposition import TruncatedSVD
 from sklearn.preprocessing import normalize
 
+from omnirec.data.histories import Histories
+
 
 def cosine_similarity(matrix: sp.csr_matrix, shrink: float) -> sp.csr_matrix:
     """(I, I) item-item cosine of the columns of a (U, I) matrix: x_i.x_j / (|x_i| |x_j| + shrink), diagonal 0."""
@@ -51,6 +53,15 @@ def item_vectors_from_matrix(matrix: sp.csr_matrix, dim: int = 64, seed: int = 0
     dim = max(1, min(dim, min(items.shape) - 1))
     vectors = TruncatedSVD(n_components=dim, random_state=seed).fit_transform(items)
     return normalize(vectors).astype(np.float32)
+
+
+def untrained_items(sequences: Histories, n_items: int) -> np.ndarray:
+    """(I + 1,) True for the items no sequence of `sequences` holds (index 0, padding, included).
+
+    >>> untrained_items(Histories(np.array([0, 2]), np.array([1, 3])), 3).tolist()
+    [True, False, True, False]
+    """
+    return np.bincount(sequences.items, minlength=n_items + 1) == 0
 
 
 def text_inheritance(vectors: np.ndarray, untrained: np.ndarray, m: int, chunk: int = 1024) -> sp.csr_matrix:

@@ -39,9 +39,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from omnirec.data.histories import Histories, UserBatch
+from omnirec.data.histories import UserBatch
 from omnirec.data.train_data import TrainData
-from omnirec.features.similarity import text_inheritance
+from omnirec.features.similarity import text_inheritance, untrained_items
 from omnirec.models.base import Recommender
 from omnirec.models.content import TfidfConfig, TfidfContent
 from omnirec.models.itemknn import ItemKNN, ItemKNNConfig
@@ -106,7 +106,8 @@ class Hybrid(Recommender):
         text.fit(data)
         self.words = TfidfContent(cfg.words).fit(data)
         self.neighbours = ItemKNN(cfg.neighbours).fit(data)
-        self.text, self.untrained, self._heir_map = text, _untrained(data.sequences, data.n_items), None
+        self.text, self._heir_map = text, None
+        self.untrained = torch.from_numpy(untrained_items(data.sequences, data.n_items))
         users = np.array([], dtype=np.int64)
         if data.valid is not None:
             users = validation_users(data.sequences, data.valid, cfg.choice_users, cfg.text.train.seed)
@@ -154,7 +155,7 @@ class Hybrid(Recommender):
         text.item_vectors, text.tuned = search.item_vectors, search.tuned
         text.fit(both)
         self.text, self.neighbours = text, ItemKNN(self.config.neighbours).fit(both)
-        self.untrained, self._heir_map = _untrained(both.sequences, data.n_items), None
+        self.untrained, self._heir_map = torch.from_numpy(untrained_items(both.sequences, data.n_items)), None
         self.history += [{**row, "refit": True} for row in text.history]
         self.training["refit_epochs"] = len(text.history)
 
@@ -246,9 +247,3 @@ class Hybrid(Recommender):
         self.weights = dict(zip(CHANNELS, np.asarray(state["weights"]).tolist()))
         self.untrained = torch.from_numpy(np.asarray(state["untrained"], dtype=bool))
         self._heir_map = None
-
-
-def _untrained(sequences: Histories, n_items: int) -> torch.Tensor:
-    """(I + 1,) True for the items no training sequence holds."""
-    return torch.from_numpy(np.bincount(sequences.items, minlength=n_items + 1) == 0)
-

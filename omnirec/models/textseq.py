@@ -37,7 +37,7 @@ from torch import nn
 
 from omnirec.data.histories import Histories, UserBatch
 from omnirec.data.train_data import TrainData
-from omnirec.features.similarity import text_inheritance
+from omnirec.features.similarity import text_inheritance, untrained_items
 from omnirec.features.text import TextEncoderConfig, encode_texts
 from omnirec.features.text_tuning import TunedLayers, TuningConfig, consecutive_pairs, encode_tuned, tune_encoder
 from omnirec.models.layers import CausalEncoder
@@ -192,7 +192,7 @@ class TextSeq(SequentialRecommender):
         seen items by text (their weighted mean) instead of none: a new variant of a known product starts
         where that product is."""
         if self.config.inherit_ids and self.module.ids is not None:
-            self._inherit_ids(np.bincount(sequences.items, minlength=data.n_items + 1) == 0)
+            self._inherit_ids(untrained_items(sequences, data.n_items))
 
     def add_items(self, texts: list[str]) -> None:
         """New items embedded by this model's encoder (tuned where it was) and scored from their text; in
