@@ -69,6 +69,7 @@ from omnirec.data.dataset import Dataset
 from omnirec.data.datasets import DATASETS, load_dataset
 from omnirec.data.histories import Histories
 from omnirec.data.split import Split, cold_items, split_dataset
+from omnirec.data.train_data import has_clock as times_are_a_clock
 from omnirec.evaluate.ranking import EvalResult, full_ranking_eval
 from omnirec.experiment import fit_for_test
 from omnirec.features import text
@@ -287,8 +288,7 @@ COLD_QUANTILE = 0.8  # items first seen at or after this quantile of the interac
 
 def has_clock(dataset: Dataset) -> bool:
     """Whether the times are a clock rather than positions in each sequence."""
-    times = dataset.interactions["timestamp"]
-    return int(times.max()) >= 10 * dataset.interactions.group_by("user_id").len()["len"].max()
+    return times_are_a_clock(dataset.interactions)
 
 
 def cold_split(dataset: Dataset) -> Split:

@@ -41,6 +41,20 @@ def interaction_matrix(frame: pl.DataFrame, n_users: int, n_items: int, binary: 
     return mat
 
 
+def has_clock(frame: pl.DataFrame) -> bool:
+    """Whether the times of `frame` are a clock rather than positions in each user's sequence (as in data
+    that keeps only the order): the largest time is at least ten times the longest sequence.
+
+    >>> has_clock(pl.DataFrame({"user_id": [1, 1, 2], "timestamp": [0, 1, 0]}))
+    False
+    >>> has_clock(pl.DataFrame({"user_id": [1, 1, 2], "timestamp": [1_600_000_000, 1_600_000_060, 1_600_000_000]}))
+    True
+    """
+    if not frame.height:
+        return False
+    return int(frame[TIME].max()) >= 10 * int(frame.group_by(USER).len()["len"].max())
+
+
 @dataclass
 class TrainData:
     """What `Recommender.fit` receives: the training interactions and derived views, computed once."""
@@ -75,6 +89,17 @@ class TrainData:
         known = self.interactions.select(USER, ITEM, TIME)
         both = pl.concat([known, extra.cast(known.schema)]).sort([USER, TIME], maintain_order=True)
         return TrainData(both, self.n_users, self.n_items, self.item_text, user_attributes=self.user_attributes)
+
+    def without_items(self, items: np.ndarray) -> TrainData:
+        """These data with every training interaction of `items` removed (their validation targets kept):
+        the items are then new to a model fitted on the result, as items added after training are.
+
+        >>> f = pl.DataFrame({"user_id": [1, 1, 2], "item_id": [2, 1, 1], "timestamp": [0, 1, 0]})
+        >>> TrainData(f, n_users=2, n_items=2).without_items(np.array([1])).sequences.items.tolist()
+        [2]
+        """
+        kept = self.interactions.filter(~pl.col(ITEM).is_in(pl.Series(np.asarray(items)).implode()))
+        return TrainData(kept, self.n_users, self.n_items, self.item_text, self.valid, self.user_attributes)
 
     @cached_property
     def sequences(self) -> Histories:

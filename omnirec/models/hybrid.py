@@ -14,6 +14,15 @@ the network's epochs are; then the network is retrained on train + validation fo
 neighbours rebuilt from both. An item with no training interaction (a new item) has no neighbours: its
 text channel stands in for that channel, so new items compete on what they have.
 
+How a new item should be placed against known ones cannot be read from known items alone, so it is learnt
+the way a new item is met (`calibrate_new`): the fit that chooses the epochs and weights holds a share of
+the trained items out of training (the latest first seen where the data has a clock, else at random), as
+large as the share of the catalogue that has no training data (so about as many validation targets are
+new to it as the test's will be), and chooses on the validation
+targets how new items are scored: `text_weight * text + words_weight * words + offset`, each channel
+standardized per user as above. The refit then trains on every item; the items still without data (and
+any added later) are scored by that formula.
+
 >>> from omnirec.data.synthetic import SyntheticConfig, generate
 >>> from omnirec.data.dataset import Dataset
 >>> from omnirec.data.split import split_dataset
@@ -32,25 +41,36 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import polars as pl
 import scipy.sparse as sp
 import torch
 
 from omnirec.data.histories import UserBatch
-from omnirec.data.train_data import TrainData
+from omnirec.data.schema import ITEM, TIME
+from omnirec.data.train_data import TrainData, has_clock
 from omnirec.features.similarity import text_inheritance, untrained_items
 from omnirec.models.base import Recommender
 from omnirec.models.content import TfidfConfig, TfidfContent
 from omnirec.models.itemknn import ItemKNN, ItemKNNConfig
 from omnirec.models.neural import validation_users
 from omnirec.models.textseq import TextSeq, TextSeqConfig, standardize
-from omnirec.train.loop import TrainResult, fit_deadlines, plan_refit, refit_growth, search_minutes
+from omnirec.train.loop import (
+    TrainResult,
+    fit_deadlines,
+    plan_refit,
+    refit_growth,
+    search_minutes,
+)
 from omnirec.train.validation import first_target_ndcg
 
 CHANNELS = ("words", "neighbours")  # weighed against the text channel (weight 1)
+NEW_PARAMS = ("text_weight", "words_weight", "offset")  # how a new item is scored (`calibrate_new`)
+MIN_NEW_TARGETS = 50  # fewer held-out items among the validation targets than this: too few to calibrate on
 
 
 @dataclass(frozen=True)
@@ -60,7 +80,10 @@ class HybridConfig:
     upwards while the best is its largest). choice_users: validation users the weights are chosen on
     (a seeded sample; 0 = all). weights: used as they are when there are no validation targets.
     inherit: an item without training interactions takes the neighbours of its `inherit` nearest trained
-    items by text (their co-occurrence, weighted by text cosine); 0 = its text score stands in for them."""
+    items by text (their co-occurrence, weighted by text cosine); 0 = its text score stands in for them.
+    calibrate_new: choose how new items are scored on items held out of the search fit (module docstring);
+    off, or with fewer than `MIN_NEW_TARGETS` of them among the validation targets, new items get the
+    blend with their text standing in for their neighbours."""
 
     text: TextSeqConfig = field(default_factory=TextSeqConfig)
     words: TfidfConfig = field(default_factory=TfidfConfig)
@@ -69,6 +92,7 @@ class HybridConfig:
     choice_users: int = 4096
     weights: tuple[float, float] = (0.25, 0.25)
     inherit: int = 0
+    calibrate_new: bool = True
 
     def __post_init__(self) -> None:
         if not self.grid or min(self.grid) < 0 or min(self.weights) < 0 or len(self.weights) != len(CHANNELS):
@@ -91,6 +115,7 @@ class Hybrid(Recommender):
     adds_items = True
     item_vectors: np.ndarray | None = None  # set before `fit` to skip the sentence encoder (textseq's)
     pretrained: TextSeq | None = None  # the textseq training starts from (`start_from`)
+    new_params: dict[str, float] | None = None  # how new items are scored where calibrated (NEW_PARAMS)
     _heir_map: sp.csr_matrix | None = None  # `_heirs()`, once computed
 
     def _fit(self, data: TrainData) -> None:
@@ -100,28 +125,55 @@ class Hybrid(Recommender):
         # one budget for early stopping and the refit, shared as the other neural models share it
         search_share = search_minutes(train.max_minutes, growth) if train.max_minutes and growth else train.max_minutes
         self._budget = fit_deadlines(train.max_minutes, growth)[1]
+        held = self._held_out(data) if cfg.calibrate_new and has_valid else np.array([], dtype=np.int64)
+        search = data.without_items(held) if len(held) else data
         text = self._textseq(replace(train, refit=False, max_minutes=search_share))
         text.item_vectors = self.item_vectors
         text.on_validation = self.on_validation
-        text.fit(data)
-        self.words = TfidfContent(cfg.words).fit(data)
-        self.neighbours = ItemKNN(cfg.neighbours).fit(data)
-        self.text, self._heir_map = text, None
-        self.untrained = torch.from_numpy(untrained_items(data.sequences, data.n_items))
+        text.fit(search)
+        self.words = TfidfContent(cfg.words).fit(search)
+        self.neighbours = ItemKNN(cfg.neighbours).fit(search)
+        self.text, self._heir_map, self.new_params = text, None, None
+        self.untrained = torch.from_numpy(untrained_items(search.sequences, data.n_items))
         users = np.array([], dtype=np.int64)
         if data.valid is not None:
-            users = validation_users(data.sequences, data.valid, cfg.choice_users, cfg.text.train.seed)
+            users = validation_users(search.sequences, data.valid, cfg.choice_users, cfg.text.train.seed)
         if not len(users):
             self.weights, self.training = dict(zip(CHANNELS, cfg.weights)), dict(text.training)
             self.history = list(text.history)
             return
-        self.weights, tried = self._choose(data, users)
+        channels = self._cached_channels()
+        self.weights, tried = self._choose(search, users, channels)
         best = max(t["valid_ndcg@10"] for t in tried)  # the blend's, which early stopping's textseq figure is not
         self.training = {**text.training, "text_valid_ndcg@10": text.training.get("best_valid_ndcg@10"),
                          "best_valid_ndcg@10": best, "weights": dict(self.weights), "weights_tried": tried}
+        if len(held):
+            self.new_params, tried_new = self._choose_new(search, users, channels)
+            self.training["best_valid_ndcg@10"] = max(best, *(t["valid_ndcg@10"] for t in tried_new))
+            self.training["new_items"] = {"held_out": len(held), "params": dict(self.new_params), "tried": tried_new}
         self.history = list(text.history)
         if cfg.text.train.refit and text.training.get("best_epoch"):
             self._refit(data, text)
+        elif len(held):  # no refit: the held-out items stay new to this model, and are scored as new
+            self.training["new_items"]["kept_out_of_training"] = True
+
+    def _held_out(self, data: TrainData) -> np.ndarray:
+        """Trained items to hold out of the search fit, as large a share of the trained items as the share of
+        the catalogue without training data: the latest first seen where the times are a clock (new items
+        are the latest), else drawn at random (seeded); none where fewer than `MIN_NEW_TARGETS` validation
+        targets would be among them."""
+        untrained = untrained_items(data.sequences, data.n_items)
+        trained = np.flatnonzero(~untrained)
+        n = int(round(untrained[1:].sum() / data.n_items * len(trained)))
+        if n == 0:
+            return np.array([], dtype=np.int64)
+        if has_clock(data.interactions):
+            first = data.interactions.group_by(ITEM).agg(pl.col(TIME).min()).sort([TIME, ITEM])
+            held = np.sort(first[ITEM].to_numpy()[-n:])
+        else:
+            held = np.sort(np.random.default_rng(self.config.text.train.seed).choice(trained, size=n, replace=False))
+        firsts = data.valid.items[data.valid.indptr[:-1][data.valid.lengths() > 0]]
+        return held if np.isin(firsts, held).sum() >= MIN_NEW_TARGETS else np.array([], dtype=np.int64)
 
     def _textseq(self, train: Any) -> TextSeq:
         text = TextSeq(replace(self.config.text, train=train))
@@ -159,6 +211,18 @@ class Hybrid(Recommender):
         self.history += [{**row, "refit": True} for row in text.history]
         self.training["refit_epochs"] = len(text.history)
 
+    def _cached_channels(self) -> Callable[[UserBatch], tuple[torch.Tensor, ...]]:
+        """`_channels`, each validation batch's computed once for every weight tried."""
+        cached: dict[int, tuple[torch.Tensor, ...]] = {}
+
+        def channels(batch: UserBatch) -> tuple[torch.Tensor, ...]:
+            key = int(batch.users[0])
+            if key not in cached:
+                cached[key] = self._channels(batch)
+            return cached[key]
+
+        return channels
+
     def _channels(self, batch: UserBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, I + 1) each: the text, words and neighbours channels, standardized per user."""
         text = standardize(self.text.score(batch).float())
@@ -177,17 +241,10 @@ class Hybrid(Recommender):
             self._heir_map = text_inheritance(self.text.item_vectors, self.untrained.numpy(), self.config.inherit)
         return self._heir_map
 
-    def _choose(self, data: TrainData, users: np.ndarray) -> tuple[dict[str, float], list[dict[str, float]]]:
+    def _choose(self, data: TrainData, users: np.ndarray, channels: Callable[[UserBatch], tuple[torch.Tensor, ...]],
+                ) -> tuple[dict[str, float], list[dict[str, float]]]:
         """The channel weights with the best validation NDCG@10 on `users`; a weight at the top of the grid
         is doubled until it is not."""
-        cached: dict[int, tuple[torch.Tensor, ...]] = {}
-
-        def channels(batch: UserBatch) -> tuple[torch.Tensor, ...]:
-            key = int(batch.users[0])
-            if key not in cached:
-                cached[key] = self._channels(batch)
-            return cached[key]
-
         grid, tried, best = sorted(set(self.config.grid)), [], None
         while True:
             for w in itertools.product(grid, repeat=len(CHANNELS)):
@@ -203,9 +260,61 @@ class Hybrid(Recommender):
             grid.append(grid[-1] * 2)
         return dict(zip(CHANNELS, best[0])), tried
 
+    def _choose_new(self, data: TrainData, users: np.ndarray, channels: Callable[[UserBatch], tuple[torch.Tensor, ...]],
+                    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """How new items are scored (NEW_PARAMS), by the validation NDCG@10 on `users` with the channel
+        weights fixed: coordinate ascent from the stand-in's values (the blend with text for neighbours),
+        two rounds, each parameter over its grid, a grid widened while its best value is at an edge."""
+        grids = {"text_weight": [0.0, 0.25, 0.5, 1.0, 2.0], "words_weight": [0.0, 0.25, 0.5, 1.0, 2.0],
+                 "offset": [-1.0, -0.5, 0.0, 0.5, 1.0]}
+        current = {"text_weight": 1.0 + (0.0 if self.config.inherit else self.weights["neighbours"]),
+                   "words_weight": self.weights["words"], "offset": 0.0}
+        tried: list[dict[str, Any]] = []
+
+        def value(params: dict[str, float]) -> float:
+            for t in tried:
+                if t["params"] == params:
+                    return t["valid_ndcg@10"]
+            score = lambda b: self._blend(channels(b), params)  # noqa: E731
+            tried.append({"params": dict(params), "valid_ndcg@10": round(first_target_ndcg(
+                score, data.sequences, data.valid, users, data.n_items), 5)})
+            return tried[-1]["valid_ndcg@10"]
+
+        best = value(current)
+        for _ in range(2):
+            for name in NEW_PARAMS:
+                explored = sorted({*grids[name], current[name]})
+                for v in explored:
+                    if (got := value({**current, name: v})) > best:
+                        best, current = got, {**current, name: v}
+                while True:  # widen while the best is at an edge: weights up (doubling), the offset both ways
+                    lo, hi, at = explored[0], explored[-1], current[name]
+                    if at == hi and hi < 8:
+                        v = hi + (0.5 if name == "offset" else hi)
+                    elif at == lo and name == "offset" and lo > -8:
+                        v = lo - 0.5
+                    else:
+                        break
+                    explored = sorted({*explored, v})
+                    if (got := value({**current, name: v})) > best:
+                        best, current = got, {**current, name: v}
+        return current, tried
+
+    def _blend(self, channels: tuple[torch.Tensor, ...], new: dict[str, float] | None) -> torch.Tensor:
+        """(B, I + 1) the weighted channels; the untrained items by the new-item formula where given."""
+        text, words, neighbours = channels
+        scores = text + self.weights["words"] * words + self.weights["neighbours"] * neighbours
+        if new is None:
+            return scores
+        fresh = new["text_weight"] * text + new["words_weight"] * words + new["offset"]
+        if self.config.inherit:  # inherited neighbours are the new item's own evidence
+            fresh = fresh + self.weights["neighbours"] * neighbours
+        new_items = self.untrained.clone()
+        new_items[0] = False  # padding keeps its score
+        return torch.where(new_items, fresh, scores)
+
     def _score(self, batch: UserBatch) -> torch.Tensor:
-        text, words, neighbours = self._channels(batch)
-        return text + self.weights["words"] * words + self.weights["neighbours"] * neighbours
+        return self._blend(self._channels(batch), self.new_params)
 
     def add_items(self, texts: list[str]) -> None:
         """New items in every channel: textseq embeds them, TF-IDF weighs their words, and, having no
@@ -232,8 +341,10 @@ class Hybrid(Recommender):
         parts = {"text": self.text._get_state(), "words": self.words._get_state(),
                  "neighbours": self.neighbours._get_state()}
         state = {f"{part}/{k}": v for part, values in parts.items() for k, v in values.items()}
+        new = {} if self.new_params is None else {
+            "new_params": np.array([self.new_params[p] for p in NEW_PARAMS], dtype=np.float64)}
         return {**state, "weights": np.array([self.weights[c] for c in CHANNELS], dtype=np.float64),
-                "untrained": self.untrained.numpy()}
+                "untrained": self.untrained.numpy(), **new}
 
     def _set_state(self, state: dict[str, np.ndarray]) -> None:
         def part(prefix: str) -> dict[str, np.ndarray]:
@@ -246,4 +357,6 @@ class Hybrid(Recommender):
             model._set_state(part(prefix))
         self.weights = dict(zip(CHANNELS, np.asarray(state["weights"]).tolist()))
         self.untrained = torch.from_numpy(np.asarray(state["untrained"], dtype=bool))
+        self.new_params = (dict(zip(NEW_PARAMS, np.asarray(state["new_params"]).tolist()))
+                           if "new_params" in state else None)
         self._heir_map = None

@@ -131,3 +131,76 @@ def test_the_refit_shares_the_budget_with_early_stopping(tiny_split: Split, tiny
     skipped = fitted(data, tiny_dataset.n_items, epochs=3, max_minutes=5.0)
     assert spent == [5.0] and skipped.training["refit_plan"]["epochs"] == 0
     assert "refit_epochs" not in skipped.training and not any(row.get("refit") for row in skipped.history)
+
+
+def test_new_items_are_scored_as_calibrated_on_items_held_out_of_the_search_fit(
+        tiny_dataset: Dataset, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """20% of the catalogue has no training data, so the search fit holds a fifth of the trained items out.
+    The text channel knows the known targets only and the words channel the new ones only: the stand-in
+    (text for neighbours) ranks new targets by noise, the calibrated formula by their words."""
+    from omnirec.models import hybrid as module
+
+    split = cold_items(tiny_dataset.interactions, tiny_dataset.n_users, tiny_dataset.n_items, item_frac=0.2, seed=0)
+    data = split.train_data(tiny_dataset.item_text)
+    targets = data.valid
+
+    def channels(self, batch):  # noqa: ANN001, ANN202
+        rows = torch.arange(len(batch.users))
+        wanted = torch.from_numpy(targets.items[targets.indptr[batch.users]])
+        rng = np.random.default_rng(int(batch.users[0]))
+        text, words, neighbours = (torch.from_numpy(rng.normal(size=(len(batch.users), self.n_items + 1))).float()
+                                   for _ in range(3))
+        new = self.untrained[wanted]
+        text[rows[~new], wanted[~new]] += 4.0
+        words[rows[new], wanted[new]] += 4.0
+        return text, words, neighbours
+
+    monkeypatch.setattr(module, "MIN_NEW_TARGETS", 10)
+    monkeypatch.setattr(Hybrid, "_channels", channels)
+    model = fitted(data, tiny_dataset.n_items, refit=False)
+    record = model.training["new_items"]
+    held = model.untrained.numpy().copy()
+    held[split.cold] = False
+    held[0] = False
+    assert record["held_out"] == held.sum() == round(0.2 * (tiny_dataset.n_items - len(split.cold)))
+    assert not np.isin(np.flatnonzero(held), data.without_items(np.flatnonzero(held)).sequences.items).any()
+    stand_in, best = record["tried"][0], max(t["valid_ndcg@10"] for t in record["tried"])
+    assert model.new_params == next(t["params"] for t in record["tried"] if t["valid_ndcg@10"] == best)
+    assert model.new_params["words_weight"] > model.new_params["text_weight"]
+    assert best > stand_in["valid_ndcg@10"] + 0.05, "calibrating new items did not beat the stand-in"
+    model.save(tmp_path / "m")
+    loaded = Hybrid.load(tmp_path / "m")
+    assert loaded.new_params == model.new_params
+    batch = split.histories("test").batch(np.arange(1, 9))
+    torch.testing.assert_close(loaded._score(batch), model._score(batch))
+
+
+def test_no_items_are_held_out_where_the_catalogue_has_no_new_items(tiny_split: Split, tiny_dataset: Dataset) -> None:
+    data = tiny_split.train_data(tiny_dataset.item_text)
+    assert not data.sequences.items.size or untrained_share(data) < 0.05
+    model = fitted(data, tiny_dataset.n_items, refit=False)
+    assert "new_items" not in model.training and model.new_params is None
+
+
+def untrained_share(data: TrainData) -> float:
+    return float((np.bincount(data.sequences.items, minlength=data.n_items + 1)[1:] == 0).mean())
+
+
+def test_the_items_held_out_are_the_latest_first_seen_where_times_are_a_clock_else_random(
+        tiny_dataset: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    import polars as pl
+
+    from omnirec.models import hybrid as module
+
+    monkeypatch.setattr(module, "MIN_NEW_TARGETS", 1)
+    split = cold_items(tiny_dataset.interactions, tiny_dataset.n_users, tiny_dataset.n_items, item_frac=0.2, seed=0)
+    data = split.train_data(tiny_dataset.item_text)
+    held = Hybrid(HybridConfig(text=text_config()))._held_out(data)
+    first = data.interactions.group_by("item_id").agg(pl.col("timestamp").min())
+    held_first = first.filter(pl.col("item_id").is_in(held))["timestamp"]
+    others = first.filter(~pl.col("item_id").is_in(held))["timestamp"]
+    assert len(held) == round(0.2 * (tiny_dataset.n_items - len(split.cold))) and held_first.min() >= others.max()
+    positions = data.interactions.with_columns(pl.int_range(pl.len()).over("user_id").alias("timestamp"))
+    data = TrainData(positions, data.n_users, data.n_items, data.item_text, data.valid)
+    drawn = [Hybrid(HybridConfig(text=text_config(seed=s)))._held_out(data) for s in (0, 0, 1)]
+    assert len(drawn[0]) == len(held) and np.array_equal(drawn[0], drawn[1]) and not np.array_equal(drawn[0], drawn[2])
