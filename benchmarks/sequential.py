@@ -8,6 +8,7 @@ Writes `benchmarks/results/sequential/<dataset>.json` and the "Sequential models
     python benchmarks/sequential.py --data-dir ../shared/data
     python benchmarks/sequential.py --datasets beauty --models sasrec --max-minutes 10 --seeds 0
     python benchmarks/sequential.py --report-only    # rewrite SEQUENTIAL.md from results/sequential/*.json
+    python benchmarks/sequential.py --datasets beauty-bert4rec --checkpoints runs/seq-ckpt   # resumable
 
 Each finished (model, seed) run is kept in `--cache` and reused by a later invocation while the library
 (`omnirec/`, by its git tree) is unchanged, so a stopped run continues where it was.
@@ -60,18 +61,25 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_model(name: str, dataset_name: str, data_dir: Path, max_minutes: float, seed: int) -> dict:
+def run_model(name: str, dataset_name: str, data_dir: Path, max_minutes: float, seed: int,
+              checkpoints: str = "") -> dict:
     """Fit one model with its default config and `seed` (optionally under a time budget), evaluate on test.
-    Run in a process of its own, so that the peak memory is this model's."""
+    Run in a process of its own, so that the peak memory is this model's. With `checkpoints` (a folder for
+    this run), training resumes from the checkpoint a stopped invocation left there; its seconds are then
+    the sum of the epochs' recorded seconds, since this process saw only the last of them."""
     dataset = load_dataset(dataset_name, data_dir)
     split = split_dataset(dataset, "loo")
     cls = MODELS[name]
     config = cls.Config()
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed, max_minutes=max_minutes))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed, max_minutes=max_minutes,
+                                                                   checkpoint_dir=checkpoints))
     model = cls(config)
+    resumed = bool(checkpoints) and any(Path(checkpoints).rglob("*.pt"))
     start = time.perf_counter()
     model.fit(split.train_data(dataset.item_text))
     fit_s = time.perf_counter() - start
+    if resumed:
+        fit_s = sum(row.get("train_s", 0.0) + row.get("eval_s", 0.0) for row in model.history)
     if max_minutes == 0:  # a budgeted fit depends on how busy the machine was: not for reuse
         kept = KEPT / dataset_name / f"{name}-seed{seed}"
         model.save(kept)
@@ -84,6 +92,7 @@ def run_model(name: str, dataset_name: str, data_dir: Path, max_minutes: float, 
         "epoch_s_median": round(statistics.median(epoch_s), 2), "training": model.training,
         "peak_rss_mib": round(peak_rss_mib(), 1), "config": dataclasses.asdict(config),
         "history": model.history, "users": result.users.tolist(), "per_user_ndcg@10": result.per_user["ndcg@10"].tolist(),
+        **({"resumed": True} if resumed else {}),
     }
 
 
@@ -105,22 +114,25 @@ def as_results(runs: list[dict]) -> list[EvalResult]:
             for r in runs]
 
 
-def cached_run(cache: RunCache, name: str, model: str, data_dir: Path, max_minutes: float, seed: int) -> dict:
+def cached_run(cache: RunCache, name: str, model: str, data_dir: Path, max_minutes: float, seed: int,
+               checkpoints: Path | None = None) -> dict:
     """One (model, seed) run, from the cache where the same library made it, else fitted in a process of its
-    own (so that the peak memory is this model's) and then kept."""
+    own (so that the peak memory is this model's), checkpointed under `checkpoints` where given, and kept."""
     key = (name, f"{model}-seed{seed}-{max_minutes:g}min")
     run = cache.get(*key)
     if run is not None:
         print(f"{name} {model} seed {seed}: reused from {cache.folder} (code {run['code']})", flush=True)
         return run
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
-        run = {**child.submit(run_model, model, name, data_dir, max_minutes, seed).result(), "code": code_version()}
+        folder = str(checkpoints / name / key[1]) if checkpoints else ""
+        run = {**child.submit(run_model, model, name, data_dir, max_minutes, seed, folder).result(),
+               "code": code_version()}
     cache.put(run, *key)
     return run
 
 
 def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float, seeds: tuple[int, ...],
-                cache: RunCache = RunCache(None)) -> dict:
+                cache: RunCache = RunCache(None), checkpoints: Path | None = None) -> dict:
     dataset = load_dataset(name, data_dir)
     document = {
         "dataset": name, "protocol": "loo-full", "n_users": dataset.n_users, "n_items": dataset.n_items,
@@ -138,7 +150,7 @@ def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float
     for model in models:
         runs = []
         for seed in seeds:
-            runs.append(cached_run(cache, name, model, data_dir, max_minutes, seed))
+            runs.append(cached_run(cache, name, model, data_dir, max_minutes, seed, checkpoints))
             r = runs[-1]
             print(f"{name} {model} seed {seed}: ndcg@10 {r['metrics']['ndcg@10']:.4f} fit {r['fit_s']:.0f} s "
                   f"({r['training']['epochs_run']} epochs, best {r['training']['best_epoch']}), peak {r['peak_rss_mib']:.0f} MiB",
@@ -199,6 +211,8 @@ def main() -> int:
     parser.add_argument("--report-only", action="store_true", help="rewrite SEQUENTIAL.md from the saved results")
     parser.add_argument("--cache", default="runs/sequential", help="finished runs are kept here and reused while the "
                         "library is unchanged ('' = none)")
+    parser.add_argument("--checkpoints", default="", help="checkpoint each run under this folder, and resume a "
+                        "stopped one from there ('' = none)")
     args = parser.parse_args()
     if args.report_only:
         args.datasets = ""
@@ -212,7 +226,8 @@ def main() -> int:
             print(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}", file=sys.stderr)
             return 2
         seeds = tuple(int(x) for x in args.seeds.split(","))
-        document = run_dataset(name, data_dir, args.models.split(","), args.max_minutes, seeds, cache)
+        document = run_dataset(name, data_dir, args.models.split(","), args.max_minutes, seeds, cache,
+                               Path(args.checkpoints) if args.checkpoints else None)
         atomic_write_text(OUT / f"{name}.json", json.dumps(document, indent=2))
     documents = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
     atomic_write_text(HERE / "SEQUENTIAL.md", markdown(documents))
