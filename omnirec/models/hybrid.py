@@ -43,6 +43,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -179,6 +180,12 @@ class Hybrid(Recommender):
         text = TextSeq(replace(self.config.text, train=train))
         return text if self.pretrained is None else text.start_from(self.pretrained)
 
+    def with_loop_options(self, progress: bool | None = None, checkpoint_dir: str | None = None) -> Hybrid:
+        """This hybrid, unfitted, with its textseq's progress bars and checkpoint folder changed where given
+        (the refit checkpoints in its `refit` subfolder, as every neural model's does)."""
+        text = TextSeq(self.config.text).with_loop_options(progress, checkpoint_dir).config
+        return type(self)(replace(self.config, text=text))
+
     def start_from(self, pretrained: Recommender) -> Hybrid:
         """Start the text model from `pretrained`'s (a textseq, or a hybrid's textseq, fitted on another
         catalogue); the words and neighbours belong to this catalogue and are fitted afresh. Returns self."""
@@ -202,7 +209,10 @@ class Hybrid(Recommender):
         both = data.with_validation()
         left = self._budget.left()
         minutes = left / 60 if math.isfinite(left) else 0.0
-        text = self._textseq(replace(self.config.text.train, refit=False, epochs=plan.epochs, max_minutes=minutes))
+        checkpoints = self.config.text.train.checkpoint_dir
+        folder = str(Path(checkpoints) / "refit") if checkpoints else ""
+        text = self._textseq(replace(self.config.text.train, refit=False, epochs=plan.epochs, max_minutes=minutes,
+                                     checkpoint_dir=folder))
         text.config = replace(text.config, tune_encoder=False)  # the tuned encoder is the search's
         text.item_vectors, text.tuned = search.item_vectors, search.tuned
         text.fit(both)

@@ -204,3 +204,14 @@ def test_the_items_held_out_are_the_latest_first_seen_where_times_are_a_clock_el
     data = TrainData(positions, data.n_users, data.n_items, data.item_text, data.valid)
     drawn = [Hybrid(HybridConfig(text=text_config(seed=s)))._held_out(data) for s in (0, 0, 1)]
     assert len(drawn[0]) == len(held) and np.array_equal(drawn[0], drawn[1]) and not np.array_equal(drawn[0], drawn[2])
+
+
+def test_loop_options_reach_the_text_model_and_its_refit_checkpoints_apart(tiny_split: Split, tiny_dataset: Dataset,
+                                                                           tmp_path) -> None:  # noqa: ANN001
+    model = Hybrid(HybridConfig(text=text_config(progress=True))).with_loop_options(False, str(tmp_path))
+    assert not model.config.text.train.progress and model.config.text.train.checkpoint_dir == str(tmp_path)
+    assert not model.config.text.encoder.progress
+    vectors = np.random.default_rng(0).normal(size=(tiny_dataset.n_items + 1, 8)).astype(np.float32)
+    model.item_vectors = vectors
+    model.fit(tiny_split.train_data(tiny_dataset.item_text))
+    assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "refit" / "checkpoint.pt").exists()
