@@ -126,7 +126,7 @@ def bars(doc: dict, text: str) -> list[dict]:
     if text in cold and "tfidf" in cold:
         t, p = cold[text]["ndcg@10"], cold["tfidf"]["ndcg@10"]
         out.append({"bar": f"cold targets: {text} >= {COLD_RATIO} x tfidf", "text": t, "peer": p,
-                    "ratio": round(t / p, 3) if p else None, "met": t >= COLD_RATIO * p})
+                    "ratio": round(t / p, 3) if p else None, "met": t > 0 and t >= COLD_RATIO * p})
     return out
 
 

@@ -39,6 +39,9 @@ def test_the_bars_compare_the_text_model_with_each_peer_on_every_group() -> None
     assert bars["loo: hybrid > ease"] and not bars["loo: hybrid > sasrec"]
     assert bars["cold targets: hybrid > tfidf"] and not bars["warm targets: hybrid > sasrec"]
     assert not bars["cold targets: hybrid >= 1.25 x tfidf"]  # 0.06 < 1.25 * 0.05
+    nothing = {"hybrid": row(0.0), "ease": row(0.0), "tfidf": row(0.0), "sasrec": row(0.0)}
+    doc["cold"]["result"]["groups"]["cold"] = nothing  # no model found a cold target: no bar is met
+    assert not any(b["met"] for b in check.bars(doc, "hybrid") if b["bar"].startswith("cold"))
 
 
 def test_a_log_of_positions_has_no_clock() -> None:
