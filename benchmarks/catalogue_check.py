@@ -67,10 +67,11 @@ def has_clock(log: pl.DataFrame, user: str, when: str) -> bool:
 
 
 def run(command: list[str], log_to: Path) -> float:
-    """Run one omnirec command, its output to `log_to`; a failure stops the check with the command's tail."""
+    """Run one omnirec command (`omnirec ...`, as this Python's `omnirec.cli`, so no PATH is needed), its
+    output to `log_to`; a failure stops the check with the command's tail."""
     start = time.perf_counter()
     with open(log_to, "w") as out:
-        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT)
+        done = subprocess.run([sys.executable, "-m", "omnirec.cli", *command[1:]], stdout=out, stderr=subprocess.STDOUT)
     if done.returncode:
         tail = log_to.read_text()[-2000:]
         raise SystemExit(f"error: {' '.join(command)} exited {done.returncode}:\n{tail}")
