@@ -18,10 +18,10 @@ How a new item should be placed against known ones cannot be read from known ite
 the way a new item is met (`calibrate_new`): the fit that chooses the epochs and weights holds a share of
 the trained items out of training (the latest first seen where the data has a clock, else at random), as
 large as the share of the catalogue that has no training data (so about as many validation targets are
-new to it as the test's will be), and chooses on the validation
-targets how new items are scored: `text_weight * text + words_weight * words + offset`, each channel
-standardized per user as above. The refit then trains on every item; the items still without data (and
-any added later) are scored by that formula.
+new to it as the test's will be), and chooses on the validation targets how new items are scored:
+`text_weight * text + words_weight * words + offset`, each channel standardized per user as above. The
+refit then trains on every item; the items still without data (and any added later) are scored by that
+formula.
 
 >>> from omnirec.data.synthetic import SyntheticConfig, generate
 >>> from omnirec.data.dataset import Dataset
@@ -60,13 +60,7 @@ from omnirec.models.content import TfidfConfig, TfidfContent
 from omnirec.models.itemknn import ItemKNN, ItemKNNConfig
 from omnirec.models.neural import validation_users
 from omnirec.models.textseq import TextSeq, TextSeqConfig, standardize
-from omnirec.train.loop import (
-    TrainResult,
-    fit_deadlines,
-    plan_refit,
-    refit_growth,
-    search_minutes,
-)
+from omnirec.train.loop import TrainResult, fit_deadlines, plan_refit, refit_growth, search_minutes
 from omnirec.train.validation import first_target_ndcg
 
 CHANNELS = ("words", "neighbours")  # weighed against the text channel (weight 1)
