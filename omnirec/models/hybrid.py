@@ -254,7 +254,7 @@ class Hybrid(Recommender):
             for w in itertools.product(grid, repeat=len(CHANNELS)):
                 if any(t["weights"] == list(w) for t in tried):
                     continue
-                score = lambda b, w=w: (lambda c: c[0] + w[0] * c[1] + w[1] * c[2])(channels(b))  # noqa: E731
+                score = lambda b, w=w: self._blend(channels(b), dict(zip(CHANNELS, w)))  # noqa: E731
                 value = first_target_ndcg(score, data.sequences, data.valid, users, data.n_items)
                 tried.append({"weights": list(w), "valid_ndcg@10": round(value, 5)})
                 if best is None or value > best[1]:
@@ -273,16 +273,14 @@ class Hybrid(Recommender):
                  "offset": [-1.0, -0.5, 0.0, 0.5, 1.0]}
         current = {"text_weight": 1.0 + (0.0 if self.config.inherit else self.weights["neighbours"]),
                    "words_weight": self.weights["words"], "offset": 0.0}
-        tried: list[dict[str, Any]] = []
+        tried: dict[tuple[float, ...], float] = {}  # (NEW_PARAMS values) -> validation NDCG@10
 
         def value(params: dict[str, float]) -> float:
-            for t in tried:
-                if t["params"] == params:
-                    return t["valid_ndcg@10"]
-            score = lambda b: self._blend(channels(b), params)  # noqa: E731
-            tried.append({"params": dict(params), "valid_ndcg@10": round(first_target_ndcg(
-                score, data.sequences, data.valid, users, data.n_items), 5)})
-            return tried[-1]["valid_ndcg@10"]
+            key = tuple(params[p] for p in NEW_PARAMS)
+            if key not in tried:
+                score = lambda b: self._blend(channels(b), self.weights, params)  # noqa: E731
+                tried[key] = round(first_target_ndcg(score, data.sequences, data.valid, users, data.n_items), 5)
+            return tried[key]
 
         best = value(current)
         for _ in range(2):
@@ -302,23 +300,25 @@ class Hybrid(Recommender):
                     explored = sorted({*explored, v})
                     if (got := value({**current, name: v})) > best:
                         best, current = got, {**current, name: v}
-        return current, tried
+        return current, [{"params": dict(zip(NEW_PARAMS, k)), "valid_ndcg@10": v} for k, v in tried.items()]
 
-    def _blend(self, channels: tuple[torch.Tensor, ...], new: dict[str, float] | None) -> torch.Tensor:
-        """(B, I + 1) the weighted channels; the untrained items by the new-item formula where given."""
+    def _blend(self, channels: tuple[torch.Tensor, ...], weights: dict[str, float],
+               new: dict[str, float] | None = None) -> torch.Tensor:
+        """(B, I + 1) the channels weighted by `weights` (CHANNELS; text 1); the untrained items by the
+        new-item formula where given."""
         text, words, neighbours = channels
-        scores = text + self.weights["words"] * words + self.weights["neighbours"] * neighbours
+        scores = text + weights["words"] * words + weights["neighbours"] * neighbours
         if new is None:
             return scores
         fresh = new["text_weight"] * text + new["words_weight"] * words + new["offset"]
         if self.config.inherit:  # inherited neighbours are the new item's own evidence
-            fresh = fresh + self.weights["neighbours"] * neighbours
+            fresh = fresh + weights["neighbours"] * neighbours
         new_items = self.untrained.clone()
         new_items[0] = False  # padding keeps its score
         return torch.where(new_items, fresh, scores)
 
     def _score(self, batch: UserBatch) -> torch.Tensor:
-        return self._blend(self._channels(batch), self.new_params)
+        return self._blend(self._channels(batch), self.weights, self.new_params)
 
     def add_items(self, texts: list[str]) -> None:
         """New items in every channel: textseq embeds them, TF-IDF weighs their words, and, having no
