@@ -476,7 +476,8 @@ def provenance(args: argparse.Namespace) -> dict:
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.machine())
     return {"command": "python benchmarks/reliability.py " + " ".join(sys.argv[1:]),
-            "code": git("rev-parse", "--short", "HEAD") + (" with uncommitted changes" if git("status", "--porcelain") else ""),
+            "code": git("rev-parse", "--short", "HEAD") + (" with uncommitted changes" if git(  # its own outputs aside
+                "status", "--porcelain", "--", ".", ":!benchmarks/results", ":!benchmarks/RELIABILITY.md") else ""),
             "machine": f"{os.cpu_count()}-core CPU ({cpu}), {platform.system()}, Python {platform.python_version()}",
             "load_1min_at_start": round(os.getloadavg()[0], 2), "seed": args.seed,
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}

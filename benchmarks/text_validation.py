@@ -58,6 +58,8 @@ VARIANTS = (
     'cold|hybrid|{}', 'cold|hybrid|{"text": {"mode": "text"}}',
     'cold|hybrid|{"inherit": 10}', 'cold|hybrid|{"text": {"mode": "text"}, "inherit": 10}',
     'cold|textseq|{"id_dropout": 0.3}', 'cold|textseq|{"inherit_ids": 10}',
+    'cold|hybrid|{"new_items_goal": "balanced"}',
+    'cold|hybrid|{"text": {"mode": "text"}, "new_items_goal": "balanced"}',
 )
 
 
@@ -116,7 +118,10 @@ def measure(variant: str, dataset: Dataset, vectors: np.ndarray) -> dict:
            "valid_ndcg@10": model.training.get("best_valid_ndcg@10"),
            **{k: model.training[k] for k in ("weights", "text_valid_ndcg@10", "best_epoch") if k in model.training}}
     if "new_items" in model.training:  # how new items are scored, as calibrated on held-out items (hybrid)
-        out["new_items"] = {k: v for k, v in model.training["new_items"].items() if k != "tried"}
+        record = model.training["new_items"]
+        out["new_items"] = {k: v for k, v in record.items() if k != "tried"}
+        chosen = next(t for t in record["tried"] if t["params"] == record["params"])
+        out["new_items"]["search_valid"] = {k: v for k, v in chosen.items() if k != "params"}  # its validation figures
     if protocol == "cold":
         out["nested_split"] = list(split.notes)
         targets = split.targets("test")

@@ -61,11 +61,12 @@ from omnirec.models.itemknn import ItemKNN, ItemKNNConfig
 from omnirec.models.neural import validation_users
 from omnirec.models.textseq import TextSeq, TextSeqConfig, standardize
 from omnirec.train.loop import TrainResult, fit_deadlines, plan_refit, refit_growth, search_minutes
-from omnirec.train.validation import first_target_ndcg
+from omnirec.train.validation import first_target_gains, first_target_ndcg
 
 CHANNELS = ("words", "neighbours")  # weighed against the text channel (weight 1)
 NEW_PARAMS = ("text_weight", "words_weight", "offset")  # how a new item is scored (`calibrate_new`)
 MIN_NEW_TARGETS = 50  # fewer held-out items among the validation targets than this: too few to calibrate on
+NEW_GOALS = ("all", "balanced")  # what the new-item formula maximizes (`new_items_goal`)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,10 @@ class HybridConfig:
     items by text (their co-occurrence, weighted by text cosine); 0 = its text score stands in for them.
     calibrate_new: choose how new items are scored on items held out of the search fit (module docstring);
     off, or with fewer than `MIN_NEW_TARGETS` of them among the validation targets, new items get the
-    blend with their text standing in for their neighbours."""
+    blend with their text standing in for their neighbours. new_items_goal: what that choice maximizes on
+    the validation targets: "all" (NDCG@10 over every target alike, new items as often as the log has them)
+    or "balanced" (the mean of the new targets' NDCG@10 and the known targets': new items count as much as
+    known ones, against a log in which they were shown less)."""
 
     text: TextSeqConfig = field(default_factory=TextSeqConfig)
     words: TfidfConfig = field(default_factory=TfidfConfig)
@@ -88,8 +92,11 @@ class HybridConfig:
     weights: tuple[float, float] = (0.25, 0.25)
     inherit: int = 0
     calibrate_new: bool = True
+    new_items_goal: str = "all"
 
     def __post_init__(self) -> None:
+        if self.new_items_goal not in NEW_GOALS:
+            raise ValueError(f"new_items_goal must be one of {', '.join(NEW_GOALS)}; got {self.new_items_goal!r}")
         if not self.grid or min(self.grid) < 0 or min(self.weights) < 0 or len(self.weights) != len(CHANNELS):
             raise ValueError(f"grid and weights ({', '.join(CHANNELS)}) must be non-negative; got {self.grid}, "
                              f"{self.weights}")
@@ -143,7 +150,7 @@ class Hybrid(Recommender):
         self.training = {**text.training, "text_valid_ndcg@10": text.training.get("best_valid_ndcg@10"),
                          "best_valid_ndcg@10": best, "weights": dict(self.weights), "weights_tried": tried}
         if len(held):
-            self.new_params, tried_new = self._choose_new(search, users, channels)
+            self.new_params, tried_new = self._choose_new(search, users, held, channels)
             self.training["best_valid_ndcg@10"] = max(best, *(t["valid_ndcg@10"] for t in tried_new))
             self.training["new_items"] = {"held_out": len(held), "params": dict(self.new_params), "tried": tried_new}
         self.history = list(text.history)
@@ -217,10 +224,10 @@ class Hybrid(Recommender):
 
     def _cached_channels(self) -> Callable[[UserBatch], tuple[torch.Tensor, ...]]:
         """`_channels`, each validation batch's computed once for every weight tried."""
-        cached: dict[int, tuple[torch.Tensor, ...]] = {}
+        cached: dict[bytes, tuple[torch.Tensor, ...]] = {}
 
         def channels(batch: UserBatch) -> tuple[torch.Tensor, ...]:
-            key = int(batch.users[0])
+            key = np.asarray(batch.users, dtype=np.int64).tobytes()  # the batch's users, not only its first
             if key not in cached:
                 cached[key] = self._channels(batch)
             return cached[key]
@@ -264,23 +271,30 @@ class Hybrid(Recommender):
             grid.append(grid[-1] * 2)
         return dict(zip(CHANNELS, best[0])), tried
 
-    def _choose_new(self, data: TrainData, users: np.ndarray, channels: Callable[[UserBatch], tuple[torch.Tensor, ...]],
-                    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        """How new items are scored (NEW_PARAMS), by the validation NDCG@10 on `users` with the channel
-        weights fixed: coordinate ascent from the stand-in's values (the blend with text for neighbours),
-        two rounds, each parameter over its grid, a grid widened while its best value is at an edge."""
+    def _choose_new(self, data: TrainData, users: np.ndarray, held: np.ndarray,
+                    channels: Callable[[UserBatch], tuple[torch.Tensor, ...]]) -> tuple[dict[str, float], list[dict]]:
+        """How new items are scored (NEW_PARAMS), by the validation NDCG@10 on `users` (those whose first target
+        is one of the `held` items make the new group, the others the known group; combined as
+        `new_items_goal` says) with the channel weights fixed: coordinate ascent from the stand-in's values
+        (the blend with text for neighbours), two rounds, each parameter over its grid, a grid widened while
+        its best value is at an edge."""
         grids = {"text_weight": [0.0, 0.25, 0.5, 1.0, 2.0], "words_weight": [0.0, 0.25, 0.5, 1.0, 2.0],
                  "offset": [-1.0, -0.5, 0.0, 0.5, 1.0]}
         current = {"text_weight": 1.0 + (0.0 if self.config.inherit else self.weights["neighbours"]),
                    "words_weight": self.weights["words"], "offset": 0.0}
-        tried: dict[tuple[float, ...], float] = {}  # (NEW_PARAMS values) -> validation NDCG@10
+        is_new = np.isin(data.valid.items[data.valid.indptr[users]], held)  # (U,) the first target is held out
+        tried: dict[tuple[float, ...], dict[str, float]] = {}  # (NEW_PARAMS values) -> validation NDCG@10s
 
         def value(params: dict[str, float]) -> float:
             key = tuple(params[p] for p in NEW_PARAMS)
             if key not in tried:
                 score = lambda b: self._blend(channels(b), self.weights, params)  # noqa: E731
-                tried[key] = round(first_target_ndcg(score, data.sequences, data.valid, users, data.n_items), 5)
-            return tried[key]
+                gains = first_target_gains(score, data.sequences, data.valid, users, data.n_items)
+                parts = {"all": slice(None), "new": is_new, "known": ~is_new}
+                tried[key] = {g: -math.inf if gains is None else round(float(gains[part].mean()), 5)
+                              if gains[part].size else 0.0 for g, part in parts.items()}
+            got = tried[key]
+            return got["all"] if self.config.new_items_goal == "all" else (got["new"] + got["known"]) / 2
 
         best = value(current)
         for _ in range(2):
@@ -300,7 +314,8 @@ class Hybrid(Recommender):
                     explored = sorted({*explored, v})
                     if (got := value({**current, name: v})) > best:
                         best, current = got, {**current, name: v}
-        return current, [{"params": dict(zip(NEW_PARAMS, k)), "valid_ndcg@10": v} for k, v in tried.items()]
+        return current, [{"params": dict(zip(NEW_PARAMS, k)), "valid_ndcg@10": v["all"], "new_ndcg@10": v["new"],
+                          "known_ndcg@10": v["known"]} for k, v in tried.items()]
 
     def _blend(self, channels: tuple[torch.Tensor, ...], weights: dict[str, float],
                new: dict[str, float] | None = None) -> torch.Tensor:

@@ -39,6 +39,16 @@ def first_target_ndcg(
     >>> first_target_ndcg(right, none, wanted, np.arange(1, 201), n_items=100)
     1.0
     """
+    gains = first_target_gains(score, histories, targets, users, n_items, k, batch_size)
+    return (float(gains.mean()) if len(gains) else 0.0) if gains is not None else -math.inf
+
+
+def first_target_gains(
+    score: Callable[[UserBatch], torch.Tensor], histories: Histories, targets: Histories, users: np.ndarray,
+    n_items: int, k: int = 10, batch_size: int = 1024,
+) -> np.ndarray | None:
+    """(len(users),) each user's NDCG@k of their first target, as `first_target_ndcg` averages them (so that
+    groups of users can be told apart); None, with the same warning, where any score is not finite."""
     batch_size = rows_per_block(n_items, batch_size)
     gains, n_bad, n_scores = [], 0, 0
     for start in range(0, len(users), batch_size):
@@ -56,8 +66,8 @@ def first_target_ndcg(
     if n_bad:
         warnings.warn(f"validation failed: {n_bad} of {n_scores} scores are not finite (NaN or inf); it counts "
                       "as NDCG -inf, so these weights are never kept as the best", RuntimeWarning, stacklevel=2)
-        return -math.inf
-    return float(torch.cat(gains).mean()) if gains else 0.0
+        return None
+    return torch.cat(gains).numpy() if gains else np.zeros(0)
 
 
 def _target_rank(scores: torch.Tensor, wanted: torch.Tensor, row_keys: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from omnirec.data.dataset import Dataset
 from omnirec.data.split import Split, cold_items
 from omnirec.data.train_data import TrainData
 from omnirec.features.text import TextEncoderConfig, encode_texts
-from omnirec.models.hybrid import Hybrid, HybridConfig
+from omnirec.models.hybrid import NEW_GOALS, Hybrid, HybridConfig
 from omnirec.models.textseq import TextSeqConfig, standardize
 from omnirec.train.loop import TrainConfig
 
@@ -133,15 +133,14 @@ def test_the_refit_shares_the_budget_with_early_stopping(tiny_split: Split, tiny
     assert "refit_epochs" not in skipped.training and not any(row.get("refit") for row in skipped.history)
 
 
-def test_new_items_are_scored_as_calibrated_on_items_held_out_of_the_search_fit(
-        tiny_dataset: Dataset, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    """20% of the catalogue has no training data, so the search fit holds a fifth of the trained items out.
-    The text channel knows the known targets only and the words channel the new ones only: the stand-in
-    (text for neighbours) ranks new targets by noise, the calibrated formula by their words."""
+def known_by_text_new_by_words(monkeypatch: pytest.MonkeyPatch, dataset: Dataset) -> tuple[Split, TrainData]:
+    """A cold-items split of `dataset` (20% of its items without training data) whose channels are
+    constructed: the text channel knows the known validation targets only, the words channel the new ones
+    only, the neighbours are noise. At least 10 new targets suffice to calibrate."""
     from omnirec.models import hybrid as module
 
-    split = cold_items(tiny_dataset.interactions, tiny_dataset.n_users, tiny_dataset.n_items, item_frac=0.2, seed=0)
-    data = split.train_data(tiny_dataset.item_text)
+    split = cold_items(dataset.interactions, dataset.n_users, dataset.n_items, item_frac=0.2, seed=0)
+    data = split.train_data(dataset.item_text)
     targets = data.valid
 
     def channels(self, batch):  # noqa: ANN001, ANN202
@@ -157,6 +156,15 @@ def test_new_items_are_scored_as_calibrated_on_items_held_out_of_the_search_fit(
 
     monkeypatch.setattr(module, "MIN_NEW_TARGETS", 10)
     monkeypatch.setattr(Hybrid, "_channels", channels)
+    return split, data
+
+
+def test_new_items_are_scored_as_calibrated_on_items_held_out_of_the_search_fit(
+        tiny_dataset: Dataset, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    """20% of the catalogue has no training data, so the search fit holds a fifth of the trained items out.
+    The text channel knows the known targets only and the words channel the new ones only: the stand-in
+    (text for neighbours) ranks new targets by noise, the calibrated formula by their words."""
+    split, data = known_by_text_new_by_words(monkeypatch, tiny_dataset)
     model = fitted(data, tiny_dataset.n_items, refit=False)
     record = model.training["new_items"]
     held = model.untrained.numpy().copy()
@@ -173,6 +181,26 @@ def test_new_items_are_scored_as_calibrated_on_items_held_out_of_the_search_fit(
     assert loaded.new_params == model.new_params
     batch = split.histories("test").batch(np.arange(1, 9))
     torch.testing.assert_close(loaded._score(batch), model._score(batch))
+
+
+def test_the_balanced_goal_places_new_items_higher_than_the_all_targets_goal(
+        tiny_dataset: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """New targets are a minority (about a fifth): over all targets alike the best formula gives up some of
+    them for the known ones; the balanced goal counts both groups as halves, so it chooses a formula that
+    serves the new targets better and the known ones no better."""
+    _, data = known_by_text_new_by_words(monkeypatch, tiny_dataset)
+    chosen = {}
+    for goal in NEW_GOALS:
+        model = Hybrid(HybridConfig(text=text_config(refit=False), new_items_goal=goal))
+        model.item_vectors = np.random.default_rng(0).normal(size=(tiny_dataset.n_items + 1, 8)).astype(np.float32)
+        tried = model.fit(data).training["new_items"]["tried"]
+        chosen[goal] = next(t for t in tried if t["params"] == model.new_params)
+        goal_value = {"all": lambda t: t["valid_ndcg@10"], "balanced": lambda t: t["new_ndcg@10"] + t["known_ndcg@10"]}
+        assert goal_value[goal](chosen[goal]) == max(map(goal_value[goal], tried))
+    assert chosen["balanced"]["new_ndcg@10"] > chosen["all"]["new_ndcg@10"]
+    assert chosen["balanced"]["known_ndcg@10"] <= chosen["all"]["known_ndcg@10"]
+    with pytest.raises(ValueError, match="new_items_goal must be one of all, balanced"):
+        HybridConfig(new_items_goal="new")
 
 
 def test_no_items_are_held_out_where_the_catalogue_has_no_new_items(tiny_split: Split, tiny_dataset: Dataset) -> None:
