@@ -49,6 +49,7 @@ QUESTIONS: dict[str, tuple[str, str, Axis, tuple[float, ...], tuple[str, ...]]] 
 # existed): both values are fitted on every dataset
 SWITCHES: dict[str, tuple[str, str, tuple[str, ...], bool]] = {
     "gru4rec.output_norm": ("gru4rec", "output_norm", ("ml-100k", "scientific"), False),
+    "textseq.tune_encoder": ("textseq", "tune_encoder", ("ml-100k", "scientific"), False),
 }
 
 
