@@ -17,6 +17,7 @@ Writes `benchmarks/results/text_validation.json` (one entry per variant, with th
 
     python benchmarks/text_validation.py --data-dir ../shared/data
     python benchmarks/text_validation.py --variants 'cold|hybrid|{"inherit": 10}'
+    python benchmarks/text_validation.py --variants 'cold|hybrid|{"text": {"mode": "text"}}' --frontier
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ VARIANTS = (
 )
 
 
+FRONTIER_OFFSETS = (-3.0, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)  # `--frontier`
+
+
 def nested_cold(dataset: Dataset) -> Split:
     """The benchmark's cold-items split (`text_cold_start.cold_split`) played again inside its own known
     part, so that its test targets are validation targets. With a clock: the interactions before the real
@@ -102,7 +106,24 @@ def among_new_ndcg(model: Recommender, histories: Histories, targets: Histories,
     return float(np.concatenate(gains).mean())
 
 
-def measure(variant: str, dataset: Dataset, vectors: np.ndarray) -> dict:
+def offset_frontier(model: Recommender, split: Split, known: np.ndarray) -> list[dict]:
+    """The trade a calibrated hybrid's new-item offset makes: the nested test's new, known and all-target
+    NDCG@10 with the offset moved over a fixed range, the other new-item weights as chosen. Read-only
+    evidence of what placement alone can buy; nothing is chosen by it."""
+    chosen, rows = dict(model.new_params), []
+    targets, histories = split.targets("test"), split.histories("test")
+    try:
+        for offset in FRONTIER_OFFSETS:
+            model.new_params = {**chosen, "offset": offset}
+            rows.append({"offset": offset, **{f"{group}_ndcg@10": round(full_ranking_eval(
+                model, histories, part, ks=(10,))["ndcg@10"], 5) for group, part in (
+                ("new", targets.only(split.cold)), ("known", targets.only(known)), ("all", targets))}})
+    finally:
+        model.new_params = chosen
+    return rows
+
+
+def measure(variant: str, dataset: Dataset, vectors: np.ndarray, frontier: bool = False) -> dict:
     protocol, name, settings = variant.split("|", 2)
     params = json.loads(settings)
     split = split_dataset(dataset, "loo") if protocol == "loo" else nested_cold(dataset)
@@ -127,9 +148,12 @@ def measure(variant: str, dataset: Dataset, vectors: np.ndarray) -> dict:
         targets = split.targets("test")
         known = np.setdiff1d(np.arange(1, dataset.n_items + 1), split.cold)
         for group, part in (("new", targets.only(split.cold)), ("known", targets.only(known)), ("all", targets)):
-            out[f"{group}_ndcg@10"] = round(full_ranking_eval(model, split.histories("test"), part, ks=(10,))["ndcg@10"], 5)
+            result = full_ranking_eval(model, split.histories("test"), part, ks=(10,))
+            out[f"{group}_ndcg@10"] = round(result["ndcg@10"], 5)
         out["new_among_new_ndcg@10"] = round(among_new_ndcg(model, split.histories("test"), targets.only(split.cold),
                                                             known), 5)
+        if frontier and "new_items" in model.training:
+            out["offset_frontier"] = offset_frontier(model, split, known)
     print(json.dumps(out), flush=True)
     return out
 
@@ -139,6 +163,8 @@ def main() -> int:
     parser.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"))
     parser.add_argument("--dataset", default="scientific")
     parser.add_argument("--variants", default=";".join(VARIANTS), help="protocol|model|json settings, ';'-separated")
+    parser.add_argument("--frontier", action="store_true", help="for each calibrated hybrid, the nested test's "
+                        "figures with its new-item offset moved over a fixed range (what placement alone can buy)")
     args = parser.parse_args()
     dataset = load_dataset(args.dataset, Path(args.data_dir))
     vectors = encode_texts(list(dataset.item_text), TextEncoderConfig(progress=False))
@@ -146,7 +172,7 @@ def main() -> int:
     provenance = {"dataset": args.dataset, "command": " ".join(["python", *sys.argv]),
                   "code": code_version("benchmarks/text_validation.py"), "machine": machine()}
     for variant in args.variants.split(";"):
-        row = {**measure(variant, dataset, vectors), **provenance}
+        row = {**measure(variant, dataset, vectors, args.frontier), **provenance}
         doc["runs"] = [r for r in doc["runs"] if (r["dataset"], r["protocol"], r["model"], r["params"]) !=
                        (row["dataset"], row["protocol"], row["model"], row["params"])] + [row]
         atomic_write_text(RESULT, json.dumps(doc, indent=2) + "\n")
