@@ -43,6 +43,8 @@ REPORT = HERE / "DEFAULTS.md"
 QUESTIONS: dict[str, tuple[str, str, Axis, tuple[float, ...], tuple[str, ...]]] = {
     "sasrec.d_model": ("sasrec", "d_model", Axis(low=8, integer=True), (64, 128, 256), ("ml-100k", "scientific", "beauty")),
     "textseq.temperature": ("textseq", "temperature", Axis(low=0.0), (0.02, 0.05, 0.1), ("ml-100k", "scientific")),
+    "textseq.id_dropout": ("textseq", "id_dropout", Axis(low=0.0, high=0.9, scale="linear"), (0.0, 0.15, 0.3),
+                           ("ml-100k", "scientific")),
 }
 
 # name: (model, a yes/no field of its config, the datasets it is chosen on, the behaviour before the switch
