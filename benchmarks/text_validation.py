@@ -111,16 +111,20 @@ def offset_frontier(model: Recommender, split: Split, known: np.ndarray) -> list
     NDCG@10 with the offset moved over a fixed range, the other new-item weights as chosen. Read-only
     evidence of what placement alone can buy; nothing is chosen by it."""
     chosen, rows = dict(model.new_params), []
-    targets, histories = split.targets("test"), split.histories("test")
     try:
         for offset in FRONTIER_OFFSETS:
             model.new_params = {**chosen, "offset": offset}
-            rows.append({"offset": offset, **{f"{group}_ndcg@10": round(full_ranking_eval(
-                model, histories, part, ks=(10,))["ndcg@10"], 5) for group, part in (
-                ("new", targets.only(split.cold)), ("known", targets.only(known)), ("all", targets))}})
+            rows.append({"offset": offset, **group_ndcg(model, split, known)})
     finally:
         model.new_params = chosen
     return rows
+
+
+def group_ndcg(model: Recommender, split: Split, known: np.ndarray) -> dict[str, float]:
+    """The nested test's NDCG@10 on its new targets, its known targets and all of them."""
+    targets = split.targets("test")
+    return {f"{group}_ndcg@10": round(full_ranking_eval(model, split.histories("test"), part, ks=(10,))["ndcg@10"], 5)
+            for group, part in (("new", targets.only(split.cold)), ("known", targets.only(known)), ("all", targets))}
 
 
 def measure(variant: str, dataset: Dataset, vectors: np.ndarray, frontier: bool = False) -> dict:
@@ -147,9 +151,7 @@ def measure(variant: str, dataset: Dataset, vectors: np.ndarray, frontier: bool 
         out["nested_split"] = list(split.notes)
         targets = split.targets("test")
         known = np.setdiff1d(np.arange(1, dataset.n_items + 1), split.cold)
-        for group, part in (("new", targets.only(split.cold)), ("known", targets.only(known)), ("all", targets)):
-            result = full_ranking_eval(model, split.histories("test"), part, ks=(10,))
-            out[f"{group}_ndcg@10"] = round(result["ndcg@10"], 5)
+        out.update(group_ndcg(model, split, known))
         out["new_among_new_ndcg@10"] = round(among_new_ndcg(model, split.histories("test"), targets.only(split.cold),
                                                             known), 5)
         if frontier and "new_items" in model.training:
