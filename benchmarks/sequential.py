@@ -9,6 +9,7 @@ Writes `benchmarks/results/sequential/<dataset>.json` and the "Sequential models
     python benchmarks/sequential.py --datasets beauty --models sasrec --max-minutes 10 --seeds 0
     python benchmarks/sequential.py --report-only    # rewrite SEQUENTIAL.md from results/sequential/*.json
     python benchmarks/sequential.py --datasets beauty-bert4rec --checkpoints runs/seq-ckpt   # resumable
+    python benchmarks/sequential.py --datasets beauty-bert4rec --models sasrec --max-epochs 10  # capped
 
 Each finished (model, seed) run is kept in `--cache` and reused by a later invocation while the library
 (`omnirec/`, by its git tree) is unchanged, so a stopped run continues where it was.
@@ -62,8 +63,9 @@ def peak_rss_mib() -> float:
 
 
 def run_model(name: str, dataset_name: str, data_dir: Path, max_minutes: float, seed: int,
-              checkpoints: str = "") -> dict:
-    """Fit one model with its default config and `seed` (optionally under a time budget), evaluate on test.
+              checkpoints: str = "", max_epochs: int = 0) -> dict:
+    """Fit one model with its default config and `seed` (optionally under a time budget or a cap on the
+    epochs, `max_epochs`: 0 = the model's own), evaluate on test.
     Run in a process of its own, so that the peak memory is this model's. With `checkpoints` (a folder for
     this run), training resumes from the checkpoint a stopped invocation left there; its seconds are then
     the sum of the epochs' recorded seconds, since this process saw only the last of them."""
@@ -71,8 +73,9 @@ def run_model(name: str, dataset_name: str, data_dir: Path, max_minutes: float, 
     split = split_dataset(dataset, "loo")
     cls = MODELS[name]
     config = cls.Config()
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed, max_minutes=max_minutes,
-                                                                   checkpoint_dir=checkpoints))
+    config = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, seed=seed, max_minutes=max_minutes, checkpoint_dir=checkpoints,
+        epochs=max_epochs or config.train.epochs))
     model = cls(config)
     resumed = bool(checkpoints) and any(Path(checkpoints).rglob("*.pt"))
     start = time.perf_counter()
@@ -80,7 +83,7 @@ def run_model(name: str, dataset_name: str, data_dir: Path, max_minutes: float, 
     fit_s = time.perf_counter() - start
     if resumed:
         fit_s = sum(row.get("train_s", 0.0) + row.get("eval_s", 0.0) for row in model.history)
-    if max_minutes == 0:  # a budgeted fit depends on how busy the machine was: not for reuse
+    if max_minutes == 0 and max_epochs == 0:  # a budgeted fit is not the default model: not for reuse
         kept = KEPT / dataset_name / f"{name}-seed{seed}"
         model.save(kept)
         atomic_write_text(kept / "fit_s.json", json.dumps(fit_s))
@@ -114,30 +117,42 @@ def as_results(runs: list[dict]) -> list[EvalResult]:
             for r in runs]
 
 
+def started_code() -> str:
+    """The commit of the library and this script as the run starts ('+dirty' with changes): a commit made
+    while a run goes on must not label its results as the new code's."""
+    global STARTED_CODE
+    if STARTED_CODE is None:
+        STARTED_CODE = code_version("benchmarks/sequential.py")
+    return STARTED_CODE
+
+
+STARTED_CODE: str | None = None
+
+
 def cached_run(cache: RunCache, name: str, model: str, data_dir: Path, max_minutes: float, seed: int,
-               checkpoints: Path | None = None) -> dict:
+               checkpoints: Path | None = None, max_epochs: int = 0) -> dict:
     """One (model, seed) run, from the cache where the same library made it, else fitted in a process of its
     own (so that the peak memory is this model's), checkpointed under `checkpoints` where given, and kept."""
-    key = (name, f"{model}-seed{seed}-{max_minutes:g}min")
+    key = (name, f"{model}-seed{seed}-{max_minutes:g}min" + (f"-{max_epochs}ep" if max_epochs else ""))
     run = cache.get(*key)
     if run is not None:
         print(f"{name} {model} seed {seed}: reused from {cache.folder} (code {run['code']})", flush=True)
         return run
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
         folder = str(checkpoints / name / key[1]) if checkpoints else ""
-        run = {**child.submit(run_model, model, name, data_dir, max_minutes, seed, folder).result(),
-               "code": code_version()}
+        run = {**child.submit(run_model, model, name, data_dir, max_minutes, seed, folder, max_epochs).result(),
+               "code": started_code()}
     cache.put(run, *key)
     return run
 
 
 def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float, seeds: tuple[int, ...],
-                cache: RunCache = RunCache(None), checkpoints: Path | None = None) -> dict:
+                cache: RunCache = RunCache(None), checkpoints: Path | None = None, max_epochs: int = 0) -> dict:
     dataset = load_dataset(name, data_dir)
     document = {
         "dataset": name, "protocol": "loo-full", "n_users": dataset.n_users, "n_items": dataset.n_items,
         "n_interactions": dataset.interactions.height, "results": {}, "seeds": list(seeds), "test": TEST,
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "code": code_version(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "code": started_code(),
         "machine": machine(),
         "published": [{"model": m, "metrics": v, "source": s} for m, v, s in PUBLISHED.get(name, [])],
     }
@@ -150,7 +165,7 @@ def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float
     for model in models:
         runs = []
         for seed in seeds:
-            runs.append(cached_run(cache, name, model, data_dir, max_minutes, seed, checkpoints))
+            runs.append(cached_run(cache, name, model, data_dir, max_minutes, seed, checkpoints, max_epochs))
             r = runs[-1]
             print(f"{name} {model} seed {seed}: ndcg@10 {r['metrics']['ndcg@10']:.4f} fit {r['fit_s']:.0f} s "
                   f"({r['training']['epochs_run']} epochs, best {r['training']['best_epoch']}), peak {r['peak_rss_mib']:.0f} MiB",
@@ -164,14 +179,21 @@ def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float
     return document
 
 
+def stopped_by(row: dict) -> str:
+    """Why the (first seed's) early-stopping run ended; a cap below the model's own reads as such."""
+    stopped, cap = row["training"]["stopped"], row.get("config", {}).get("train", {}).get("epochs")
+    return f"epoch cap {cap}" if stopped == "epochs" and cap is not None and cap < 200 else stopped
+
+
 def markdown(documents: list[dict]) -> str:
     lines = ["# Sequential models: leave-one-out, full ranking", "",
              "Generated by `benchmarks/sequential.py`; do not edit by hand. Default configs, the same on every",
              "dataset: early stopping on validation NDCG@10 (patience 5), then a refit from scratch on training +",
              "validation items for the chosen number of epochs; the test split is evaluated once, all users, all",
              "items ranked, history items masked. `epochs (best)` is the early-stopping run (the refit then trains",
-             "`best` epochs); `fit s` covers both. Where a time budget was given (`--max-minutes`), it bounds the",
-             "early-stopping run only. The weights validated and kept are an exponential moving average of the",
+             "`best` epochs); `fit s` covers both. A time budget (`--max-minutes`) bounds the early-stopping run and",
+             "the refit together; a cap on the epochs (`--max-epochs`, the same on any machine) bounds the",
+             "early-stopping run (`stopped by`: epoch cap N). The weights validated and kept are an exponential moving average of the",
              "trained ones over about one epoch (`ema_epochs`); AdamW with weight decay 0.1. Figures are mean ±",
              "sample std over the seeds (`seeds` column; a row with one seed has std 0); `epochs (best)` and",
              "`stopped by` are the first seed's, times are medians over the seeds, peak MiB the largest.",
@@ -185,7 +207,7 @@ def markdown(documents: list[dict]) -> str:
         for model, row in doc["results"].items():
             m, t = row["metrics"], row["training"]
             lines.append(f"| {model} | {fmt_mean_std(m['ndcg@10'])} | {fmt_mean_std(m['hr@10'])} | {fmt_mean_std(m['ndcg@20'])} "
-                         f"| {fmt_mean_std(m['hr@20'])} | {t['epochs_run']} ({t['best_epoch']}) | {t['stopped']} "
+                         f"| {fmt_mean_std(m['hr@20'])} | {t['epochs_run']} ({t['best_epoch']}) | {stopped_by(row)} "
                          f"| {row['epoch_s_median']:.1f} | {row['fit_s']:.0f} | {row['peak_rss_mib']:.0f} "
                          f"| {len(row.get('seeds', [0]))} | {row.get('code', doc['code'])} |")
         for pub in doc["published"]:
@@ -207,6 +229,8 @@ def main() -> int:
     parser.add_argument("--datasets", default="beauty,beauty-bert4rec,ml-100k")
     parser.add_argument("--models", default="sasrec,hstu,gru4rec", help="the first is the one the others are tested against")
     parser.add_argument("--max-minutes", type=float, default=0.0, help="training budget per model (0 = none)")
+    parser.add_argument("--max-epochs", type=int, default=0, help="cap on the early-stopping run's epochs, the "
+                        "same on any machine (0 = the model's own); the refit trains the best epoch's number")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="training seeds (comma-separated)")
     parser.add_argument("--report-only", action="store_true", help="rewrite SEQUENTIAL.md from the saved results")
     parser.add_argument("--cache", default="runs/sequential", help="finished runs are kept here and reused while the "
@@ -221,13 +245,14 @@ def main() -> int:
         print(f"benchmark data not found at {data_dir}; pass --data-dir", file=sys.stderr)
         return 2
     cache = RunCache(Path(args.cache) if args.cache else None)  # the code as the run starts
+    started_code()
     for name in filter(None, args.datasets.split(",")):
         if name not in DATASETS:
             print(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}", file=sys.stderr)
             return 2
         seeds = tuple(int(x) for x in args.seeds.split(","))
         document = run_dataset(name, data_dir, args.models.split(","), args.max_minutes, seeds, cache,
-                               Path(args.checkpoints) if args.checkpoints else None)
+                               Path(args.checkpoints) if args.checkpoints else None, args.max_epochs)
         atomic_write_text(OUT / f"{name}.json", json.dumps(document, indent=2))
     documents = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
     atomic_write_text(HERE / "SEQUENTIAL.md", markdown(documents))
