@@ -209,6 +209,24 @@ def pcts(ms: np.ndarray, qs: Sequence[float] = (50, 99)) -> dict:
     return {"n": int(ms.size), **{f"p{q:g}_ms": round(float(np.percentile(ms, q)), 2) if ms.size else None for q in qs}}
 
 
+def sustained_rate(steps: Sequence[dict], p99_limit_ms: float) -> float | None:
+    """The highest offered rate of an open-loop ladder that the server kept up with: no errors and p99 (from
+    the scheduled send time) at most `p99_limit_ms`, with every lower step kept up with as well (a step
+    that passes above a failed one is luck, not capacity). None when even the first step failed.
+
+    >>> steps = [{"rate_per_s": 100, "errors": 0, "p99_ms": 20.0}, {"rate_per_s": 150, "errors": 0, "p99_ms": 80.0},
+    ...          {"rate_per_s": 200, "errors": 3, "p99_ms": 900.0}, {"rate_per_s": 250, "errors": 0, "p99_ms": 60.0}]
+    >>> sustained_rate(steps, 500.0)
+    150
+    """
+    best = None
+    for step in sorted(steps, key=lambda s: s["rate_per_s"]):
+        if step["errors"] or step["p99_ms"] is None or step["p99_ms"] > p99_limit_ms:
+            break
+        best = step["rate_per_s"]
+    return best
+
+
 # ---- wrk (closed loop) -----------------------------------------------------------------------------------
 
 def wrk_version() -> str:

@@ -5,8 +5,11 @@
     python benchmarks/reliability.py --data-dir ../shared/data --parts faults   # one part; the others' figures are kept
 
 1. capacity: closed-loop saturation with `wrk` of the soak's mix (a Lua script: 4 in 5 POST /recommend for
-   known users in turn, 1 in 5 POST /feedback with a keyed event).
-2. soak: about 70% of that capacity for --soak-minutes, open loop: Poisson arrivals, and each request's
+   known users in turn, 1 in 5 POST /feedback with a keyed event); then what the soak's own generator
+   sustains: open-loop steps at rising shares of the wrk figure, until one has errors or p99 over 500 ms.
+   The Python generator shares the CPUs with the server, so it sustains less than wrk (a small C program)
+   measures; the soak's rate is taken from what it sustains.
+2. soak: 70% of the rate the soak's generator sustained, for --soak-minutes, open loop: Poisson arrivals, and each request's
    latency counted from its scheduled send time, so a stalled server shows as latency instead of as fewer
    requests (no coordinated omission); 80% POST /recommend, 20% POST /feedback with keyed events. Errors,
    the server's RSS every 10 s (growth after a 2-minute warm-up), p50 / p99 per minute.
@@ -161,6 +164,42 @@ def capacity(bundle: Path, ids: dict, folder: Path, seconds: int) -> dict:
     return {"requests_per_s": best["requests_per_s"], "at_connections": best["connections"], "seconds_per_run": seconds,
             "runs": runs, "tool": "wrk -t1 (closed loop), the soak's mix: 4 in 5 POST /recommend {user, k: 10} "
                                   "(500 known users in turn), 1 in 5 POST /feedback (one keyed event)"}
+
+
+LADDER = (0.3, 0.45, 0.6, 0.75, 0.9)  # shares of the wrk capacity offered open loop, in turn
+SUSTAINED_P99_MS = 500.0  # a step is kept up with when it has no errors and p99 at most this
+SOAK_SHARE = 0.7  # the soak's rate: this share of the highest rate kept up with
+
+
+def open_loop_capacity(bundle: Path, ids: dict, folder: Path, wrk_rate: float, seconds: float) -> dict:
+    """The rate the soak's own generator (Poisson arrivals, latency from the scheduled send time) sustains:
+    steps of `seconds` at LADDER shares of `wrk_rate` on one fresh server, up to the first step with errors
+    or p99 over SUSTAINED_P99_MS (`loadgen.sustained_rate`)."""
+    proc, base, _ = start_server(bundle, str(folder / "ladder.db"), folder / "ladder.log")
+    steps = []
+    try:
+        for j, share in enumerate(LADDER):
+            rate = share * wrk_rate
+            raw = asyncio.run(open_loop(int(base.rsplit(":", 1)[1]), proc.pid, ids, rate, seconds, seed=10_000 + j))
+            errors = int((raw["status"] != 200).sum())
+            steps.append({"share_of_wrk": share, "rate_per_s": round(rate, 1), "requests": int(raw["status"].size),
+                          "errors": errors, **pcts(raw["latency"] * 1000), "p99.9_ms": pcts(raw["latency"] * 1000, (99.9,))["p99.9_ms"]})
+            print("open loop", steps[-1], flush=True)
+            if loadgen.sustained_rate(steps[-1:], SUSTAINED_P99_MS) is None:
+                break
+    finally:
+        stop_server(proc)
+    return {"requests_per_s": loadgen.sustained_rate(steps, SUSTAINED_P99_MS), "p99_limit_ms": SUSTAINED_P99_MS,
+            "seconds_per_step": seconds, "steps": steps}
+
+
+def soak_rate(capacity_doc: dict) -> float:
+    """SOAK_SHARE of what the soak's generator sustained; of the wrk capacity for a result saved before the
+    open-loop steps existed; of the first step's rate when not even that was kept up with."""
+    steps = capacity_doc.get("open_loop")
+    if steps is None:
+        return SOAK_SHARE * capacity_doc["requests_per_s"]
+    return SOAK_SHARE * (steps["requests_per_s"] or steps["steps"][0]["rate_per_s"])
 
 
 # ---- soak ------------------------------------------------------------------------------------------------
@@ -514,13 +553,25 @@ def report_capacity(c: dict) -> list[str]:
              "| connections | requests | requests/s | p50 ms | p99 ms | non-2xx | socket errors |", "|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [_row(r["connections"], f"{r['requests']:,}", f"{r['requests_per_s']:.1f}", r["p50_ms"], r["p99_ms"], r["non_2xx"],
                    r["socket_errors"]) for r in c["runs"]]
+    if "open_loop" in c:
+        o = c["open_loop"]
+        held = f"{o['requests_per_s']:.0f} requests/s" if o["requests_per_s"] else "not even the first step"
+        lines += ["", f"What the soak's own generator sustains (open loop, Poisson arrivals, latency from the scheduled send "
+                  f"time; {o['seconds_per_step']:g} s per step, up to the first step with errors or p99 over "
+                  f"{o['p99_limit_ms']:g} ms): **{held}**. The soak runs at {SOAK_SHARE:.0%} of it.", "",
+                  "| share of wrk | offered requests/s | requests | errors | p50 ms | p99 ms | p99.9 ms |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [_row(f"{s['share_of_wrk']:.0%}", s["rate_per_s"], f"{s['requests']:,}", s["errors"], s["p50_ms"], s["p99_ms"],
+                       s["p99.9_ms"]) for s in o["steps"]]
     return lines + [""]
 
 
 def report_soak(s: dict) -> list[str]:
     p99 = [r["p99_ms"] for r in s["per_minute"] if r["p99_ms"] is not None]
     lines = ["## Soak", "",
-             f"{s['minutes']:g} minutes at {s['rate_per_s']:.1f} requests/s ({s['share_of_capacity'] or 0:.0%} of the capacity), Poisson arrivals, latency "
+             f"{s['minutes']:g} minutes at {s['rate_per_s']:.1f} requests/s ({s['share_of_capacity'] or 0:.0%} of the wrk capacity"
+             + (f", {s['share_of_sustained']:.0%} of what the soak's generator sustained" if s.get("share_of_sustained") else "")
+             + "), Poisson arrivals, latency "
              "from each request's scheduled send time; 80% POST /recommend, 20% POST /feedback (one keyed event each).", "",
              f"- requests: {s['requests']:,} ({s['feedback_requests']:,} feedback); **errors: {s['errors']}** "
              f"(statuses {s['error_statuses']}, no answer {s['client_side_failures']})",
@@ -597,7 +648,8 @@ def main() -> None:
     p.add_argument("--data-dir", default="../shared/data", help="holds ml-100k/ (synthetic data when it does not)")
     p.add_argument("--parts", default="capacity,faults,soak", help="comma-separated, run in this order: capacity, faults, soak")
     p.add_argument("--soak-minutes", type=float, default=20.0)
-    p.add_argument("--rate", type=float, default=None, help="soak requests/s (default: 70%% of the measured capacity)")
+    p.add_argument("--rate", type=float, default=None, help="soak requests/s (default: 70%% of what the soak's generator "
+                   "sustained in the capacity part)")
     p.add_argument("--capacity-seconds", type=int, default=20, help="length of each wrk run")
     p.add_argument("--quick", action="store_true", help="a 1-minute soak and 5-second capacity runs, to try it out")
     p.add_argument("--seed", type=int, default=0)
@@ -613,12 +665,16 @@ def main() -> None:
             started = provenance(args)
             if part == "capacity":
                 doc["capacity"] = capacity(folder / "bundle", ids, folder, seconds)
+                doc["capacity"]["open_loop"] = open_loop_capacity(folder / "bundle", ids, folder,
+                                                                  doc["capacity"]["requests_per_s"], seconds)
             elif part == "soak":
                 if "capacity" not in doc and args.rate is None:
-                    raise SystemExit("the soak runs at 70% of the measured capacity: run --parts capacity first, or give --rate")
-                rate = args.rate or 0.7 * doc["capacity"]["requests_per_s"]
+                    raise SystemExit("the soak's rate comes from the capacity part: run --parts capacity first, or give --rate")
+                rate = args.rate or soak_rate(doc["capacity"])
                 doc["soak"] = soak(folder / "bundle", ids, folder, rate, minutes, args.seed)
                 doc["soak"]["share_of_capacity"] = round(rate / doc["capacity"]["requests_per_s"], 3) if "capacity" in doc else None
+                sustained = doc.get("capacity", {}).get("open_loop", {}).get("requests_per_s")
+                doc["soak"]["share_of_sustained"] = round(rate / sustained, 3) if sustained else None
                 plot(doc["soak"])
             elif part == "faults":
                 doc["faults"] = faults(folder / "bundle", ids, folder)
