@@ -9,7 +9,7 @@ Writes `benchmarks/results/sequential/<dataset>.json` and the "Sequential models
     python benchmarks/sequential.py --datasets beauty --models sasrec --max-minutes 10 --seeds 0
     python benchmarks/sequential.py --report-only    # rewrite SEQUENTIAL.md from results/sequential/*.json
     python benchmarks/sequential.py --datasets beauty-bert4rec --checkpoints runs/seq-ckpt   # resumable
-    python benchmarks/sequential.py --datasets beauty-bert4rec --models sasrec --max-epochs 10  # capped
+    python benchmarks/sequential.py --datasets beauty-bert4rec --models sasrec --max-epochs 10 --seeds 1 --keep-seeds
 
 Each finished (model, seed) run is kept in `--cache` and reused by a later invocation while the library
 (`omnirec/`, by its git tree) is unchanged, so a stopped run continues where it was.
@@ -37,6 +37,7 @@ from omnirec.data.datasets import DATASETS, load_dataset
 from omnirec.data.split import split_dataset
 from omnirec.evaluate.ranking import EvalResult, full_ranking_eval
 from omnirec.models import MODELS
+from omnirec.train.loop import TrainConfig
 from omnirec.utils import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
@@ -146,8 +147,27 @@ def cached_run(cache: RunCache, name: str, model: str, data_dir: Path, max_minut
     return run
 
 
+def comparable(config: dict) -> dict:
+    """A run's config without what differs between seeds of one setting (the seed, the checkpoint folder)."""
+    train = {k: v for k, v in config["train"].items() if k not in ("seed", "checkpoint_dir")}
+    return {**config, "train": train}
+
+
+def saved_seeds(row: dict | None, runs: list[dict]) -> list[dict]:
+    """The saved `row`'s per-seed runs of the same setting as `runs` and of seeds `runs` has not, each with
+    its config (a row keeps one config; its seeds differ only by the seed); none when the setting differs."""
+    if not row or "runs" not in row or "config" not in row or comparable(row["config"]) != comparable(runs[0]["config"]):
+        return []
+    have = {r["seed"] for r in runs}
+    return [{**r, "config": {**row["config"], "train": {**row["config"]["train"], "seed": r["seed"]}}}
+            for r in row["runs"] if r["seed"] not in have]
+
+
 def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float, seeds: tuple[int, ...],
-                cache: RunCache = RunCache(None), checkpoints: Path | None = None, max_epochs: int = 0) -> dict:
+                cache: RunCache = RunCache(None), checkpoints: Path | None = None, max_epochs: int = 0,
+                keep_seeds: bool = False) -> dict:
+    """Every model in `models` over `seeds`; with `keep_seeds`, a model's saved runs of other seeds (same
+    setting) join its row, so that seeds too long for one sitting can be run one invocation at a time."""
     dataset = load_dataset(name, data_dir)
     document = {
         "dataset": name, "protocol": "loo-full", "n_users": dataset.n_users, "n_items": dataset.n_items,
@@ -157,10 +177,9 @@ def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float
         "published": [{"model": m, "metrics": v, "source": s} for m, v, s in PUBLISHED.get(name, [])],
     }
     previous = OUT / f"{name}.json"
-    if previous.exists():  # keep the other models' results; the rows say which code made them
-        old = json.loads(previous.read_text())
-        kept = old["results"]
-        document["results"] = {m: {"code": kept[m].get("code", old["code"]), **kept[m]} for m in kept if m not in models}
+    old = json.loads(previous.read_text()) if previous.exists() else {"results": {}}
+    kept = old["results"]  # keep the other models' results; the rows say which code made them
+    document["results"] = {m: {"code": kept[m].get("code", old["code"]), **kept[m]} for m in kept if m not in models}
     per_model = {}
     for model in models:
         runs = []
@@ -170,19 +189,25 @@ def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float
             print(f"{name} {model} seed {seed}: ndcg@10 {r['metrics']['ndcg@10']:.4f} fit {r['fit_s']:.0f} s "
                   f"({r['training']['epochs_run']} epochs, best {r['training']['best_epoch']}), peak {r['peak_rss_mib']:.0f} MiB",
                   flush=True)
-        per_model[model] = as_results(runs)
+        saved = saved_seeds(kept.get(model), runs) if keep_seeds else []
+        if saved:
+            print(f"{name} {model}: saved seeds {[r['seed'] for r in saved]} kept beside the new", flush=True)
+            runs = sorted(runs + saved, key=lambda r: r["seed"])
+        else:  # the paired test needs every seed's per-user values, which a saved run has not
+            per_model[model] = as_results(runs)
         codes = dict.fromkeys(r.get("code", document["code"]) for r in runs)  # reused runs keep the code that made them
         document["results"][model] = {**over_seeds(runs), "code": "/".join(codes)}
     # the one pre-declared test: every other model against the first one named (sasrec by default)
-    (first, r_first), *others = per_model.items()
-    document["comparisons"] = [{"a": a, "b": first, **paired(ra, r_first)} for a, ra in others]
+    first = models[0]
+    document["comparisons"] = [{"a": a, "b": first, **paired(ra, per_model[first])}
+                               for a, ra in per_model.items() if a != first and first in per_model]
     return document
 
 
 def stopped_by(row: dict) -> str:
     """Why the (first seed's) early-stopping run ended; a cap below the model's own reads as such."""
     stopped, cap = row["training"]["stopped"], row.get("config", {}).get("train", {}).get("epochs")
-    return f"epoch cap {cap}" if stopped == "epochs" and cap is not None and cap < 200 else stopped
+    return f"epoch cap {cap}" if stopped == "epochs" and cap is not None and cap < TrainConfig().epochs else stopped
 
 
 def markdown(documents: list[dict]) -> str:
@@ -231,6 +256,8 @@ def main() -> int:
     parser.add_argument("--max-minutes", type=float, default=0.0, help="training budget per model (0 = none)")
     parser.add_argument("--max-epochs", type=int, default=0, help="cap on the early-stopping run's epochs, the "
                         "same on any machine (0 = the model's own); the refit trains the best epoch's number")
+    parser.add_argument("--keep-seeds", action="store_true", help="keep a model's saved runs of other seeds (same "
+                        "setting) in its row: long seeds run one invocation at a time (no paired test then)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="training seeds (comma-separated)")
     parser.add_argument("--report-only", action="store_true", help="rewrite SEQUENTIAL.md from the saved results")
     parser.add_argument("--cache", default="runs/sequential", help="finished runs are kept here and reused while the "
@@ -252,7 +279,7 @@ def main() -> int:
             return 2
         seeds = tuple(int(x) for x in args.seeds.split(","))
         document = run_dataset(name, data_dir, args.models.split(","), args.max_minutes, seeds, cache,
-                               Path(args.checkpoints) if args.checkpoints else None, args.max_epochs)
+                               Path(args.checkpoints) if args.checkpoints else None, args.max_epochs, args.keep_seeds)
         atomic_write_text(OUT / f"{name}.json", json.dumps(document, indent=2))
     documents = [json.loads(p.read_text()) for p in sorted(OUT.glob("*.json"))]
     atomic_write_text(HERE / "SEQUENTIAL.md", markdown(documents))
