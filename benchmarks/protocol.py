@@ -79,11 +79,17 @@ def fmt_mean_std(stat: dict | float, digits: int = 4) -> str:
     the result file holds, as README's figures are (`readme_figures.half_up`), so a report and the README
     never show one figure two ways.
 
+    A summary of one seed is its value (a spread needs two).
+
     >>> fmt_mean_std({"mean": 0.05975, "std": 0.00072}), fmt_mean_std(0.05975)
     ('0.0598 ± 0.0007', '0.0598')
+    >>> fmt_mean_std({"mean": 0.0335, "std": 0.0, "values": [0.0335]})
+    '0.0335'
     """
     if not isinstance(stat, dict):
         return str(half_up(stat, digits))
+    if len(stat.get("values", [None, None])) == 1:
+        return str(half_up(stat["mean"], digits))
     return f"{half_up(stat['mean'], digits)} ± {half_up(stat['std'], digits)}"
 
 

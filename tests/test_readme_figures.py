@@ -104,7 +104,14 @@ def test_renderers_show_mean_and_std_over_seeds(name):
     load = rf.loader(rf.RESULTS)
     lines = rf.RENDERERS[name](lambda path: over_three_seeds(load(path)))
     assert any(" ± 0.0010" in line for line in lines)
-    assert "mean ± std over 3 seeds" in lines[-1]
+    # the sequential table has a `seeds` column, its rows being over different numbers of seeds
+    assert ("mean ± std over the row's seeds" if name == "sequential" else "mean ± std over 3 seeds") in lines[-1]
+
+
+def test_a_summary_of_one_seed_shows_its_value_without_a_spread():
+    one = {"mean": 0.0335, "std": 0.0, "values": [0.0335]}
+    assert rf.fmt(one, 4) == "0.0335"
+    assert rf.fmt({**one, "std": 0.0004, "values": [0.0331, 0.0339]}, 4) == "0.0335 ± 0.0004"
 
 
 def test_deep_cf_marks_the_best_mean_over_seeds():
