@@ -25,7 +25,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import subprocess
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +68,18 @@ def seeded(model: str, params: dict, seed: int) -> dict | None:
     else:
         return None
     return table
+
+
+def exit_with_parent(parent: int, poll_s: float = 5.0) -> None:
+    """End this process once `parent` (the benchmark that spawned it) is gone: a run whose benchmark was
+    killed must not train on as an orphan, taking the cores from whatever is measured next."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def mean_std(values: list[float], digits: int = 5) -> dict:

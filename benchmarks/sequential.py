@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
+import os
 import resource
 import statistics
 import sys
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from baselines import code_version, machine
-from protocol import SEEDS, TEST, RunCache, describe_test, fmt_mean_std, mean_std, paired
+from protocol import SEEDS, TEST, RunCache, describe_test, exit_with_parent, fmt_mean_std, mean_std, paired
 
 from omnirec.data.datasets import DATASETS, load_dataset
 from omnirec.data.split import split_dataset
@@ -64,12 +65,15 @@ def peak_rss_mib() -> float:
 
 
 def run_model(name: str, dataset_name: str, data_dir: Path, max_minutes: float, seed: int,
-              checkpoints: str = "", max_epochs: int = 0) -> dict:
+              checkpoints: str = "", max_epochs: int = 0, parent: int | None = None) -> dict:
     """Fit one model with its default config and `seed` (optionally under a time budget or a cap on the
     epochs, `max_epochs`: 0 = the model's own), evaluate on test.
     Run in a process of its own, so that the peak memory is this model's. With `checkpoints` (a folder for
     this run), training resumes from the checkpoint a stopped invocation left there; its seconds are then
-    the sum of the epochs' recorded seconds, since this process saw only the last of them."""
+    the sum of the epochs' recorded seconds, since this process saw only the last of them. With `parent`
+    (the invoking process), it ends when that process is killed."""
+    if parent is not None:
+        exit_with_parent(parent)
     dataset = load_dataset(dataset_name, data_dir)
     split = split_dataset(dataset, "loo")
     cls = MODELS[name]
@@ -141,7 +145,8 @@ def cached_run(cache: RunCache, name: str, model: str, data_dir: Path, max_minut
         return run
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
         folder = str(checkpoints / name / key[1]) if checkpoints else ""
-        run = {**child.submit(run_model, model, name, data_dir, max_minutes, seed, folder, max_epochs).result(),
+        run = {**child.submit(run_model, model, name, data_dir, max_minutes, seed, folder, max_epochs,
+                                  os.getpid()).result(),
                "code": started_code()}
     cache.put(run, *key)
     return run

@@ -13,7 +13,9 @@ import numpy as np
 
 from omnirec.evaluate.ranking import EvalResult
 
-_SPEC = importlib.util.spec_from_file_location("protocol", Path(__file__).resolve().parents[2] / "benchmarks" / "protocol.py")
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))  # protocol imports its sibling readme_figures, also when this file runs alone
+_SPEC = importlib.util.spec_from_file_location("protocol", BENCH / "protocol.py")
 protocol = importlib.util.module_from_spec(_SPEC)
 sys.modules.setdefault("protocol", protocol)  # its dataclasses look their module up by name
 _SPEC.loader.exec_module(protocol)
@@ -102,3 +104,29 @@ def test_results_survive_the_round_trip_through_json_for_the_paired_test() -> No
     back = protocol.results_from_json(json.loads(json.dumps(protocol.results_to_json(results))))
     assert [r.summary for r in back] == [r.summary for r in results]
     assert protocol.paired(back, other) == protocol.paired(results, other)
+
+
+def test_a_child_run_ends_when_the_benchmark_that_started_it_is_gone(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    child = (f"import os, sys, time; sys.path.insert(0, {str(BENCH)!r}); from protocol import exit_with_parent; "
+             "exit_with_parent(int(sys.argv[1]), poll_s=0.05); print('watching', flush=True); time.sleep(60)")
+    parent = ("import os, subprocess, sys; "
+              f"p = subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True); "
+              "p.stdout.readline(); print(p.pid, flush=True)")  # the parent ends here, its child still sleeping
+    # (the child holds none of the parent's pipes, so this returns as soon as the parent ends)
+    pid = int(subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=120).stdout)
+
+    def alive() -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        return state != "Z"  # a zombie has exited; only its parent's reaping is left
+
+    deadline = time.monotonic() + 20
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(), "the orphaned child kept running"
