@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from readme_figures import half_up
+from readme_figures import half_up, seed_count
 
 from omnirec.evaluate.ranking import EvalResult
 from omnirec.models import MODELS
@@ -103,7 +103,7 @@ def fmt_mean_std(stat: dict | float, digits: int = 4) -> str:
     """
     if not isinstance(stat, dict):
         return str(half_up(stat, digits))
-    if len(stat.get("values", [None, None])) == 1:
+    if seed_count(stat) == 1:
         return str(half_up(stat["mean"], digits))
     return f"{half_up(stat['mean'], digits)} ± {half_up(stat['std'], digits)}"
 

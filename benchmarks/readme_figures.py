@@ -259,11 +259,14 @@ def stopped_by(training: dict | list[dict], cap: int | None = None) -> str:
     return ", ".join(dict.fromkeys(f"epoch cap {cap}" if cap and why == "epochs" else why for why in reasons))
 
 
+MODEL_EPOCHS = 200  # `TrainConfig.epochs`, the models' own bound (this module reads results, not the library)
+
+
 def epoch_cap(row: dict) -> int | None:
     """The epochs a sequential.py row's runs were capped at (`--max-epochs`), None where the model's own
-    bound applied (`TrainConfig.epochs`, 200)."""
+    bound (MODEL_EPOCHS) applied."""
     epochs = row.get("config", {}).get("train", {}).get("epochs")
-    return epochs if epochs is not None and epochs < 200 else None
+    return epochs if epochs is not None and epochs < MODEL_EPOCHS else None
 
 
 def sequential(load: Load) -> list[str]:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+import readme_figures
 from baselines import code_version, machine
 from protocol import SEEDS, TEST, RunCache, describe_test, exit_with_parent, fmt_mean_std, mean_std, paired
 
@@ -38,7 +39,6 @@ from omnirec.data.datasets import DATASETS, load_dataset
 from omnirec.data.split import split_dataset
 from omnirec.evaluate.ranking import EvalResult, full_ranking_eval
 from omnirec.models import MODELS
-from omnirec.train.loop import TrainConfig
 from omnirec.utils import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
@@ -210,9 +210,9 @@ def run_dataset(name: str, data_dir: Path, models: list[str], max_minutes: float
 
 
 def stopped_by(row: dict) -> str:
-    """Why the (first seed's) early-stopping run ended; a cap below the model's own reads as such."""
-    stopped, cap = row["training"]["stopped"], row.get("config", {}).get("train", {}).get("epochs")
-    return f"epoch cap {cap}" if stopped == "epochs" and cap is not None and cap < TrainConfig().epochs else stopped
+    """Why the (first seed's) early-stopping run ended; a cap below the model's own reads as such (the
+    README's rule, `readme_figures.stopped_by`)."""
+    return readme_figures.stopped_by(row["training"], readme_figures.epoch_cap(row))
 
 
 def markdown(documents: list[dict]) -> str:

@@ -56,3 +56,9 @@ def test_saved_seeds_of_another_setting_are_not_mixed_in() -> None:
         assert sequential.saved_seeds(saved_row(), [{"seed": 2, "config": other}]) == []
     assert sequential.saved_seeds(None, [{"seed": 2, "config": config(2)}]) == []
     assert sequential.saved_seeds({"config": config(0)}, [{"seed": 2, "config": config(2)}]) == []  # no runs kept
+
+
+def test_the_reports_know_the_models_own_epoch_bound() -> None:
+    from omnirec.train.loop import TrainConfig
+
+    assert sequential.readme_figures.MODEL_EPOCHS == TrainConfig().epochs  # below it, an epoch limit is a cap
