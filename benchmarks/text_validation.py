@@ -18,6 +18,7 @@ Writes `benchmarks/results/text_validation.json` (one entry per variant, with th
     python benchmarks/text_validation.py --data-dir ../shared/data
     python benchmarks/text_validation.py --variants 'cold|hybrid|{"inherit": 10}'
     python benchmarks/text_validation.py --variants 'cold|hybrid|{"text": {"mode": "text"}}' --frontier
+    python benchmarks/text_validation.py --ceiling    # what text alone tells about new items
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
+from sklearn.metrics import roc_auc_score
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -45,8 +47,11 @@ from omnirec.data.schema import TIME, USER  # noqa: E402
 from omnirec.data.split import Split, cold_items, split_dataset  # noqa: E402
 from omnirec.evaluate.ranking import full_ranking_eval  # noqa: E402
 from omnirec.experiment import fit_for_test  # noqa: E402
+from omnirec.features.similarity import untrained_items  # noqa: E402
 from omnirec.features.text import TextEncoderConfig, encode_texts  # noqa: E402
 from omnirec.models.base import Recommender  # noqa: E402
+from omnirec.models.content import TfidfConfig, TfidfContent  # noqa: E402
+from omnirec.models.textseq import standardize  # noqa: E402
 from omnirec.topk import mask_seen  # noqa: E402
 from omnirec.utils import atomic_write_text  # noqa: E402
 
@@ -127,6 +132,78 @@ def group_ndcg(model: Recommender, split: Split, known: np.ndarray) -> dict[str,
             for group, part in (("new", targets.only(split.cold)), ("known", targets.only(known)), ("all", targets))}
 
 
+CEILING_RECENCY = (1.0, 0.8, 0.5)  # `--ceiling`: the content rankers' history weighting (TF-IDF's default 0.8)
+
+
+class SentenceProfile:
+    """A content ranker for `content_ceiling`: (B, I + 1) cosine of each user's recency-weighted sum of
+    their history's sentence vectors with every item's."""
+
+    def __init__(self, vectors: np.ndarray, recency: float):
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        self.unit, self.recency = torch.from_numpy(unit.astype(np.float32)), recency
+
+    def score(self, batch) -> torch.Tensor:
+        lengths = batch.lengths()
+        age = np.repeat(batch.indptr[1:], lengths) - 1 - np.arange(len(batch.items))  # 0 = most recent
+        rows = torch.from_numpy(np.repeat(np.arange(len(batch.users)), lengths))
+        weights = torch.from_numpy((self.recency ** age).astype(np.float32))[:, None]
+        profiles = torch.zeros(len(batch.users), self.unit.shape[1]).index_add_(
+            0, rows, self.unit[torch.from_numpy(batch.items)] * weights)  # (B, E)
+        return profiles @ self.unit.T
+
+
+class StandardizedSum:
+    """Content rankers' scores standardized per user and summed (`content_ceiling`)."""
+
+    def __init__(self, *parts: object):
+        self.parts = parts
+
+    def score(self, batch) -> torch.Tensor:
+        return sum(standardize(part.score(batch).float()) for part in self.parts)
+
+
+def content_ceiling(dataset: Dataset, vectors: np.ndarray) -> dict:
+    """What text alone can tell about new items, on the nested cold split (validation targets only):
+    `among_new`, the NDCG@10 of the new-item targets with only new items ranked, for TF-IDF and sentence-
+    vector profiles of the history and their standardized sum at several recency weights (how well
+    content orders new items); `newness_auc`, the ROC AUC with which a user's history tells that the next
+    item is new (the best new item's score above the best known one's, by TF-IDF and by sentence vectors;
+    the history's length): 0.5 is no signal, and without one a new item's placement against known items
+    is a single trade for every user (`--frontier`)."""
+    split = nested_cold(dataset)
+    data = split.refit_data(dataset.item_text)
+    histories, targets = split.histories("test"), split.targets("test")
+    known = np.setdiff1d(np.arange(1, dataset.n_items + 1), split.cold)
+    rankers: dict[str, object] = {}
+    for recency in CEILING_RECENCY:
+        words, sentences = TfidfContent(TfidfConfig(recency=recency)).fit(data), SentenceProfile(vectors, recency)
+        rankers |= {f"tfidf, recency {recency}": words, f"sentence vectors, recency {recency}": sentences,
+                    f"tfidf + sentence vectors, recency {recency}": StandardizedSum(words, sentences)}
+    among = {name: round(among_new_ndcg(ranker, histories, targets.only(split.cold), known), 5)
+             for name, ranker in rankers.items()}
+    users = np.flatnonzero(targets.lengths() > 0)
+    is_new = np.isin(targets.items[targets.indptr[users]], split.cold)
+    new = torch.zeros(dataset.n_items + 1, dtype=torch.bool)
+    new[torch.from_numpy(split.cold)] = True
+    trained = torch.from_numpy(~untrained_items(data.sequences, dataset.n_items))
+    features: dict[str, list[np.ndarray]] = {"tfidf: best new item above best known": [],
+                                             "sentence vectors: best new item above best known": []}
+    for lo in range(0, len(users), 1024):
+        batch = histories.batch(users[lo:lo + 1024])
+        for name, ranker in zip(features, (rankers["tfidf, recency 0.8"], rankers["sentence vectors, recency 0.8"])):
+            with torch.inference_mode():
+                scores = mask_seen(ranker.score(batch).float().clone(), batch)
+            gap = scores[:, new].max(1).values - scores[:, trained].max(1).values
+            features[name].append(gap.numpy())
+    auc = {name: round(float(roc_auc_score(is_new, np.concatenate(parts))), 4) for name, parts in features.items()}
+    auc["history length"] = round(float(roc_auc_score(is_new, histories.lengths()[users])), 4)
+    out = {"protocol": "cold", "model": "content-ceiling", "params": {}, "nested_split": list(split.notes),
+           "new_targets": int(is_new.sum()), "targets": len(users), "among_new": among, "newness_auc": auc}
+    print(json.dumps(out), flush=True)
+    return out
+
+
 def measure(variant: str, dataset: Dataset, vectors: np.ndarray, frontier: bool = False) -> dict:
     protocol, name, settings = variant.split("|", 2)
     params = json.loads(settings)
@@ -165,6 +242,8 @@ def main() -> int:
     parser.add_argument("--data-dir", default=str(HERE.parent.parent / "shared" / "data"))
     parser.add_argument("--dataset", default="scientific")
     parser.add_argument("--variants", default=";".join(VARIANTS), help="protocol|model|json settings, ';'-separated")
+    parser.add_argument("--ceiling", action="store_true", help="only the content ceiling on the nested cold split: "
+                        "how well text orders new items, and whether a history tells that a new item comes next")
     parser.add_argument("--frontier", action="store_true", help="for each calibrated hybrid, the nested test's "
                         "figures with its new-item offset moved over a fixed range (what placement alone can buy)")
     args = parser.parse_args()
@@ -173,8 +252,10 @@ def main() -> int:
     doc = json.loads(RESULT.read_text()) if RESULT.exists() else {"runs": []}
     provenance = {"dataset": args.dataset, "command": " ".join(["python", *sys.argv]),
                   "code": code_version("benchmarks/text_validation.py"), "machine": machine()}
-    for variant in args.variants.split(";"):
-        row = {**measure(variant, dataset, vectors, args.frontier), **provenance}
+    rows = ([lambda: content_ceiling(dataset, vectors)] if args.ceiling else
+            [lambda v=v: measure(v, dataset, vectors, args.frontier) for v in args.variants.split(";")])
+    for run in rows:
+        row = {**run(), **provenance}
         doc["runs"] = [r for r in doc["runs"] if (r["dataset"], r["protocol"], r["model"], r["params"]) !=
                        (row["dataset"], row["protocol"], row["model"], row["params"])] + [row]
         atomic_write_text(RESULT, json.dumps(doc, indent=2) + "\n")

@@ -43,3 +43,20 @@ def test_raising_the_offset_lifts_new_targets_and_lowers_known_ones_and_the_chos
     assert new == sorted(new) and old == sorted(old, reverse=True)
     assert new[-1] > new[0] and old[-1] < old[0], "moving new items from far below to far above changed nothing"
     assert model.new_params == chosen
+
+
+def test_the_content_ceiling_finds_the_signal_of_the_text_and_none_in_random_vectors(
+        tiny_dataset: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(validation, "nested_cold", lambda d: cold_items(d.interactions, d.n_users, d.n_items,
+                                                                          item_frac=0.2, seed=0))
+    categories = [text.split(". ")[-1] if text else "" for text in tiny_dataset.item_text]  # "Pets > Dogs"
+    names = sorted(set(categories))
+    by_category = np.zeros((tiny_dataset.n_items + 1, len(names)), dtype=np.float32)
+    by_category[np.arange(len(categories)), [names.index(c) for c in categories]] = 1.0
+    noise = np.random.default_rng(0).normal(size=by_category.shape).astype(np.float32)
+    told, untold = (validation.content_ceiling(tiny_dataset, v) for v in (by_category, noise))
+    sentences, words = "sentence vectors, recency 0.8", "tfidf, recency 0.8"
+    assert told["among_new"][sentences] > untold["among_new"][sentences] + 0.05
+    assert untold["among_new"][words] > untold["among_new"][sentences] + 0.05, "TF-IDF reads the same text"
+    assert told["new_targets"] > 0 and told["targets"] > told["new_targets"]
+    assert len(told["newness_auc"]) == 3 and all(0 <= auc <= 1 for auc in told["newness_auc"].values())
