@@ -50,7 +50,7 @@ from omnirec.experiment import fit_for_test  # noqa: E402
 from omnirec.features.similarity import untrained_items  # noqa: E402
 from omnirec.features.text import TextEncoderConfig, encode_texts  # noqa: E402
 from omnirec.models.base import Recommender  # noqa: E402
-from omnirec.models.content import TfidfConfig, TfidfContent  # noqa: E402
+from omnirec.models.content import TfidfConfig, TfidfContent, recency_weights  # noqa: E402
 from omnirec.models.textseq import standardize  # noqa: E402
 from omnirec.topk import mask_seen  # noqa: E402
 from omnirec.utils import atomic_write_text  # noqa: E402
@@ -144,13 +144,8 @@ class SentenceProfile:
         self.unit, self.recency = torch.from_numpy(unit.astype(np.float32)), recency
 
     def score(self, batch) -> torch.Tensor:
-        lengths = batch.lengths()
-        age = np.repeat(batch.indptr[1:], lengths) - 1 - np.arange(len(batch.items))  # 0 = most recent
-        rows = torch.from_numpy(np.repeat(np.arange(len(batch.users)), lengths))
-        weights = torch.from_numpy((self.recency ** age).astype(np.float32))[:, None]
-        profiles = torch.zeros(len(batch.users), self.unit.shape[1]).index_add_(
-            0, rows, self.unit[torch.from_numpy(batch.items)] * weights)  # (B, E)
-        return profiles @ self.unit.T
+        weights = recency_weights(batch, self.recency, len(self.unit) - 1)  # (B, I + 1), as TF-IDF's profile
+        return torch.from_numpy(np.asarray(weights @ self.unit.numpy(), dtype=np.float32)) @ self.unit.T
 
 
 class StandardizedSum:

@@ -30,6 +30,15 @@ class TfidfConfig:
             raise ValueError("recency must lie in (0, 1]")
 
 
+def recency_weights(batch: UserBatch, recency: float, n_items: int) -> sp.csr_matrix:
+    """(B, I + 1) each user's history items weighted recency**i, i = 0 for the most recent: the profile of
+    the history is this @ item vectors."""
+    lengths = batch.lengths()
+    age = np.repeat(batch.indptr[1:], lengths) - 1 - np.arange(len(batch.items))  # 0 = most recent
+    weights = (recency ** age).astype(np.float32)
+    return sp.csr_matrix((weights, batch.items, batch.indptr), shape=(len(batch.users), n_items + 1))
+
+
 class TfidfContent(Recommender):
     """score(u, j) = cosine(profile(u), tfidf(j)), profile(u) = recency-weighted sum of tfidf of u's items.
 
@@ -76,14 +85,9 @@ class TfidfContent(Recommender):
         self.item_vectors = sp.vstack([self.item_vectors, new]).tocsr()
         self.n_items += len(texts)
 
-    def _profile_weights(self, batch: UserBatch) -> sp.csr_matrix:
-        lengths = batch.lengths()
-        age = np.repeat(batch.indptr[1:], lengths) - 1 - np.arange(len(batch.items))  # 0 = most recent
-        weights = (self.config.recency ** age).astype(np.float32)
-        return sp.csr_matrix((weights, batch.items, batch.indptr), shape=(len(batch.users), self.n_items + 1))
-
     def _score(self, batch: UserBatch) -> torch.Tensor:
-        profiles = normalize(self._profile_weights(batch) @ self.item_vectors).tocsc()  # (B, V)
+        weights = recency_weights(batch, self.config.recency, self.n_items)  # (B, I + 1)
+        profiles = normalize(weights @ self.item_vectors).tocsc()  # (B, V)
         # Only the terms some profile uses matter. (I, V_used) sparse @ (V_used, B) dense, then one
         # transpose, is several times faster than the sparse (B, V) @ (V, I) product with its near-full result.
         used = np.flatnonzero(np.diff(profiles.indptr))
